@@ -1,0 +1,143 @@
+"""The one narrow interface every payment processor adapter implements.
+
+Outcomes are data, not exceptions (Kill Bill's processor statuses are the model). The rule that keeps money exact:
+``UNKNOWN`` means the processor may or may not have charged; it is resolved by :meth:`Processor.lookup`, never by
+a blind second charge. Conversion between :class:`~ledger.money.Money` and a processor's wire format happens only
+inside its adapter. Core code imports this module, never a processor SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ledger.money import Money
+
+
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "succeeded"  # money taken
+    DECLINED = "declined"  # the card or bank said no; decline_code says why
+    PENDING = "pending"  # accepted, outcome later (requires_action, processing); a webhook or lookup settles it
+    FAILED = "failed"  # definitely not charged for a non-card reason (bad token, invalid request)
+    RETRYABLE = "retryable"  # definitely not processed (rate limited, outage before acceptance): retry later, same key
+    UNKNOWN = "unknown"  # may or may not have happened (timeout, connection lost): resolve with lookup
+    NOT_FOUND = "not_found"  # lookup only: the processor has no charge for this key
+
+
+class RefundStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    PENDING = "pending"
+    FAILED = "failed"
+    RETRYABLE = "retryable"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    idempotency_key: str  # derived from the donation: the same donation always sends the same key
+    donation_id: str
+    amount: Money
+    payment_method: str  # a processor token such as pm_card_visa, never a card number
+    campaign: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    status: ChargeStatus
+    processor_reference: str | None = None  # e.g. Stripe's PaymentIntent id
+    amount: Money | None = None  # what was charged
+    fee: Money | None = None  # the processor's fee, when known at charge time
+    decline_code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    idempotency_key: str
+    refund_id: str
+    processor_reference: str  # the charge being refunded
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    status: RefundStatus
+    processor_reference: str | None = None  # e.g. Stripe's Refund id
+    message: str | None = None
+
+
+class EventType(StrEnum):
+    CHARGE_SUCCEEDED = "charge_succeeded"
+    CHARGE_FAILED = "charge_failed"
+    CHARGE_REFUNDED = "charge_refunded"
+    DISPUTE_CREATED = "dispute_created"
+    DISPUTE_WON = "dispute_won"
+    DISPUTE_LOST = "dispute_lost"
+    PAYOUT_PAID = "payout_paid"
+    IGNORED = "ignored"  # a well-formed, verified event Surge does not act on
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorEvent:
+    id: str  # processed once per id
+    type: EventType
+    created: datetime
+    processor_reference: str | None = None  # the charge (PaymentIntent) it concerns
+    donation_id: str | None = None  # from the charge's metadata, when present
+    amount: Money | None = None  # refunded / disputed / paid-out amount
+    fee: Money | None = None  # charge fee or dispute fee
+    decline_code: str | None = None
+    object_id: str | None = None  # the refund, dispute or payout id
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BalanceTransactionType(StrEnum):
+    CHARGE = "charge"
+    REFUND = "refund"
+    DISPUTE = "dispute"  # funds withdrawn or reinstated for a dispute
+    PAYOUT = "payout"
+    FEE = "fee"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTransaction:
+    """One movement on the processor's balance, the unit of reconciliation."""
+
+    id: str
+    type: BalanceTransactionType
+    amount: Money  # gross, signed: charges positive, refunds/payouts negative
+    fee: Money
+    created: datetime
+    source_reference: str | None = None  # charge / refund / payout id it belongs to
+    donation_id: str | None = None
+
+
+class WebhookSignatureError(Exception):
+    """The webhook's signature is missing, malformed, wrong or too old: reject with 400, change nothing."""
+
+
+class WebhookPayloadError(Exception):
+    """The webhook verified but its payload cannot be understood."""
+
+
+class Processor(Protocol):
+    name: str
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult: ...
+
+    async def refund(self, request: RefundRequest) -> RefundResult: ...
+
+    async def lookup(self, idempotency_key: str, processor_reference: str | None) -> ChargeResult:
+        """The charge made with ``idempotency_key`` (or ``processor_reference`` when known), or NOT_FOUND."""
+        ...
+
+    def parse_webhook(self, payload: bytes, headers: Mapping[str, str]) -> ProcessorEvent: ...
+
+    async def balance_transactions(self, created_from: datetime, created_to: datetime) -> list[BalanceTransaction]: ...
+
+    async def close(self) -> None: ...
