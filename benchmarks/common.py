@@ -1,0 +1,168 @@
+"""Helpers shared by the benchmarks: latency histograms, CPU accounting, machine details, tables and JSON results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+RESULTS_FOLDER = Path(__file__).resolve().parent / "results"
+_LATENCY_US_MAX = 120_000_000  # two minutes: anything slower is a hang, clamped so that it still shows as the max
+
+
+class LatencyHistogram:
+    """Latencies recorded in microseconds (HdrHistogram, 3 significant figures), reported in milliseconds."""
+
+    def __init__(self) -> None:
+        self._histogram = HdrHistogram(1, _LATENCY_US_MAX, 3)
+
+    def record_ns(self, nanoseconds: int) -> None:
+        self._histogram.record_value(min(max(nanoseconds // 1000, 1), _LATENCY_US_MAX))
+
+    def reset(self) -> None:
+        self._histogram.reset()
+
+    @property
+    def count(self) -> int:
+        return int(self._histogram.get_total_count())
+
+    def summary_ms(self) -> dict[str, float]:
+        h = self._histogram
+        if h.get_total_count() == 0:
+            return {"count": 0}
+
+        def ms(microseconds: float) -> float:
+            return round(microseconds / 1000, 3)
+
+        return {
+            "count": int(h.get_total_count()),
+            "mean": ms(h.get_mean_value()),
+            "p50": ms(h.get_value_at_percentile(50)),
+            "p90": ms(h.get_value_at_percentile(90)),
+            "p99": ms(h.get_value_at_percentile(99)),
+            "p999": ms(h.get_value_at_percentile(99.9)),
+            "max": ms(h.get_max_value()),
+        }
+
+
+def distribution(values: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """Count, mean, p50, p99 and max of a small sample (batch sizes, commit times) kept in full."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(int(fraction * len(ordered)), len(ordered) - 1)], digits)
+
+    return {
+        "count": len(ordered),
+        "mean": round(sum(ordered) / len(ordered), digits),
+        "p50": at(0.50),
+        "p99": at(0.99),
+        "max": round(ordered[-1], digits),
+    }
+
+
+@dataclass(frozen=True)
+class _CpuSample:
+    wall_s: float
+    machine_busy_s: float
+    machine_total_s: float
+    process_s: float
+
+
+class CpuMeter:
+    """How the machine's CPU was spent over an interval: this process versus everything else (the database).
+
+    The benchmark and PostgreSQL share the machine's cores, so throughput is bounded by their sum; this splits it.
+    """
+
+    def __init__(self) -> None:
+        self._start = _cpu_sample()
+
+    def restart(self) -> None:
+        self._start = _cpu_sample()
+
+    def summary(self) -> dict[str, float]:
+        end = _cpu_sample()
+        wall = end.wall_s - self._start.wall_s
+        cores = os.cpu_count() or 1
+        busy = end.machine_busy_s - self._start.machine_busy_s
+        total = end.machine_total_s - self._start.machine_total_s
+        process = end.process_s - self._start.process_s
+        return {
+            "wall_s": round(wall, 3),
+            "machine_busy_percent": round(100 * busy / total, 1) if total else 0.0,
+            "benchmark_process_cores": round(process / wall, 2) if wall else 0.0,
+            "other_processes_cores": round(max(busy - process, 0) / wall, 2) if wall else 0.0,
+            "cores": cores,
+        }
+
+
+def _cpu_sample() -> _CpuSample:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    busy = total = 0.0
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:  # not Linux: only this process is accounted
+        fields = []
+    if fields:
+        ticks = [int(value) for value in fields[:8]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        hertz = os.sysconf("SC_CLK_TCK")
+        total = sum(ticks) / hertz
+        busy = (sum(ticks) - idle) / hertz
+    return _CpuSample(time.perf_counter(), busy, total, usage.ru_utime + usage.ru_stime)
+
+
+def machine_details() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_mb": _memory_mb(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_mb() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def print_table(title: str, rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{title}\n{'-' * len(title)}")
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+def write_results(name: str, results: Mapping[str, Any]) -> Path:
+    RESULTS_FOLDER.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_FOLDER / f"{name}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    return path
