@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from engine.api import health, ledger_routes
+from adapters.base import Processor
+from adapters.registry import build_processor
+from engine import chart
+from engine.api import admin, donations, health, ledger_routes, observability, openapi, webhooks
+from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
+from engine.auth import KeyVerifier
+from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.config import Settings
 from engine.database import create_pool
-from engine.state import ACCOUNTS, DATABASE_URL, LEDGER_BATCHER, POOL, SETTINGS
+from engine.intake import VelocityLimits
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline, PipelineLimits
+from engine.processor_gate import GateLimits, ProcessorGate
+from engine.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from ledger import migrate
 from ledger.accounts import AccountDirectory
-from ledger.batcher import BatcherLimits, GroupCommitter
-from ledger.entries import EntryRequest, EntryResult
-from ledger.posting import post_entries
+from ledger.batcher import BatcherLimits
 
 _logger = logging.getLogger(__name__)
 
 REQUEST_BODY_SIZE_MAX_BYTES = 64 * 1024
+PROCESSOR_OVERRIDES = web.AppKey(
+    "processor_overrides", list[Processor]
+)  # tests: ready-made processors instead of settings
 
 
 def batcher_limits(settings: Settings) -> BatcherLimits:
@@ -32,38 +45,86 @@ def batcher_limits(settings: Settings) -> BatcherLimits:
     )
 
 
+def gate_limits(settings: Settings) -> GateLimits:
+    return GateLimits(
+        rate_per_s=settings.processor_rate_per_s / settings.workers,
+        burst=max(1, int(settings.processor_rate_per_s / settings.workers / 5)),
+        concurrency_max=settings.processor_concurrency_max,
+    )
+
+
+def pipeline_limits(settings: Settings) -> PipelineLimits:
+    return PipelineLimits(
+        charge_timeout_ms=settings.charge_timeout_ms,
+        in_flight_max=settings.in_flight_max,
+        queue_depth_max=settings.queue_depth_max,
+        velocity=VelocityLimits(settings.velocity_declines_max, settings.velocity_window_s),
+    )
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(app[DATABASE_URL], size_max=settings.pool_size_max)
     async with pool.acquire() as connection:
-        applied = await migrate.migrate(connection)
-    for migration in applied:
-        _logger.info("applied migration %04d_%s", migration.version, migration.name)
+        for migration in await migrate.migrate(connection):
+            _logger.info("applied migration %04d_%s", migration.version, migration.name)
     app[POOL] = pool
+    app[ACCOUNTS] = AccountDirectory()
+    app[KEYS] = KeyVerifier(pool)
+    app[CAMPAIGNS] = CampaignDirectory(pool)
     yield
     await pool.close()
 
 
-async def _ledger(app: web.Application) -> AsyncIterator[None]:
-    directory = AccountDirectory()
-    app[ACCOUNTS] = directory
-    batcher: GroupCommitter[EntryRequest, EntryResult] = GroupCommitter(
-        app[POOL],
-        lambda connection, requests: post_entries(connection, directory, requests),
-        batcher_limits(app[SETTINGS]),
-        name="ledger",
-    )
-    batcher.start()
-    app[LEDGER_BATCHER] = batcher
+def _build_processors(app: web.Application, environment: Mapping[str, str]) -> list[Processor]:
+    if PROCESSOR_OVERRIDES in app:
+        overrides: list[Processor] = app[PROCESSOR_OVERRIDES]
+        return overrides
+    return [build_processor(kind, name, app[POOL], environment) for name, kind in app[SETTINGS].processor_specs()]
+
+
+async def _processors(app: web.Application) -> AsyncIterator[None]:
+    processors = _build_processors(app, os.environ)
+    limits = gate_limits(app[SETTINGS])
+    async with app[POOL].acquire() as connection:
+        currencies = {c.currency for c in await list_campaigns(connection)}
+        for processor in processors:
+            for currency in currencies:
+                await chart.ensure_processor_accounts(connection, processor.name, currency)
+    for processor in processors:
+        start = getattr(processor, "start", None)  # optional: processors with background work
+        if start is not None and inspect.isawaitable(started := start()):
+            await started
+    gated: list[tuple[Processor, ProcessorGate]] = [(processor, ProcessorGate(limits)) for processor in processors]
+    app[PROCESSORS] = gated
     yield
-    await batcher.stop()
+    for processor in processors:
+        await processor.close()
 
 
-def create_app(settings: Settings, database_url: str) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=REQUEST_BODY_SIZE_MAX_BYTES)
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    processors: list[tuple[Processor, ProcessorGate]] = app[PROCESSORS]
+    pipeline = Pipeline(
+        app[POOL], app[ACCOUNTS], processors, pipeline_limits(settings), batcher_limits(settings), app[METRICS]
+    )
+    pipeline.start()
+    app[PIPELINE] = pipeline
+    yield
+    await pipeline.stop()
+
+
+def create_app(settings: Settings, database_url: str, processors: list[Processor] | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, observability.metrics_middleware, cors_middleware],
+        client_max_size=REQUEST_BODY_SIZE_MAX_BYTES,
+    )
     app[SETTINGS] = settings
     app[DATABASE_URL] = database_url
-    app.cleanup_ctx.extend([_database, _ledger])
-    app.add_routes(health.routes)
-    app.add_routes(ledger_routes.routes)
+    app[METRICS] = Metrics()
+    if processors is not None:
+        app[PROCESSOR_OVERRIDES] = processors
+    app.cleanup_ctx.extend([_database, _processors, _pipeline])
+    for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi):
+        app.add_routes(module.routes)
     return app

@@ -11,6 +11,17 @@ from typing import Any
 
 import asyncpg
 
+from engine import chart
+from engine.api.errors import ApiError
+from engine.auth import Role, create_key
+from engine.campaigns import (
+    FEDERAL_LIMIT_PER_ELECTION_MINOR,
+    ITEMIZATION_THRESHOLD_MINOR,
+    CampaignExistsError,
+    campaign_from_json,
+    create_campaign,
+    list_campaigns,
+)
 from engine.config import ConfigError, Settings, load_settings
 from engine.database import DatabaseStartError, create_pool, database_url
 from ledger import migrate
@@ -85,6 +96,66 @@ def _ledger_check(args: argparse.Namespace) -> int:
     return _with_database(_settings(args), work)
 
 
+def _campaigns_create(args: argparse.Namespace) -> int:
+    try:
+        campaign = campaign_from_json(
+            {
+                "slug": args.slug,
+                "name": args.name,
+                "election": args.election,
+                "currency": args.currency,
+                "contribution_limit": args.limit,
+                "itemization_threshold": args.itemization_threshold,
+                "require_attestation": not args.no_attestation,
+                "allowed_origins": args.allowed_origin or [],
+            }
+        )
+    except ApiError as error:
+        print(f"surge: {error.message}", file=sys.stderr)
+        return 2
+
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection:
+            try:
+                await create_campaign(connection, campaign)
+            except CampaignExistsError:
+                print(f"surge: campaign {campaign.slug} already exists", file=sys.stderr)
+                return 1
+            for name, _ in _settings(args).processor_specs():
+                await chart.ensure_processor_accounts(connection, name, campaign.currency)
+        print(
+            f"created campaign {campaign.slug} ({campaign.currency}, limit {campaign.contribution_limit_minor} "
+            f"per donor for {campaign.election})"
+        )
+        return 0
+
+    return _with_database(_settings(args), work)
+
+
+def _campaigns_list(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        for c in await list_campaigns(pool):
+            origins = ",".join(c.allowed_origins) or "-"
+            print(
+                f"{c.slug}\t{c.currency}\t{c.election}\tlimit={c.contribution_limit_minor}\t"
+                f"itemize>{c.itemization_threshold_minor}\torigins={origins}\t{c.name}"
+            )
+        return 0
+
+    return _with_database(_settings(args), work)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection:
+            key, secret = await create_key(connection, Role(args.role), args.label)
+        print(f"{key.id} ({key.role.value}): {secret}")
+        print("The secret is shown only this once; Surge stores its hash.", file=sys.stderr)
+        return 0
+
+    return _with_database(_settings(args), work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="surge", description="Surge donation processing engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger = commands.add_parser("ledger", help="the ledger").add_subparsers(dest="ledger_command", required=True)
     ledger.add_parser("check", help="prove entries balance and balances equal postings").set_defaults(run=_ledger_check)
+
+    campaigns = commands.add_parser("campaigns", help="campaigns").add_subparsers(
+        dest="campaigns_command", required=True
+    )
+    create = campaigns.add_parser("create", help="create a campaign")
+    create.add_argument("slug", help="short name used by forms, e.g. smith-2026")
+    create.add_argument("--name", required=True)
+    create.add_argument("--election", required=True, help="election label, e.g. 2026-primary")
+    create.add_argument("--currency", default="USD")
+    create.add_argument("--limit", type=int, default=FEDERAL_LIMIT_PER_ELECTION_MINOR, help="per donor, minor units")
+    create.add_argument("--itemization-threshold", type=int, default=ITEMIZATION_THRESHOLD_MINOR)
+    create.add_argument("--allowed-origin", action="append", help="browser origin allowed to post (repeatable)")
+    create.add_argument("--no-attestation", action="store_true", help="do not require the citizenship attestation")
+    create.set_defaults(run=_campaigns_create)
+    campaigns.add_parser("list", help="list campaigns").set_defaults(run=_campaigns_list)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    key = keys.add_parser("create", help="create an API key and print it once")
+    key.add_argument("--role", required=True, choices=[r.value for r in Role])
+    key.add_argument("--label")
+    key.set_defaults(run=_keys_create)
     return parser
 
 

@@ -4,12 +4,15 @@ validated once at start-up with messages that name the setting."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+PROCESSOR_KINDS = frozenset({"simulated", "stripe"})
 
 
 class ConfigError(ValueError):
@@ -29,6 +32,16 @@ class Settings:
     queue_size_max: int = 20_000
     committers: int = 2
     log_level: str = "INFO"
+    # Processors in priority order, "name=kind" or "kind" (kinds: simulated, stripe); failover goes down the list.
+    processors: str = "simulated"
+    processor_rate_per_s: float = 100.0  # per processor account, shared by all workers
+    processor_concurrency_max: int = 64  # per worker
+    charge_timeout_ms: int = 8_000
+    in_flight_max: int = 2_000
+    queue_depth_max: int = 200_000
+    velocity_declines_max: int = 5
+    velocity_window_s: int = 600
+    trust_forwarded_for: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -48,10 +61,38 @@ class Settings:
             problems.append(f"SURGE_COMMITTERS must be 1-16, got {self.committers}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"SURGE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        if self.processor_rate_per_s <= 0 or self.processor_concurrency_max < 1:
+            problems.append("SURGE_PROCESSOR_RATE_PER_S must be > 0 and SURGE_PROCESSOR_CONCURRENCY_MAX >= 1")
+        if not 100 <= self.charge_timeout_ms <= 120_000:
+            problems.append(f"SURGE_CHARGE_TIMEOUT_MS must be 100-120000, got {self.charge_timeout_ms}")
+        if self.in_flight_max < 1 or self.queue_depth_max < 1:
+            problems.append("SURGE_IN_FLIGHT_MAX and SURGE_QUEUE_DEPTH_MAX must be at least 1")
+        if self.velocity_declines_max < 1 or self.velocity_window_s < 1:
+            problems.append("SURGE_VELOCITY_DECLINES_MAX and SURGE_VELOCITY_WINDOW_S must be at least 1")
+        try:
+            self.processor_specs()
+        except ValueError as error:
+            problems.append(str(error))
         if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
             problems.append("DATABASE_URL must start with postgresql:// or postgres://")
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    def processor_specs(self) -> list[tuple[str, str]]:
+        """(name, kind) pairs in priority order."""
+        specs = []
+        for part in self.processors.split(","):
+            name, _, kind = part.strip().partition("=")
+            kind = kind or name
+            if not re.match(r"^[a-z][a-z0-9_-]{0,30}$", name) or kind not in PROCESSOR_KINDS:
+                raise ValueError(
+                    f"SURGE_PROCESSORS entry {part.strip()!r} must be name=kind with kind one of "
+                    f"{sorted(PROCESSOR_KINDS)}"
+                )
+            specs.append((name, kind))
+        if len({name for name, _ in specs}) != len(specs):
+            raise ValueError("SURGE_PROCESSORS names must be unique")
+        return specs
 
     @property
     def postgres_folder(self) -> Path:
@@ -79,6 +120,12 @@ def load_settings(environment: Mapping[str, str] | None = None, **overrides: Any
 
 def _convert(name: str, type_name: Any, raw: str) -> Any:
     type_text = str(type_name)
+    if type_text == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{_ENVIRONMENT_NAMES[name]} must be true or false, got {raw!r}")
     try:
         if type_text == "int":
             return int(raw)

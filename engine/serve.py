@@ -16,6 +16,7 @@ import uvloop
 from aiohttp import web
 
 from engine.app import create_app
+from engine.bootstrap import bootstrap
 from engine.config import Settings
 from engine.database import create_pool, database_url
 from ledger import migrate
@@ -27,21 +28,30 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 def serve(settings: Settings) -> int:
     with database_url(settings) as url:
-        asyncio.run(_migrate(url))
+        asyncio.run(_prepare(url, embedded=not settings.database_url))
         if settings.workers == 1:
             run_worker(settings, url)
             return 0
         return _run_workers(settings, url)
 
 
-async def _migrate(url: str) -> None:
+async def _prepare(url: str, *, embedded: bool) -> None:
     pool = await create_pool(url, size_max=2, size_min=1)
     try:
         async with pool.acquire() as connection:
             for applied in await migrate.migrate(connection):
                 _logger.info("applied migration %04d_%s", applied.version, applied.name)
+            keys = await bootstrap(connection, create_demo_campaign=embedded)
     finally:
         await pool.close()
+    if keys:
+        lines = [f"  {role.value:<8} {secret}" for role, secret in keys.items()]
+        print(
+            "\nNew database: created one API key per role. They are shown only this once; store them now.\n"
+            + "\n".join(lines)
+            + "\n",
+            flush=True,
+        )
 
 
 def run_worker(settings: Settings, url: str) -> None:

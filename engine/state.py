@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from adapters.base import Processor
+from engine.auth import KeyVerifier
+from engine.campaigns import CampaignDirectory
 from engine.config import Settings
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline
+from engine.processor_gate import ProcessorGate
 from ledger.accounts import AccountDirectory
-from ledger.batcher import GroupCommitter
-from ledger.entries import EntryRequest, EntryResult
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 ACCOUNTS = web.AppKey("accounts", AccountDirectory)
-LEDGER_BATCHER = web.AppKey("ledger_batcher", GroupCommitter[EntryRequest, EntryResult])
+KEYS = web.AppKey("keys", KeyVerifier)
+CAMPAIGNS = web.AppKey("campaigns", CampaignDirectory)
+METRICS = web.AppKey("metrics", Metrics)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+# In priority order; the first whose gate admits a charge takes it (failover).
+PROCESSORS = web.AppKey("processors", list[tuple[Processor, ProcessorGate]])

@@ -7,6 +7,8 @@ from datetime import datetime
 from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
+from engine.api.requests import authorized, int_param
+from engine.auth import Role
 from engine.state import POOL
 from ledger import reads
 
@@ -26,6 +28,7 @@ def _balance_body(balance: reads.Balance) -> dict[str, object]:
 
 @routes.get("/v1/ledger/accounts/{code}/balance")
 async def account_balance(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
     code = request.match_info["code"]
     as_of = request.query.get("as_of")
     async with request.app[POOL].acquire() as connection:
@@ -41,8 +44,9 @@ async def account_balance(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/accounts/{code}/entries")
 async def account_entries(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
     code = request.match_info["code"]
-    limit = _int_param(request, "limit", 100, 1, 1000)
+    limit = int_param(request, "limit", 100, 1, 1000)
     before = request.query.get("starting_after")
     async with request.app[POOL].acquire() as connection:
         try:
@@ -68,6 +72,7 @@ async def account_entries(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/trial-balance")
 async def trial_balance(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
     async with request.app[POOL].acquire() as connection:
         lines = await reads.trial_balance(connection)
     totals = reads.trial_balance_totals(lines)
@@ -97,12 +102,3 @@ def _parse_time(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ApiError(400, "parameter_invalid", "as_of must include a time zone", param="as_of")
     return parsed
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, "parameter_invalid", f"{name} must be an integer {low}-{high}", param=name)
-    return int(raw)

@@ -1,0 +1,51 @@
+"""Campaigns and API keys (admin), readable campaign list (finance)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine import chart
+from engine.api.errors import ApiError, json_response
+from engine.api.requests import authorized, json_body
+from engine.auth import Role, create_key
+from engine.campaigns import CampaignExistsError, campaign_from_json, create_campaign, list_campaigns
+from engine.state import POOL, PROCESSORS
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/campaigns")
+async def post_campaign(request: web.Request) -> web.Response:
+    await authorized(request, Role.ADMIN)
+    campaign = campaign_from_json(await json_body(request))
+    async with request.app[POOL].acquire() as connection:
+        try:
+            await create_campaign(connection, campaign)
+        except CampaignExistsError:
+            raise ApiError(409, "resource_exists", f"Campaign {campaign.slug} already exists.", param="slug") from None
+        for processor, _ in request.app[PROCESSORS]:
+            await chart.ensure_processor_accounts(connection, processor.name, campaign.currency)
+    return json_response(campaign.as_json(), 201)
+
+
+@routes.get("/v1/campaigns")
+async def get_campaigns(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    campaigns = await list_campaigns(request.app[POOL])
+    return json_response({"object": "list", "data": [c.as_json() for c in campaigns], "has_more": False})
+
+
+@routes.post("/v1/keys")
+async def post_key(request: web.Request) -> web.Response:
+    await authorized(request, Role.ADMIN)
+    body = await json_body(request)
+    try:
+        role = Role(str(body.get("role")))
+    except ValueError:
+        raise ApiError(400, "parameter_invalid", "role must be form, finance or admin.", param="role") from None
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ApiError(400, "parameter_invalid", "label must be a string.", param="label")
+    async with request.app[POOL].acquire() as connection:
+        key, secret = await create_key(connection, role, label)
+    return json_response({"object": "api_key", "id": key.id, "role": key.role.value, "secret": secret}, 201)

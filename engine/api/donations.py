@@ -1,0 +1,117 @@
+"""`/v1/donations`: create (form keys), read, list and refund."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.base import RefundStatus
+from engine.api.errors import ApiError, json_response
+from engine.api.requests import authorized, client_ip, int_param, json_body
+from engine.auth import Role
+from engine.donation_request import validate_donation, validate_idempotency_key
+from engine.donations import DONATION_COLUMNS, Donation, fetch_donation
+from engine.refunds import finish_refund, reserve_refund, send_refund
+from engine.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/donations")
+async def create_donation(request: web.Request) -> web.Response:
+    key = await authorized(request, Role.FORM)
+    idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+    donation_request = validate_donation(await json_body(request))
+    campaign = await request.app[CAMPAIGNS].get(donation_request.campaign)
+    if campaign is None:
+        raise ApiError(400, "resource_missing", f"No such campaign: '{donation_request.campaign}'", param="campaign")
+    origin = request.headers.get("Origin")
+    if origin is not None and "*" not in campaign.allowed_origins and origin not in campaign.allowed_origins:
+        raise ApiError(403, "origin_not_allowed", f"Origin {origin} may not post donations to this campaign.")
+    if donation_request.currency != campaign.currency:
+        raise ApiError(
+            400, "currency_mismatch", f"Campaign {campaign.slug} accepts {campaign.currency} only.", param="currency"
+        )
+    if campaign.require_attestation and not donation_request.donor.get("citizenship_attested"):
+        raise ApiError(
+            400,
+            "attestation_required",
+            "The donor must attest to being a U.S. citizen or lawful permanent resident, and that the contribution "
+            "is made from their own funds (donor.citizenship_attested: true).",
+            param="donor.citizenship_attested",
+        )
+    answer = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
+    if answer.error is not None:
+        headers = {"Retry-After": str(answer.error.retry_after_s)} if answer.error.retry_after_s else None
+        return json_response(answer.error.body(), answer.error.status, headers)
+    if answer.donation is None:
+        raise RuntimeError("pipeline answered without donation or error")
+    return json_response(answer.donation.as_json(), answer.status)
+
+
+async def _visible_donation(request: web.Request) -> Donation:
+    key = await authorized(request, Role.FORM, Role.FINANCE)
+    donation_id = request.match_info["id"]
+    donation = await fetch_donation(request.app[POOL], donation_id)
+    # A form key sees only the donations it created; to it, the others do not exist.
+    if donation is None or (key.role is Role.FORM and donation.api_key_id != key.id):
+        raise ApiError(404, "resource_missing", f"No such donation: '{donation_id}'", param="id")
+    return donation
+
+
+@routes.get("/v1/donations/{id}")
+async def get_donation(request: web.Request) -> web.Response:
+    return json_response((await _visible_donation(request)).as_json())
+
+
+@routes.get("/v1/donations")
+async def list_donations(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    limit = int_param(request, "limit", 100, 1, 1000)
+    campaign = request.query.get("campaign")
+    starting_after = request.query.get("starting_after")
+    rows = await request.app[POOL].fetch(
+        f"""SELECT {DONATION_COLUMNS} FROM surge.donations
+             WHERE ($1::text IS NULL OR campaign = $1)
+               AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM surge.donations WHERE id = $2))
+             ORDER BY created_at DESC, id DESC LIMIT $3""",
+        campaign,
+        starting_after,
+        limit,
+    )
+    data = [Donation.from_row(row).as_json() for row in rows]
+    return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
+
+
+@routes.post("/v1/donations/{id}/refunds")
+async def refund_donation(request: web.Request) -> web.Response:
+    key = await authorized(request, Role.FINANCE)
+    idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = await json_body(request, allow_empty=True)
+    amount = body.get("amount")
+    if amount is not None and type(amount) is not int:
+        raise ApiError(400, "parameter_invalid", "amount must be an integer number of minor units.", param="amount")
+    unknown = set(body) - {"amount", "reason"}
+    if unknown:
+        raise ApiError(400, "parameter_unknown", f"Unknown parameter: {sorted(unknown)[0]}.", param=sorted(unknown)[0])
+    pool = request.app[POOL]
+    async with pool.acquire() as connection:
+        refund, processor_name, charge_reference = await reserve_refund(
+            connection, key.id, idempotency_key, request.match_info["id"], amount
+        )
+    if refund.status == "pending":
+        processors = {p.name: p for p, _ in request.app[PROCESSORS]}
+        processor = processors.get(processor_name)
+        if processor is None:
+            raise ApiError(503, "processor_unavailable", f"Processor {processor_name} is not configured here.")
+        result = await send_refund(processor, refund, charge_reference, timeout_s=10.0)
+        if result.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
+            async with pool.acquire() as connection, connection.transaction():
+                refund = await finish_refund(
+                    connection,
+                    request.app[ACCOUNTS],
+                    refund.id,
+                    result.status is RefundStatus.SUCCEEDED,
+                    result.processor_reference,
+                    result.message,
+                )
+    return json_response(refund.as_json(), refund.http_status())

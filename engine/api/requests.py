@@ -1,0 +1,42 @@
+"""Helpers every handler uses: authentication, the client address, reading a JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.errors import ApiError
+from engine.auth import ApiKey, Role, authenticate, require_role
+from engine.donation_request import parse_json_object
+from engine.state import KEYS, SETTINGS
+
+
+async def authorized(request: web.Request, *roles: Role) -> ApiKey:
+    key = await authenticate(request, request.app[KEYS])
+    require_role(key, *roles)
+    return key
+
+
+def client_ip(request: web.Request) -> str | None:
+    if request.app[SETTINGS].trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",")[0].strip() or None
+    return request.remote
+
+
+async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    body = await request.read()
+    if not body.strip() and allow_empty:
+        return {}
+    return parse_json_object(body)
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "parameter_invalid", f"{name} must be an integer {low}-{high}", param=name)
+    return int(raw)

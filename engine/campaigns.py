@@ -1,0 +1,150 @@
+"""Campaigns: who a donation is for, in which currency, under which per-donor election limit and intake rules."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from engine import chart
+from engine.api.errors import ApiError
+from ledger.money import is_currency_code
+
+FEDERAL_LIMIT_PER_ELECTION_MINOR = 350_000  # US federal individual limit for 2025-26: $3,500 per election
+ITEMIZATION_THRESHOLD_MINOR = 20_000  # FEC: employer and occupation past $200 aggregate
+CAMPAIGN_CACHE_TTL_S = 10.0
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    slug: str
+    name: str
+    currency: str
+    election: str
+    contribution_limit_minor: int = FEDERAL_LIMIT_PER_ELECTION_MINOR
+    itemization_threshold_minor: int = ITEMIZATION_THRESHOLD_MINOR
+    require_attestation: bool = True
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "object": "campaign",
+            "slug": self.slug,
+            "name": self.name,
+            "currency": self.currency,
+            "election": self.election,
+            "contribution_limit": self.contribution_limit_minor,
+            "itemization_threshold": self.itemization_threshold_minor,
+            "require_attestation": self.require_attestation,
+            "allowed_origins": list(self.allowed_origins),
+        }
+
+
+def campaign_from_json(body: dict[str, Any]) -> Campaign:
+    def need(name: str, kind: type) -> Any:
+        value = body.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ApiError(400, "parameter_invalid", f"{name} must be a {kind.__name__}.", param=name)
+        return value
+
+    slug = need("slug", str)
+    if not _SLUG.match(slug):
+        raise ApiError(400, "parameter_invalid", "slug must be lower-case letters, digits and dashes.", param="slug")
+    currency = str(body.get("currency", "USD")).upper()
+    if not is_currency_code(currency):
+        raise ApiError(400, "parameter_invalid", "currency must be an ISO 4217 code.", param="currency")
+    origins = body.get("allowed_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) and o.startswith("http") for o in origins):
+        raise ApiError(400, "parameter_invalid", "allowed_origins must be a list of origins.", param="allowed_origins")
+    limit = body.get("contribution_limit", FEDERAL_LIMIT_PER_ELECTION_MINOR)
+    threshold = body.get("itemization_threshold", ITEMIZATION_THRESHOLD_MINOR)
+    for name, value in (("contribution_limit", limit), ("itemization_threshold", threshold)):
+        if type(value) is not int or value < 0 or (name == "contribution_limit" and value == 0):
+            raise ApiError(400, "parameter_invalid", f"{name} must be a positive integer (minor units).", param=name)
+    attestation = body.get("require_attestation", True)
+    if not isinstance(attestation, bool):
+        raise ApiError(
+            400, "parameter_invalid", "require_attestation must be true or false.", param="require_attestation"
+        )
+    return Campaign(
+        slug=slug,
+        name=need("name", str),
+        currency=currency,
+        election=need("election", str),
+        contribution_limit_minor=limit,
+        itemization_threshold_minor=threshold,
+        require_attestation=attestation,
+        allowed_origins=tuple(origins),
+    )
+
+
+class CampaignExistsError(Exception):
+    pass
+
+
+async def create_campaign(connection: asyncpg.Connection, campaign: Campaign) -> Campaign:
+    async with connection.transaction():
+        try:
+            await connection.execute(
+                """INSERT INTO surge.campaigns (slug, name, currency, election, contribution_limit_minor,
+                       itemization_threshold_minor, require_attestation, allowed_origins)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                campaign.slug,
+                campaign.name,
+                campaign.currency,
+                campaign.election,
+                campaign.contribution_limit_minor,
+                campaign.itemization_threshold_minor,
+                campaign.require_attestation,
+                list(campaign.allowed_origins),
+            )
+        except asyncpg.UniqueViolationError:
+            raise CampaignExistsError(campaign.slug) from None
+        await chart.ensure_campaign_accounts(connection, campaign.slug, campaign.currency)
+    return campaign
+
+
+def _campaign(row: asyncpg.Record) -> Campaign:
+    return Campaign(
+        slug=row["slug"],
+        name=row["name"],
+        currency=row["currency"],
+        election=row["election"],
+        contribution_limit_minor=row["contribution_limit_minor"],
+        itemization_threshold_minor=row["itemization_threshold_minor"],
+        require_attestation=row["require_attestation"],
+        allowed_origins=tuple(row["allowed_origins"]),
+    )
+
+
+async def list_campaigns(connection: asyncpg.Connection | asyncpg.Pool) -> list[Campaign]:
+    rows = await connection.fetch("SELECT * FROM surge.campaigns ORDER BY slug")
+    return [_campaign(row) for row in rows]
+
+
+class CampaignDirectory:
+    """Slug → campaign, refreshed every few seconds: intake reads it on every request."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._by_slug: dict[str, Campaign] = {}
+        self._fresh_until = 0.0
+
+    async def get(self, slug: str) -> Campaign | None:
+        now = time.monotonic()
+        if now >= self._fresh_until or slug not in self._by_slug:
+            if slug not in self._by_slug and now < self._fresh_until - CAMPAIGN_CACHE_TTL_S + 1.0:
+                return None  # unknown slugs do not trigger more than one reload a second
+            self._by_slug = {c.slug: c for c in await list_campaigns(self._pool)}
+            self._fresh_until = now + CAMPAIGN_CACHE_TTL_S
+        return self._by_slug.get(slug)
+
+    async def all(self) -> list[Campaign]:
+        if time.monotonic() >= self._fresh_until:
+            self._by_slug = {c.slug: c for c in await list_campaigns(self._pool)}
+            self._fresh_until = time.monotonic() + CAMPAIGN_CACHE_TTL_S
+        return list(self._by_slug.values())

@@ -1,0 +1,51 @@
+"""Refuse raw card numbers anywhere in a request: Surge handles processor tokens only (keeps it out of PCI scope).
+
+A match is a 13-19 digit run (spaces or dashes allowed between digits) that passes the Luhn check. The value is
+never stored, echoed or logged; only the JSON path of the field is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, character in enumerate(reversed(digits)):
+        value = ord(character) - 48
+        if position % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def contains_card_number(text: str) -> bool:
+    for match in _CANDIDATE.finditer(text):
+        digits = match.group().replace(" ", "").replace("-", "")
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            return True
+    return False
+
+
+def find_card_number(value: Any, path: str = "") -> str | None:
+    """The JSON path of the first field holding something that looks like a card number, else None."""
+    if isinstance(value, str):
+        return path or "(body)" if contains_card_number(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path or "(body)" if contains_card_number(str(value)) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if (isinstance(key, str) and contains_card_number(key)) or (found := find_card_number(item, child)):
+                return child if isinstance(key, str) and contains_card_number(key) else found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_card_number(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None

@@ -1,0 +1,118 @@
+"""A donation as stored, and how it looks on the wire.
+
+Internal status → API status and HTTP status:
+queued / charging / pending → ``processing`` (202); succeeded → ``succeeded`` (201); declined → ``declined`` (402);
+failed → ``failed`` (402: the processor refused the payment method for a non-card reason).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.api.errors import ApiError
+
+PROCESSING_STATUSES = frozenset({"queued", "charging", "pending"})
+DONATION_COLUMNS = """id, api_key_id, idempotency_key, request_fingerprint, campaign, election, donor_key, amount_minor,
+    currency, payment_method, donor, metadata, status, processor, processor_reference, decline_code,
+    failure_message, fee_minor, refunded_minor, disputed_minor, attempts, created_at, updated_at, settled_at"""
+
+
+def new_donation_id() -> str:
+    return "don_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Donation:
+    id: str
+    api_key_id: str
+    idempotency_key: str
+    request_fingerprint: bytes
+    campaign: str
+    election: str
+    donor_key: str
+    amount_minor: int
+    currency: str
+    payment_method: str
+    donor: dict[str, Any]
+    metadata: dict[str, str]
+    status: str
+    processor: str | None
+    processor_reference: str | None
+    decline_code: str | None
+    failure_message: str | None
+    fee_minor: int | None
+    refunded_minor: int
+    disputed_minor: int
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    settled_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Donation:
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+    @property
+    def api_status(self) -> str:
+        return "processing" if self.status in PROCESSING_STATUSES else self.status
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "donation",
+            "status": self.api_status,
+            "amount": self.amount_minor,
+            "amount_refunded": self.refunded_minor,
+            "amount_disputed": self.disputed_minor,
+            "currency": self.currency.lower(),
+            "campaign": self.campaign,
+            "election": self.election,
+            "fee": self.fee_minor,
+            "processor": self.processor,
+            "processor_reference": self.processor_reference,
+            "payment_method": self.payment_method,
+            "decline_code": self.decline_code,
+            "failure_message": self.failure_message,
+            "donor": self.donor,
+            "metadata": self.metadata,
+            "created": self.created_at.isoformat(),
+            "updated": self.updated_at.isoformat(),
+            "settled": self.settled_at.isoformat() if self.settled_at else None,
+        }
+
+    def http_status(self) -> int:
+        if self.status == "succeeded":
+            return 201
+        if self.status in PROCESSING_STATUSES:
+            return 202
+        return 402
+
+    def payment_error(self) -> ApiError | None:
+        """The 402 card error for a declined or failed donation, carrying the donation id."""
+        if self.status == "declined":
+            return ApiError(
+                402,
+                "card_declined",
+                self.failure_message or "Your card was declined.",
+                decline_code=self.decline_code or "generic_decline",
+                donation=self.as_json(),
+            )
+        if self.status == "failed":
+            return ApiError(
+                402,
+                "payment_failed",
+                self.failure_message or "The payment could not be processed.",
+                type="card_error",
+                donation=self.as_json(),
+            )
+        return None
+
+
+async def fetch_donation(connection: asyncpg.Connection | asyncpg.Pool, donation_id: str) -> Donation | None:
+    row = await connection.fetchrow(f"SELECT {DONATION_COLUMNS} FROM surge.donations WHERE id = $1", donation_id)
+    return Donation.from_row(row) if row else None

@@ -1,0 +1,243 @@
+"""Intake: one group-committed transaction records a batch of donation intents.
+
+Per item it claims the idempotency key (unique per API key), checks card-testing velocity, and places a hold on the
+donor's election aggregate — or answers why not. Items are planned in order against the locked aggregate rows, so
+two donations of one donor in one batch see each other; across transactions and processes the aggregate row lock
+serialises them, and the table's CHECK refuses any aggregate above the limit whatever the code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+import orjson
+
+from engine.campaigns import Campaign
+from engine.donation_request import DonationRequest
+from engine.donations import DONATION_COLUMNS, Donation
+
+
+class IntakeOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    REPLAY = "replay"  # same key, same body: the existing donation is returned
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # same key, different body
+    LIMIT_EXCEEDED = "limit_exceeded"
+    EMPLOYER_REQUIRED = "employer_required"  # the aggregate passes the itemization threshold
+    VELOCITY_EXCEEDED = "velocity_exceeded"  # too many recent declines from this source or donor
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeItem:
+    donation_id: str
+    api_key_id: str
+    idempotency_key: str
+    request: DonationRequest
+    campaign: Campaign
+    status: str  # "charging" when this request will charge it now, "queued" for the durable queue
+    next_attempt_at: datetime  # lease end for "charging", due time for "queued"
+    processor: str | None
+    client_ip: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    outcome: IntakeOutcome
+    donation: Donation | None = None  # the existing one for REPLAY / IDEMPOTENCY_MISMATCH
+    aggregate_minor: int | None = None  # donor's election aggregate (posted + held) before this donation
+    room_minor: int | None = None  # how much more the donor may give this election
+
+
+@dataclass(frozen=True)
+class VelocityLimits:
+    declines_max: int = 5
+    window_s: int = 600
+
+
+async def commit_intake(
+    connection: asyncpg.Connection, items: Sequence[IntakeItem], velocity: VelocityLimits
+) -> list[IntakeResult]:
+    existing = await _existing(connection, items)
+    results: list[IntakeResult | None] = [None] * len(items)
+    fresh: list[int] = []
+    claimed: dict[tuple[str, str], IntakeItem] = {}
+    for index, item in enumerate(items):
+        key = (item.api_key_id, item.idempotency_key)
+        donation = existing.get(key)
+        if donation is not None:
+            same = donation.request_fingerprint == item.request.fingerprint
+            results[index] = IntakeResult(
+                IntakeOutcome.REPLAY if same else IntakeOutcome.IDEMPOTENCY_MISMATCH, donation
+            )
+        elif key in claimed:
+            # The same key twice in one batch: the later one is a concurrent retry of an intent still in flight.
+            same = claimed[key].request.fingerprint == item.request.fingerprint
+            results[index] = IntakeResult(IntakeOutcome.REPLAY if same else IntakeOutcome.IDEMPOTENCY_MISMATCH)
+        else:
+            claimed[key] = item
+            fresh.append(index)
+    fresh = await _apply_velocity(connection, items, fresh, results, velocity)
+    accepted = await _hold_aggregates(connection, items, fresh, results)
+    if accepted:
+        await _insert_donations(connection, [items[i] for i in accepted])
+    return [r if r is not None else IntakeResult(IntakeOutcome.ACCEPTED) for r in results]
+
+
+async def _existing(connection: asyncpg.Connection, items: Sequence[IntakeItem]) -> dict[tuple[str, str], Donation]:
+    rows = await connection.fetch(
+        f"""SELECT {DONATION_COLUMNS} FROM surge.donations
+             WHERE (api_key_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+        [i.api_key_id for i in items],
+        [i.idempotency_key for i in items],
+    )
+    return {(row["api_key_id"], row["idempotency_key"]): Donation.from_row(row) for row in rows}
+
+
+async def _apply_velocity(
+    connection: asyncpg.Connection,
+    items: Sequence[IntakeItem],
+    fresh: list[int],
+    results: list[IntakeResult | None],
+    velocity: VelocityLimits,
+) -> list[int]:
+    if not fresh:
+        return fresh
+    ips = sorted({ip for i in fresh if (ip := items[i].client_ip)})
+    donors = sorted({(items[i].campaign.slug, items[i].request.donor_key) for i in fresh})
+    blocked_ips: set[str] = set()
+    if ips:
+        rows = await connection.fetch(
+            """SELECT host(client_ip) AS ip FROM surge.donations
+                WHERE status = 'declined' AND client_ip = ANY($1::inet[])
+                  AND settled_at > now() - make_interval(secs => $2)
+                GROUP BY client_ip HAVING count(*) >= $3""",
+            ips,
+            velocity.window_s,
+            velocity.declines_max,
+        )
+        blocked_ips = {row["ip"] for row in rows}
+    rows = await connection.fetch(
+        """SELECT campaign, donor_key FROM surge.donations
+            WHERE status = 'declined' AND (campaign, donor_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+              AND settled_at > now() - make_interval(secs => $3)
+            GROUP BY campaign, donor_key HAVING count(*) >= $4""",
+        [d[0] for d in donors],
+        [d[1] for d in donors],
+        velocity.window_s,
+        velocity.declines_max,
+    )
+    blocked_donors = {(row["campaign"], row["donor_key"]) for row in rows}
+    kept = []
+    for index in fresh:
+        item = items[index]
+        if item.client_ip in blocked_ips or (item.campaign.slug, item.request.donor_key) in blocked_donors:
+            results[index] = IntakeResult(IntakeOutcome.VELOCITY_EXCEEDED)
+        else:
+            kept.append(index)
+    return kept
+
+
+async def _hold_aggregates(
+    connection: asyncpg.Connection,
+    items: Sequence[IntakeItem],
+    fresh: list[int],
+    results: list[IntakeResult | None],
+) -> list[int]:
+    if not fresh:
+        return []
+    donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
+    limits = {
+        (items[i].campaign.slug, items[i].campaign.election): items[i].campaign.contribution_limit_minor for i in fresh
+    }
+    # Create missing rows (the limit is copied from the campaign so that the CHECK can enforce it), then lock every
+    # donor's row in key order: deadlock-free across concurrent batches.
+    await connection.execute(
+        """INSERT INTO surge.contribution_aggregates (campaign, election, donor_key, limit_minor)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+           ON CONFLICT (campaign, election, donor_key) DO NOTHING""",
+        [d[0] for d in donors],
+        [d[1] for d in donors],
+        [d[2] for d in donors],
+        [limits[(d[0], d[1])] for d in donors],
+    )
+    locked = await connection.fetch(
+        """SELECT campaign, election, donor_key, posted_minor, held_minor, limit_minor
+             FROM surge.contribution_aggregates
+            WHERE (campaign, election, donor_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+            ORDER BY campaign, election, donor_key
+              FOR UPDATE""",
+        [d[0] for d in donors],
+        [d[1] for d in donors],
+        [d[2] for d in donors],
+    )
+    totals = {(r["campaign"], r["election"], r["donor_key"]): r["posted_minor"] + r["held_minor"] for r in locked}
+    caps = {(r["campaign"], r["election"], r["donor_key"]): r["limit_minor"] for r in locked}
+    accepted = []
+    deltas: dict[tuple[str, str, str], int] = {}
+    for index in fresh:
+        item = items[index]
+        donor = (item.campaign.slug, item.campaign.election, item.request.donor_key)
+        total = totals[donor]
+        after = total + item.request.amount_minor
+        if after > caps[donor]:
+            results[index] = IntakeResult(
+                IntakeOutcome.LIMIT_EXCEEDED, aggregate_minor=total, room_minor=max(0, caps[donor] - total)
+            )
+        elif after > item.campaign.itemization_threshold_minor and not item.request.has_employer_and_occupation:
+            results[index] = IntakeResult(IntakeOutcome.EMPLOYER_REQUIRED, aggregate_minor=total)
+        else:
+            totals[donor] = after
+            deltas[donor] = deltas.get(donor, 0) + item.request.amount_minor
+            accepted.append(index)
+    if deltas:
+        keys = sorted(deltas)
+        await connection.execute(
+            """UPDATE surge.contribution_aggregates a
+                  SET held_minor = a.held_minor + d.delta, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                      AS d(campaign, election, donor_key, delta)
+                WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [deltas[k] for k in keys],
+        )
+    return accepted
+
+
+async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeItem]) -> None:
+    await connection.execute(
+        """INSERT INTO surge.donations (id, api_key_id, idempotency_key, request_fingerprint, campaign, election,
+               donor_key, amount_minor, currency, payment_method, donor, metadata, status, processor,
+               next_attempt_at, client_ip, created_at, updated_at)
+           SELECT id, api_key_id, idempotency_key, fingerprint, campaign, election, donor_key, amount, currency,
+                  payment_method, donor::jsonb, metadata::jsonb, status, processor, next_attempt_at, client_ip,
+                  created_at, created_at
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[],
+                         $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                         $15::timestamptz[], $16::inet[], $17::timestamptz[])
+                  AS d(id, api_key_id, idempotency_key, fingerprint, campaign, election, donor_key, amount, currency,
+                       payment_method, donor, metadata, status, processor, next_attempt_at, client_ip,
+                       created_at)""",
+        [i.donation_id for i in items],
+        [i.api_key_id for i in items],
+        [i.idempotency_key for i in items],
+        [i.request.fingerprint for i in items],
+        [i.campaign.slug for i in items],
+        [i.campaign.election for i in items],
+        [i.request.donor_key for i in items],
+        [i.request.amount_minor for i in items],
+        [i.request.currency for i in items],
+        [i.request.payment_method for i in items],
+        [orjson.dumps(i.request.donor).decode() for i in items],
+        [orjson.dumps(i.request.metadata).decode() for i in items],
+        [i.status for i in items],
+        [i.processor for i in items],
+        [i.next_attempt_at for i in items],
+        [i.client_ip for i in items],
+        [i.created_at for i in items],
+    )

@@ -1,0 +1,133 @@
+"""Per-processor admission: a token-bucket rate limit, a concurrency cap and a circuit breaker.
+
+Processors are slower than intake (Stripe: ~100 requests/s per account in live mode, 25/s in test mode), so the
+engine never sends faster than the budget: a donation that finds no token is queued durably and charged later.
+The breaker stops sending while a processor keeps failing (timeouts, 5xx, outages), so that a WinRed-style outage
+turns into a queue rather than thousands of hung requests; after ``breaker_open_s`` one probe is let through.
+With several worker processes each gets ``rate_per_s / workers``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from adapters.base import ChargeStatus
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    rate_per_s: float = 100.0
+    burst: int = 20
+    concurrency_max: int = 64
+    breaker_failures_max: int = 5
+    breaker_open_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0 or self.burst < 1 or self.concurrency_max < 1:
+            raise ValueError("rate_per_s must be > 0, burst and concurrency_max >= 1")
+        if self.breaker_failures_max < 1 or self.breaker_open_s <= 0:
+            raise ValueError("breaker_failures_max must be >= 1 and breaker_open_s > 0")
+
+
+class TokenBucket:
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_s)
+        self._updated = now
+
+    def available(self) -> int:
+        self._refill()
+        return int(self._tokens)
+
+    def try_take(self) -> bool:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def seconds_until_token(self) -> float:
+        self._refill()
+        return max(0.0, (1 - self._tokens) / self.rate_per_s)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, failures_max: int, open_s: float) -> None:
+        self.failures_max = failures_max
+        self.open_s = open_s
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if time.monotonic() - self._opened_at >= self.open_s:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def allows(self) -> bool:
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            return True
+        return False
+
+    def record(self, failed: bool) -> None:
+        self._probe_in_flight = False
+        if not failed:
+            self._failures = 0
+            self._opened_at = None
+            return
+        self._failures += 1
+        if self._failures >= self.failures_max or self._opened_at is not None:
+            self._opened_at = time.monotonic()
+
+
+# Outcomes that say the processor is unhealthy (as opposed to the card being bad).
+_UNHEALTHY = frozenset({ChargeStatus.UNKNOWN, ChargeStatus.RETRYABLE})
+
+
+class ProcessorGate:
+    def __init__(self, limits: GateLimits) -> None:
+        self.limits = limits
+        self.bucket = TokenBucket(limits.rate_per_s, limits.burst)
+        self.breaker = CircuitBreaker(limits.breaker_failures_max, limits.breaker_open_s)
+        self.in_flight = 0
+
+    def capacity(self) -> int:
+        """How many charges could start now."""
+        if self.breaker.state is BreakerState.OPEN:
+            return 0
+        return max(0, min(self.bucket.available(), self.limits.concurrency_max - self.in_flight))
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.limits.concurrency_max or self.bucket.available() < 1:
+            return False
+        if not self.breaker.allows():
+            return False
+        self.bucket.try_take()
+        self.in_flight += 1
+        return True
+
+    def release(self, status: ChargeStatus | None) -> None:
+        """``status`` None means the call never completed (cancelled): counts as unhealthy."""
+        self.in_flight -= 1
+        self.breaker.record(status is None or status in _UNHEALTHY)

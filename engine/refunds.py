@@ -1,0 +1,203 @@
+"""Refunds: reserve the amount on the donation, ask the processor, then book it — each step its own transaction.
+
+The reservation (``refund_reserved_minor``) makes over-refunds impossible even when refund requests race, and even
+with processors that would accept them (localstripe does): the donations table's CHECK keeps refunded + reserved +
+disputed within the donation's amount. A refund whose processor outcome is unknown stays ``pending``; replaying
+the request (same Idempotency-Key) asks the processor again with the same processor idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from adapters.base import Processor, RefundRequest, RefundResult, RefundStatus
+from engine import chart
+from engine.api.errors import ApiError
+from ledger.accounts import AccountDirectory
+from ledger.entries import transfer
+from ledger.money import Money
+from ledger.posting import LedgerInvariantError, post_entries
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    id: str
+    donation_id: str
+    amount_minor: int
+    currency: str
+    status: str
+    processor_reference: str | None
+    failure_message: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Refund:
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "refund",
+            "donation": self.donation_id,
+            "amount": self.amount_minor,
+            "currency": self.currency.lower(),
+            "status": self.status,
+            "processor_reference": self.processor_reference,
+            "failure_message": self.failure_message,
+            "created": self.created_at.isoformat(),
+        }
+
+    def http_status(self) -> int:
+        return {"succeeded": 200, "pending": 202}.get(self.status, 402)
+
+
+_REFUND_COLUMNS = "id, donation_id, amount_minor, currency, status, processor_reference, failure_message, created_at"
+
+
+async def reserve_refund(
+    connection: asyncpg.Connection, api_key_id: str, idempotency_key: str, donation_id: str, amount_minor: int | None
+) -> tuple[Refund, str, str]:
+    """Claim the key and reserve the amount; returns the refund, the processor name and the charge reference."""
+    async with connection.transaction():
+        existing = await connection.fetchrow(
+            f"SELECT {_REFUND_COLUMNS} FROM surge.refunds WHERE api_key_id = $1 AND idempotency_key = $2",
+            api_key_id,
+            idempotency_key,
+        )
+        donation = await connection.fetchrow(
+            """SELECT id, status, amount_minor, currency, processor, processor_reference,
+                      amount_minor - refunded_minor - refund_reserved_minor - disputed_minor AS refundable
+                 FROM surge.donations WHERE id = $1 FOR UPDATE""",
+            donation_id,
+        )
+        if donation is None:
+            raise ApiError(404, "resource_missing", f"No such donation: '{donation_id}'", param="id")
+        if existing is not None:
+            refund = Refund.from_row(existing)
+            if refund.donation_id != donation_id or (amount_minor is not None and amount_minor != refund.amount_minor):
+                raise ApiError(
+                    409,
+                    "idempotency_key_reused",
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                    param="Idempotency-Key",
+                )
+            return refund, donation["processor"], donation["processor_reference"]
+        if donation["status"] != "succeeded":
+            raise ApiError(
+                400,
+                "donation_not_refundable",
+                f"Only succeeded donations can be refunded; this one is {donation['status']}.",
+            )
+        refundable = donation["refundable"]
+        amount = refundable if amount_minor is None else amount_minor
+        if amount <= 0 or amount > refundable:
+            raise ApiError(
+                400,
+                "amount_too_large" if amount > 0 else "parameter_invalid",
+                f"Refund amount ({amount}) must be between 1 and the unrefunded amount ({refundable}).",
+                param="amount",
+            )
+        await connection.execute(
+            """UPDATE surge.donations SET refund_reserved_minor = refund_reserved_minor + $2, updated_at = now()
+                WHERE id = $1""",
+            donation_id,
+            amount,
+        )
+        row = await connection.fetchrow(
+            f"""INSERT INTO surge.refunds (id, donation_id, api_key_id, idempotency_key, amount_minor, currency, status)
+                VALUES ($1, $2, $3, $4, $5, $6, 'pending') RETURNING {_REFUND_COLUMNS}""",
+            "re_" + secrets.token_hex(12),
+            donation_id,
+            api_key_id,
+            idempotency_key,
+            amount,
+            donation["currency"],
+        )
+        return Refund.from_row(row), donation["processor"], donation["processor_reference"]
+
+
+async def send_refund(processor: Processor, refund: Refund, charge_reference: str, timeout_s: float) -> RefundResult:
+    request = RefundRequest(
+        idempotency_key=f"surge-{refund.id}",
+        refund_id=refund.id,
+        processor_reference=charge_reference,
+        amount=Money(refund.amount_minor, refund.currency),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await processor.refund(request)
+    except TimeoutError:
+        return RefundResult(RefundStatus.UNKNOWN, message="the processor did not answer in time")
+    except Exception:
+        _logger.exception("%s.refund raised; treating the outcome as unknown", processor.name)
+        return RefundResult(RefundStatus.UNKNOWN, message="the refund call failed")
+
+
+async def finish_refund(
+    connection: asyncpg.Connection,
+    directory: AccountDirectory,
+    refund_id: str,
+    succeeded: bool,
+    processor_reference: str | None,
+    message: str | None = None,
+) -> Refund:
+    """Book a pending refund's final outcome (inside the caller's transaction); a final refund is left as it is."""
+    row = await connection.fetchrow(
+        f"""UPDATE surge.refunds SET status = $2, processor_reference = coalesce($3, processor_reference),
+                   failure_message = $4, updated_at = now()
+             WHERE id = $1 AND status = 'pending' RETURNING {_REFUND_COLUMNS}""",
+        refund_id,
+        "succeeded" if succeeded else "failed",
+        processor_reference,
+        message,
+    )
+    if row is None:
+        current = await connection.fetchrow(f"SELECT {_REFUND_COLUMNS} FROM surge.refunds WHERE id = $1", refund_id)
+        return Refund.from_row(current)
+    refund = Refund.from_row(row)
+    donation = await connection.fetchrow(
+        """UPDATE surge.donations
+              SET refund_reserved_minor = refund_reserved_minor - $2,
+                  refunded_minor = refunded_minor + CASE WHEN $3 THEN $2 ELSE 0 END, updated_at = now()
+            WHERE id = $1 RETURNING campaign, election, donor_key, processor""",
+        refund.donation_id,
+        refund.amount_minor,
+        succeeded,
+    )
+    if succeeded:
+        await book_refund(connection, directory, refund, donation)
+    return refund
+
+
+async def book_refund(
+    connection: asyncpg.Connection, directory: AccountDirectory, refund: Refund, donation: asyncpg.Record
+) -> None:
+    # A refunded contribution no longer counts toward the donor's limit.
+    await connection.execute(
+        """UPDATE surge.contribution_aggregates SET posted_minor = posted_minor - $4, updated_at = now()
+            WHERE campaign = $1 AND election = $2 AND donor_key = $3""",
+        donation["campaign"],
+        donation["election"],
+        donation["donor_key"],
+        refund.amount_minor,
+    )
+    entry = transfer(
+        refund.id,
+        debit=chart.refunds(donation["campaign"]),
+        credit=chart.clearing(donation["processor"], refund.currency),
+        money=Money(refund.amount_minor, refund.currency),
+        memo="refund",
+        metadata={"donation": refund.donation_id},
+    )
+    [result] = await post_entries(connection, directory, [entry])
+    if not result.outcome.ok:
+        raise LedgerInvariantError(f"posting refund {refund.id} failed: {result.outcome}")

@@ -1,0 +1,126 @@
+"""Settlement: one group-committed transaction turns charge outcomes into books.
+
+For each donation still open (queued, charging, pending) it records the final status, posts the ledger entries
+(processor clearing ← campaign contributions; the fee when known) and turns the donor's hold into a posted
+contribution — or releases it. A donation already settled (a webhook and a lookup racing, a replay after a crash)
+is left alone, and ledger references are the donation id, so settling twice cannot post twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from engine import chart
+from ledger.accounts import AccountDirectory
+from ledger.entries import EntryRequest, transfer
+from ledger.money import Money
+from ledger.posting import LedgerInvariantError, post_entries
+
+FINAL_STATUSES = frozenset({"succeeded", "declined", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    donation_id: str
+    status: str  # succeeded, declined or failed
+    processor: str
+    processor_reference: str | None = None
+    fee_minor: int | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"settlement status must be final, got {self.status}")
+
+
+async def commit_settlements(
+    connection: asyncpg.Connection, directory: AccountDirectory, items: Sequence[Settlement]
+) -> list[bool]:
+    """Settle each open donation; per item True when this call settled it, False when it was already final."""
+    rows = await connection.fetch(
+        """UPDATE surge.donations d
+              SET status = s.status, processor = s.processor, processor_reference = s.processor_reference,
+                  fee_minor = s.fee_minor, decline_code = s.decline_code, failure_message = s.failure_message,
+                  settled_at = now(), updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
+                  AS s(id, status, processor, processor_reference, fee_minor, decline_code, failure_message)
+            WHERE d.id = s.id AND d.status IN ('queued', 'charging', 'pending')
+        RETURNING d.id, d.status, d.amount_minor, d.currency, d.campaign, d.election, d.donor_key, d.processor,
+                  d.fee_minor""",
+        [i.donation_id for i in items],
+        [i.status for i in items],
+        [i.processor for i in items],
+        [i.processor_reference for i in items],
+        [i.fee_minor for i in items],
+        [i.decline_code for i in items],
+        [i.failure_message for i in items],
+    )
+    settled = {row["id"]: row for row in rows}
+    if len(settled) < len(rows):
+        raise LedgerInvariantError("one donation settled twice in a batch")
+    if rows:
+        await _release_holds(connection, rows)
+        await _post(connection, directory, rows)
+    return [item.donation_id in settled for item in items]
+
+
+async def _release_holds(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
+    held: dict[tuple[str, str, str], list[int]] = {}
+    for row in rows:
+        delta = held.setdefault((row["campaign"], row["election"], row["donor_key"]), [0, 0])
+        delta[0] -= row["amount_minor"]
+        if row["status"] == "succeeded":
+            delta[1] += row["amount_minor"]
+    keys = sorted(held)
+    await connection.execute(
+        """UPDATE surge.contribution_aggregates a
+              SET held_minor = a.held_minor + d.held, posted_minor = a.posted_minor + d.posted, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+                  AS d(campaign, election, donor_key, held, posted)
+            WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [held[k][0] for k in keys],
+        [held[k][1] for k in keys],
+    )
+
+
+def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
+    amount = Money(row["amount_minor"], row["currency"])
+    processor, campaign = row["processor"], row["campaign"]
+    entries = [
+        transfer(
+            row["id"],
+            debit=chart.clearing(processor, amount.currency),
+            credit=chart.contributions(campaign),
+            money=amount,
+            memo="donation",
+            metadata={"donation": row["id"], "campaign": campaign},
+        )
+    ]
+    if row["fee_minor"]:
+        entries.append(
+            transfer(
+                f"fee:{row['id']}",
+                debit=chart.fees(processor, amount.currency),
+                credit=chart.clearing(processor, amount.currency),
+                money=Money(row["fee_minor"], amount.currency),
+                memo="processing fee",
+                metadata={"donation": row["id"]},
+            )
+        )
+    return entries
+
+
+async def _post(connection: asyncpg.Connection, directory: AccountDirectory, rows: list[asyncpg.Record]) -> None:
+    requests = [entry for row in rows if row["status"] == "succeeded" for entry in donation_entries(row)]
+    if not requests:
+        return
+    for request, result in zip(requests, await post_entries(connection, directory, requests), strict=True):
+        if not result.outcome.ok:
+            raise LedgerInvariantError(f"posting {request.reference} failed: {result.outcome}")
