@@ -59,7 +59,7 @@ def donation(amount: int = 2500, payment_method: str = "pm_card_visa", **donor: 
     return {"amount": amount, "currency": "usd", "campaign": "demo", "donor": person, "payment_method": payment_method}
 
 
-def test_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+def surge_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(home=tmp_path, database_url=database_url, **overrides)
 
 
@@ -75,7 +75,7 @@ async def start_surge(database_url: str, settings: Settings) -> tuple[TestServer
 
 @pytest.fixture
 async def surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    server, client, pool, keys = await start_surge(database_url, test_settings(database_url, tmp_path))
+    server, client, pool, keys = await start_surge(database_url, surge_settings(database_url, tmp_path))
     try:
         yield Surge(client, pool, keys, server.app)
     finally:
