@@ -79,7 +79,7 @@ async def post(
             headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key},
         ) as response:
             return response.status, await response.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return None
 
 
