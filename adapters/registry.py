@@ -35,6 +35,24 @@ def processor_environment(name: str, environment: Mapping[str, str]) -> dict[str
     return merged
 
 
+def check_configuration(specs: list[tuple[str, str]], environment: Mapping[str, str]) -> list[str]:
+    """Every problem with the processors' configuration, found before anything starts."""
+    from adapters.simulated import SimulatedConfig
+    from adapters.stripe import StripeConfig
+
+    readers: dict[str, Callable[[Mapping[str, str]], object]] = {
+        "simulated": SimulatedConfig.from_environment,
+        "stripe": StripeConfig.from_environment,
+    }
+    problems = []
+    for name, kind in specs:
+        try:
+            readers[kind](processor_environment(name, environment))
+        except ValueError as error:
+            problems.append(f"processor {name} ({kind}): {error}")
+    return problems
+
+
 def build_processor(kind: str, name: str, pool: asyncpg.Pool, environment: Mapping[str, str]) -> Processor:
     try:
         factory = REGISTRY[kind]

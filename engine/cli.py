@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> Any:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (DatabaseStartError, migrate.MigrationError) as error:
+    except (ConfigError, DatabaseStartError, migrate.MigrationError) as error:
         print(f"surge: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

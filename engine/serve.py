@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from types import FrameType
 
 import uvloop
 from aiohttp import web
 
+from adapters.registry import check_configuration
 from engine.app import create_app
 from engine.bootstrap import bootstrap
-from engine.config import Settings
+from engine.config import ConfigError, Settings
 from engine.database import create_pool, database_url
 from ledger import migrate
 
@@ -27,6 +29,9 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 
 def serve(settings: Settings) -> int:
+    problems = check_configuration(settings.processor_specs(), os.environ)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     with database_url(settings) as url:
         asyncio.run(_prepare(url, embedded=not settings.database_url))
         if settings.workers == 1:
