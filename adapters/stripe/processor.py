@@ -8,6 +8,7 @@ most once; anything the adapter cannot prove either way is ``UNKNOWN`` and left 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -127,9 +128,7 @@ class StripeProcessor:
         if result.status is ChargeStatus.SUCCEEDED and result.fee is None:
             fee = await self._fetch_fee(intent)
             if fee is not None:
-                return ChargeResult(
-                    result.status, result.processor_reference, result.amount, fee, message=result.message
-                )
+                return dataclasses.replace(result, fee=fee)
         return result
 
     async def _fetch_fee(self, intent: Mapping[str, Any]) -> Money | None:
