@@ -368,7 +368,9 @@ class Pipeline:
                 await self._apply(donation, chosen[0].name, found)
                 return
             if not chosen[1].try_acquire():
-                await self._reschedule(donation.id, "queued")
+                # Stay with this processor: a request it never answered may still land there, and only the same
+                # processor deduplicates by our idempotency key.
+                await self._reschedule(donation.id, "pending")
                 return
         else:
             acquired = self._acquire_any()
