@@ -224,13 +224,8 @@ class SimulatedProcessor:
 
     async def resolve_pending(self, processor_reference: str, succeeded: bool) -> SignedWebhook:
         """The donor completed (or abandoned) the authentication a PENDING charge waits for."""
-        async with self._pool.acquire() as connection:
-            charge = await store.charge_by_reference(connection, self.name, processor_reference)
-            if charge is None:
-                raise SimulatorError(f"no charge {processor_reference!r} on account {self.name!r}")
-            fee_minor = self._fee_minor(charge.amount)
-            async with connection.transaction():
-                event = await store.resolve_pending(connection, self.name, processor_reference, succeeded, fee_minor)
+        async with self._pool.acquire() as connection, connection.transaction():
+            event = await store.resolve_pending(connection, self.name, processor_reference, succeeded, self._fee_minor)
         return self._signed(event)
 
     async def webhooks(self, since: datetime | None = None) -> list[SignedWebhook]:

@@ -10,7 +10,7 @@ and pending resolutions are rare and take one transaction each.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -624,12 +624,17 @@ async def pay_out(connection: asyncpg.Connection, account: str, currency: str) -
 
 
 async def resolve_pending(
-    connection: asyncpg.Connection, account: str, reference: str, succeeded: bool, fee_minor: int
+    connection: asyncpg.Connection,
+    account: str,
+    reference: str,
+    succeeded: bool,
+    fee_minor_for: Callable[[Money], int],
 ) -> StoredEvent:
     """Settle a charge waiting for authentication: the donor completed it (succeeded) or gave up."""
     charge = await _locked_charge(connection, account, reference)
     if charge.status is not ChargeRecordStatus.REQUIRES_ACTION:
         raise SimulatorError(f"charge {reference} has status {charge.status}, not requires_action")
+    fee_minor = fee_minor_for(charge.amount)
     now = await connection.fetchval("SELECT clock_timestamp()")
     payment_intent: dict[str, Any] = {
         "id": reference,
