@@ -81,3 +81,15 @@ async def surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     finally:
         await client.close()
         await pool.close()
+
+
+@pytest.fixture
+async def unthrottled_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
+    """No processor rate budget in the way: every donation is charged in its request (no 202 from the queue)."""
+    settings = surge_settings(database_url, tmp_path, processor_rate_per_s=1_000_000.0)
+    server, client, pool, keys = await start_surge(database_url, settings)
+    try:
+        yield Surge(client, pool, keys, server.app)
+    finally:
+        await client.close()
+        await pool.close()

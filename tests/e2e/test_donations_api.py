@@ -56,7 +56,8 @@ async def test_replays_return_the_same_donation_and_a_changed_body_conflicts(sur
     assert await surge.pool.fetchval("SELECT count(*) FROM surge.donations") == 1
 
 
-async def test_concurrent_retries_of_one_key_charge_once(surge: Surge) -> None:
+async def test_concurrent_retries_of_one_key_charge_once(unthrottled_surge: Surge) -> None:
+    surge = unthrottled_surge
     results = await asyncio.gather(*(surge.donate(donation(900), key="same-key") for _ in range(20)))
     statuses = sorted(status for status, _ in results)
     assert set(statuses) <= {201, 409}
@@ -78,7 +79,8 @@ async def test_the_contribution_limit_is_enforced_with_the_room_left(surge: Surg
     assert (await surge.donate(donation(1, first_name="John")))[0] == 201
 
 
-async def test_concurrent_donations_of_one_donor_never_exceed_the_limit(surge: Surge) -> None:
+async def test_concurrent_donations_of_one_donor_never_exceed_the_limit(unthrottled_surge: Surge) -> None:
+    surge = unthrottled_surge
     results = await asyncio.gather(*(surge.donate(donation(40_000)) for _ in range(30)))
     accepted = [body for status, body in results if status == 201]
     refused = [body for status, body in results if status == 422]
