@@ -171,10 +171,13 @@ async def test_two_workers_racing_on_one_donor_never_exceed_the_limit(database_u
         await wait_ready(port)
         connector = aiohttp.TCPConnector(force_close=True)  # new connections spread across both workers
         async with aiohttp.ClientSession(connector=connector) as session:
-            pids = set()
-            for _ in range(20):
+            # Both workers must be up and sharing the port before the race (each starts on its own).
+            pids: set[int] = set()
+            deadline = time.monotonic() + 30
+            while len(pids) < 2 and time.monotonic() < deadline:
                 async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
                     pids.add((await response.json())["pid"])
+                await asyncio.sleep(0.05)
             assert len(pids) == 2, "both workers should serve"
             results = await asyncio.gather(
                 *(post(session, port, keys[Role.FORM], f"race-{n}", donation(40_000)) for n in range(40))
