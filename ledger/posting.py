@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -48,6 +49,10 @@ class _NewEntry:
     postings: list[_Posting]
 
 
+_ENTRY_COLUMNS = ("id", "reference", "kind", "parent_entry_id", "effective_at", "memo", "fingerprint")
+_POSTING_COLUMNS = ("entry_id", "account_id", "amount", "currency", "pending")
+
+
 class LedgerInvariantError(Exception):
     """The database refused a write that the planner believed valid: a bug, never an expected outcome."""
 
@@ -62,11 +67,11 @@ async def post_entries(
         return []
     known = await _load_known_entries(connection, requests)
     accounts = await directory.load(connection, {leg.account for request in requests for leg in request.legs})
-    new_ids = await _allocate_entry_ids(connection, sum(1 for r in requests if r.reference not in known))
+    new_ids, now = await _allocate_entry_ids(connection, sum(1 for r in requests if r.reference not in known))
     planner = _Planner(known, {code: (a.id, a.currency) for code, a in accounts.items()}, iter(new_ids))
     results = [planner.plan(request) for request in requests]
     if planner.created:
-        await _insert(connection, planner.created)
+        await _insert(connection, planner.created, now)
     return results
 
 
@@ -99,14 +104,17 @@ async def _load_known_entries(
     return known
 
 
-async def _allocate_entry_ids(connection: asyncpg.Connection, count: int) -> list[int]:
+async def _allocate_entry_ids(connection: asyncpg.Connection, count: int) -> tuple[list[int], datetime | None]:
+    """New entry ids, and the transaction's ``now()``: COPY cannot default ``effective_at`` to it."""
     # Ids are allocated up front so that an entry can name, as its parent, an entry planned earlier in the batch.
     if count == 0:
-        return []
-    rows = await connection.fetch(
-        "SELECT nextval('ledger.entries_id_seq') AS id FROM generate_series(1, $1::int)", count
+        return [], None
+    row = await connection.fetchrow(
+        """SELECT now() AS now,
+                  array(SELECT nextval('ledger.entries_id_seq') FROM generate_series(1, $1::int)) AS ids""",
+        count,
     )
-    return [row["id"] for row in rows]
+    return row["ids"], row["now"]
 
 
 class _Planner:
@@ -194,7 +202,66 @@ class _Planner:
         return release + posted
 
 
-async def _insert(connection: asyncpg.Connection, created: list[_NewEntry]) -> None:
+async def _insert(connection: asyncpg.Connection, created: list[_NewEntry], now: datetime | None) -> None:
+    # Binary COPY: asyncpg encodes each value with its codec, where array parameters cost a Python-level type check
+    # per element. Metadata is the exception: a pool may decode jsonb with a text-format codec, which binary COPY
+    # cannot use, so entries that carry metadata go through the multi-row INSERT.
+    plain = [e for e in created if not e.request.metadata]
+    if plain:
+        await connection.copy_records_to_table(
+            "entries",
+            schema_name="ledger",
+            columns=_ENTRY_COLUMNS,
+            records=[
+                (
+                    e.id,
+                    e.request.reference,
+                    e.request.kind.value,
+                    e.parent_id,
+                    e.request.effective_at or now,
+                    e.request.memo,
+                    e.fingerprint,
+                )
+                for e in plain
+            ],
+        )
+    if len(plain) < len(created):
+        await _insert_with_metadata(connection, [e for e in created if e.request.metadata])
+    entry_rows, posted, pending = _postings(created)
+    await connection.copy_records_to_table(
+        "postings", schema_name="ledger", columns=_POSTING_COLUMNS, records=entry_rows
+    )
+    touched = sorted(set(posted) | set(pending))
+    await connection.execute(
+        "SELECT 1 FROM ledger.balances WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE",
+        touched,
+    )
+    await connection.execute(
+        """UPDATE ledger.balances b
+              SET posted = b.posted + d.posted, pending = b.pending + d.pending, version = b.version + 1
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(account_id, posted, pending)
+            WHERE b.account_id = d.account_id""",
+        touched,
+        [posted.get(a, 0) for a in touched],
+        [pending.get(a, 0) for a in touched],
+    )
+
+
+def _postings(
+    created: list[_NewEntry],
+) -> tuple[list[tuple[int, int, int, str, bool]], dict[int, int], dict[int, int]]:
+    """The posting rows to write, and the posted and pending delta per account."""
+    rows = []
+    posted: dict[int, int] = defaultdict(int)
+    pending: dict[int, int] = defaultdict(int)
+    for entry in created:
+        for p in entry.postings:
+            rows.append((entry.id, p.account_id, p.amount, p.currency, p.pending))
+            (pending if p.pending else posted)[p.account_id] += p.amount
+    return rows, posted, pending
+
+
+async def _insert_with_metadata(connection: asyncpg.Connection, created: list[_NewEntry]) -> None:
     await connection.execute(
         """INSERT INTO ledger.entries
                (id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint)
@@ -212,38 +279,4 @@ async def _insert(connection: asyncpg.Connection, created: list[_NewEntry]) -> N
         [e.request.memo for e in created],
         [orjson.dumps(e.request.metadata).decode() if e.request.metadata else "{}" for e in created],
         [e.fingerprint for e in created],
-    )
-    entry_ids, account_ids, amounts, currencies, pendings = [], [], [], [], []
-    posted: dict[int, int] = defaultdict(int)
-    pending: dict[int, int] = defaultdict(int)
-    for entry in created:
-        for p in entry.postings:
-            entry_ids.append(entry.id)
-            account_ids.append(p.account_id)
-            amounts.append(p.amount)
-            currencies.append(p.currency)
-            pendings.append(p.pending)
-            (pending if p.pending else posted)[p.account_id] += p.amount
-    await connection.execute(
-        """INSERT INTO ledger.postings (entry_id, account_id, amount, currency, pending)
-           SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bool[])""",
-        entry_ids,
-        account_ids,
-        amounts,
-        currencies,
-        pendings,
-    )
-    touched = sorted(set(posted) | set(pending))
-    await connection.execute(
-        "SELECT 1 FROM ledger.balances WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE",
-        touched,
-    )
-    await connection.execute(
-        """UPDATE ledger.balances b
-              SET posted = b.posted + d.posted, pending = b.pending + d.pending, version = b.version + 1
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(account_id, posted, pending)
-            WHERE b.account_id = d.account_id""",
-        touched,
-        [posted.get(a, 0) for a in touched],
-        [pending.get(a, 0) for a in touched],
     )
