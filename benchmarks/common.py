@@ -7,7 +7,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,10 @@ class LatencyHistogram:
 
     def record_ns(self, nanoseconds: int) -> None:
         self._histogram.record_value(min(max(nanoseconds // 1000, 1), _LATENCY_US_MAX))
+
+    def record_all_ns(self, nanoseconds: Iterable[int]) -> None:
+        for value in nanoseconds:
+            self.record_ns(value)
 
     def reset(self) -> None:
         self._histogram.reset()
@@ -78,50 +82,78 @@ class _CpuSample:
     machine_busy_s: float
     machine_total_s: float
     process_s: float
+    database_s: float
 
 
 class CpuMeter:
-    """How the machine's CPU was spent over an interval: this process versus everything else (the database).
+    """How the machine's CPU was spent over an interval: this process, the database server, everything else.
 
-    The benchmark and PostgreSQL share the machine's cores, so throughput is bounded by their sum; this splits it.
+    The benchmark and PostgreSQL share the machine's cores, so throughput is bounded by their sum; this splits it,
+    and shows how much of the machine other processes (not part of the benchmark) took meanwhile.
     """
 
-    def __init__(self) -> None:
-        self._start = _cpu_sample()
+    def __init__(self, database_pid: int | None = None) -> None:
+        self._database_pid = database_pid
+        self._start = self._sample()
 
     def restart(self) -> None:
-        self._start = _cpu_sample()
+        self._start = self._sample()
 
     def summary(self) -> dict[str, float]:
-        end = _cpu_sample()
+        end = self._sample()
         wall = end.wall_s - self._start.wall_s
-        cores = os.cpu_count() or 1
         busy = end.machine_busy_s - self._start.machine_busy_s
         total = end.machine_total_s - self._start.machine_total_s
         process = end.process_s - self._start.process_s
+        database = end.database_s - self._start.database_s
+
+        def cores(seconds: float) -> float:
+            return round(max(seconds, 0) / wall, 2) if wall else 0.0
+
         return {
             "wall_s": round(wall, 3),
+            "cores": os.cpu_count() or 1,
             "machine_busy_percent": round(100 * busy / total, 1) if total else 0.0,
-            "benchmark_process_cores": round(process / wall, 2) if wall else 0.0,
-            "other_processes_cores": round(max(busy - process, 0) / wall, 2) if wall else 0.0,
-            "cores": cores,
+            "benchmark_process_cores": cores(process),
+            "postgres_cores": cores(database),
+            "other_processes_cores": cores(busy - process - database),
         }
 
+    def _sample(self) -> _CpuSample:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        busy, total = _machine_cpu_s()
+        database = _process_tree_cpu_s(self._database_pid) if self._database_pid else 0.0
+        return _CpuSample(time.perf_counter(), busy, total, usage.ru_utime + usage.ru_stime, database)
 
-def _cpu_sample() -> _CpuSample:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    busy = total = 0.0
+
+def _machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot; zeros where /proc is missing."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:  # not Linux: only this process is accounted
-        fields = []
-    if fields:
-        ticks = [int(value) for value in fields[:8]]
-        idle = ticks[3] + ticks[4]  # idle + iowait
-        hertz = os.sysconf("SC_CLK_TCK")
-        total = sum(ticks) / hertz
-        busy = (sum(ticks) - idle) / hertz
-    return _CpuSample(time.perf_counter(), busy, total, usage.ru_utime + usage.ru_stime)
+    except OSError:
+        return 0.0, 0.0
+    ticks = [int(value) for value in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hertz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hertz, sum(ticks) / hertz
+
+
+def _process_tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds of a process and its children (PostgreSQL's postmaster and its backends)."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses: the fields start after the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        pid, parent = int(stat.parent.name), int(fields[1])
+        if pid == root_pid:
+            total += sum(int(value) for value in fields[11:15])  # its own time and its ended children's
+        elif parent == root_pid:
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / hertz
 
 
 def machine_details() -> dict[str, Any]:
