@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
+    __import__("loadtest.cli", fromlist=["register"]).register(commands)  # imported late: serve does not need it
     return parser
 
 
