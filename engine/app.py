@@ -12,7 +12,7 @@ from aiohttp import web
 from adapters.base import Processor
 from adapters.registry import build_processor
 from engine import chart
-from engine.api import admin, donations, health, ledger_routes, observability, openapi, webhooks
+from engine.api import admin, dashboard, donations, finance, health, ledger_routes, observability, openapi, webhooks
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
 from engine.auth import KeyVerifier
@@ -125,6 +125,6 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline])
-    for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi):
+    for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
         app.add_routes(module.routes)
     return app

@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
     __import__("loadtest.cli", fromlist=["register"]).register(commands)  # imported late: serve does not need it
+    __import__("engine.finance_cli", fromlist=["register"]).register(commands)  # reconcile, reconciliations, report
     return parser
 
 

@@ -211,6 +211,115 @@ SPEC: dict[str, Any] = {
             )
         },
         "/v1/ledger/trial-balance": {"get": _op("Trial balance (finance)", {"200": {"description": "Trial balance"}})},
+        # Finance (engine/api/finance.py): every list and report takes ?format=json|csv.
+        "/v1/reconciliations": {
+            "post": _op(
+                "Reconcile a processor over a window (finance)",
+                {"201": {"description": "The recorded run with its exceptions"}, "503": {"description": "Processor"}},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["processor", "from", "to"],
+                                "properties": {
+                                    "processor": {"type": "string"},
+                                    "from": {"type": "string", "format": "date-time"},
+                                    "to": {"type": "string", "format": "date-time"},
+                                    "slack_s": {"type": "integer", "minimum": 0, "default": 3600},
+                                },
+                            }
+                        }
+                    },
+                },
+            ),
+            "get": _op("Reconciliation runs, newest first (finance)", {"200": {"description": "Runs"}}),
+        },
+        "/v1/reconciliations/{id}": {
+            "get": _op(
+                "A run and its exceptions; ?format=csv for the exceptions as CSV (finance)",
+                {"200": {"description": "The run"}},
+                parameters=[_ID],
+            )
+        },
+        "/v1/reconciliations/exceptions": {
+            "get": _op(
+                "Exceptions, filtered by ?status=open|resolved|cleared and ?processor (finance)",
+                {"200": {"description": "Exceptions"}},
+            )
+        },
+        "/v1/reconciliations/exceptions/{id}/resolve": {
+            "post": _op(
+                "Resolve an exception with an adjusting entry and a memo; without legs, the proposed one (finance)",
+                {"201": {"description": "The resolved exception"}, "409": {"description": "Already resolved"}},
+                parameters=[_ID],
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["memo"],
+                                "properties": {
+                                    "memo": {"type": "string", "maxLength": 2000},
+                                    "legs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "account": {"type": "string"},
+                                                "amount": {"type": "integer", "description": "Debit positive"},
+                                                "currency": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+            )
+        },
+        "/v1/reports/trial-balance": {
+            "get": _op("Trial balance, now or ?as_of (finance)", {"200": {"description": "Report"}})
+        },
+        "/v1/reports/campaign-days": {
+            "get": _op(
+                "Per campaign and day: gross, refunds, disputes, fees, net; ?campaign&from&to (finance)",
+                {"200": {"description": "Report"}},
+            )
+        },
+        "/v1/reports/donor-aggregates": {
+            "get": _op(
+                "Donor aggregates per election; ?campaign&election&limit&threshold (finance)",
+                {"200": {"description": "Report"}},
+            )
+        },
+        "/v1/reports/schedule-a": {
+            "get": _op(
+                "Itemized receipts, FEC Form 3 Schedule A shape; ?campaign&election&from&to&threshold&limit (finance)",
+                {"200": {"description": "Report"}},
+            )
+        },
+        "/dashboard": {
+            "get": _op(
+                "Finance dashboard (HTML; session cookie from /dashboard/login)",
+                {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+                security=[],
+            )
+        },
+        "/dashboard/login": {
+            "get": _op("Dashboard sign-in form (HTML)", {"200": {"description": "HTML"}}, security=[]),
+            "post": _op(
+                "Exchange a finance key (form field key) for an HttpOnly, SameSite=Strict session cookie",
+                {"303": {"description": "Signed in"}, "401": {"description": "Not a finance key"}},
+                security=[],
+            ),
+        },
+        "/dashboard/logout": {
+            "post": _op("End the dashboard session", {"303": {"description": "Signed out"}}, security=[])
+        },
         "/healthz": {"get": _op("Liveness", {"200": {"description": "Alive"}}, security=[])},
         "/readyz": {"get": _op("Readiness: database reachable", {"200": {"description": "Ready"}}, security=[])},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Metrics text"}}, security=[])},

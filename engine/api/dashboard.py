@@ -1,0 +1,154 @@
+"""`/dashboard`: the read-only finance dashboard, for a browser.
+
+A browser cannot send ``Authorization: Bearer`` when it navigates, so the dashboard has its own sign-in: a form
+posts a finance (or admin) API key once; the engine verifies it and answers with a session cookie holding a fresh
+random token — ``HttpOnly`` (no script can read it), ``SameSite=Strict`` (no other site can make the browser send
+it, which is the CSRF defence for the sign-out form), ``Path=/dashboard``, ``Secure`` when served over HTTPS, for
+8 hours. The database keeps only the token's SHA-256 and the key it was made from, so a stolen database copy holds
+no usable session, and revoking the key ends its sessions. The key itself is never put in a URL (it would land in
+logs and history) and never stored by the browser. Sign-in and sign-out also refuse a cross-origin ``Origin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiohttp import web
+
+from engine.api import dashboard_html
+from engine.auth import ApiKey, Role
+from engine.state import KEYS, POOL
+from ledger import reconcile, reports
+
+routes = web.RouteTableDef()
+
+COOKIE_NAME = "surge_dashboard"
+SESSION_LIFETIME = timedelta(hours=8)
+KEY_LENGTH_MAX = 200
+_SECURITY_HEADERS = {
+    # No script, no external resource: inline CSS and SVG only.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **_SECURITY_HEADERS})
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    # Browsers send Origin on form posts; "null" comes from sandboxed or privacy-stripped contexts.
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+async def create_session(connection: asyncpg.Connection, key: ApiKey) -> str:
+    token = secrets.token_urlsafe(32)
+    await connection.execute("DELETE FROM surge.dashboard_sessions WHERE expires_at < now()")
+    await connection.execute(
+        "INSERT INTO surge.dashboard_sessions (token_hash, api_key_id, expires_at) VALUES ($1, $2, now() + $3)",
+        _token_hash(token),
+        key.id,
+        SESSION_LIFETIME,
+    )
+    return token
+
+
+async def session_key(connection: asyncpg.Connection, token: str | None) -> tuple[str, str] | None:
+    """The (key id, label) of a live session from a finance or admin key that is not revoked, else None."""
+    if not token or len(token) > KEY_LENGTH_MAX:
+        return None
+    row = await connection.fetchrow(
+        """SELECT k.id, coalesce(k.label, k.id) AS label
+             FROM surge.dashboard_sessions s JOIN surge.api_keys k ON k.id = s.api_key_id
+            WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
+              AND k.role IN ('finance', 'admin')""",
+        _token_hash(token),
+    )
+    return None if row is None else (row["id"], row["label"])
+
+
+@routes.get("/dashboard/login")
+async def login_form(request: web.Request) -> web.Response:
+    return _html(dashboard_html.login_page())
+
+
+@routes.post("/dashboard/login")
+async def login(request: web.Request) -> web.Response:
+    if not _same_origin(request):
+        return _html(dashboard_html.login_page("Sign-in must come from this site."), 403)
+    form = await request.post()
+    secret = form.get("key")
+    key = None
+    if isinstance(secret, str) and 0 < len(secret.strip()) <= KEY_LENGTH_MAX:
+        key = await request.app[KEYS].verify(secret.strip())
+    if key is None or key.role not in (Role.FINANCE, Role.ADMIN):
+        return _html(dashboard_html.login_page("That is not a finance key."), 401)
+    async with request.app[POOL].acquire() as connection:
+        token = await create_session(connection, key)
+    response = _redirect("/dashboard")
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        path="/dashboard",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    return response
+
+
+@routes.post("/dashboard/logout")
+async def logout(request: web.Request) -> web.Response:
+    if not _same_origin(request):
+        return _html(dashboard_html.login_page("Sign-out must come from this site."), 403)
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        async with request.app[POOL].acquire() as connection:
+            await connection.execute("DELETE FROM surge.dashboard_sessions WHERE token_hash = $1", _token_hash(token))
+    response = _redirect("/dashboard/login")
+    response.del_cookie(COOKIE_NAME, path="/dashboard")
+    return response
+
+
+@routes.get("/dashboard")
+async def dashboard(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as connection:
+        signed_in = await session_key(connection, request.cookies.get(COOKIE_NAME))
+        if signed_in is None:
+            return _redirect("/dashboard/login")
+        # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            campaign_report = await reports.campaign_days(connection)
+            trial_balance_report = await reports.trial_balance(connection)
+            latest_run = await reconcile.latest_run(connection)
+            per_minute = await reports.donations_per_minute(connection)
+            open_exceptions = len(await reconcile.list_exceptions(connection, status=reconcile.ExceptionStatus.OPEN))
+    return _html(
+        dashboard_html.dashboard_page(
+            now=datetime.now(UTC),
+            key_label=signed_in[1],
+            campaign_report=campaign_report,
+            trial_balance_report=trial_balance_report,
+            latest_run=latest_run,
+            per_minute=per_minute,
+            open_exceptions=open_exceptions,
+        )
+    )

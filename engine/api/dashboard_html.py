@@ -1,0 +1,277 @@
+"""The finance dashboard's pages: plain server-rendered HTML with inline CSS and SVG — no script, nothing fetched.
+
+Every value that came from the database or the request goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from html import escape
+
+from ledger import reconcile, reports
+from ledger.reports import format_minor
+
+STYLE = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1c2430;background:#f4f6f9}
+header{background:#1c2f4a;color:#fff;padding:.8rem 1.5rem;display:flex;align-items:center;gap:1rem}
+header h1{font-size:1.15rem;margin:0;flex:1}
+header form{margin:0}
+main{padding:1rem 1.5rem;display:grid;gap:1rem;grid-template-columns:repeat(auto-fit,minmax(30rem,1fr))}
+section{background:#fff;border:1px solid #d8dee8;border-radius:6px;padding:.8rem 1rem;overflow-x:auto}
+section.wide{grid-column:1/-1}
+h2{font-size:1rem;margin:.2rem 0 .6rem}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.25rem .5rem;border-bottom:1px solid #e6eaf0;text-align:left;white-space:nowrap}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+tfoot td{font-weight:600;border-top:2px solid #1c2430}
+.ok{color:#13795b}.bad{color:#b42318}.muted{color:#667085}
+.tag{display:inline-block;padding:0 .4rem;border-radius:3px;background:#eef2f7;font-size:.85em}
+.tag.open{background:#fde2e1;color:#b42318}.tag.resolved{background:#dcf5ea;color:#13795b}
+.tag.cleared{background:#e8eefb;color:#344e86}
+button{font:inherit;padding:.35rem .9rem;border-radius:4px;border:1px solid #8da2c0;background:#fff;cursor:pointer}
+.login{max-width:24rem;margin:10vh auto;background:#fff;border:1px solid #d8dee8;border-radius:6px;padding:1.5rem}
+.login input{width:100%;box-sizing:border-box;font:inherit;padding:.45rem;margin:.4rem 0 1rem}
+.error{color:#b42318}
+svg text{font-size:10px;fill:#667085}
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def login_page(error: str | None = None) -> str:
+    message = f'<p class="error" id="login-error">{escape(error)}</p>' if error else ""
+    return page(
+        "Surge finance — sign in",
+        '<form class="login" method="post" action="/dashboard/login">'
+        "<h1>Surge finance dashboard</h1>"
+        f"{message}"
+        '<label for="key">Finance API key</label>'
+        '<input id="key" name="key" type="password" autocomplete="off" required autofocus>'
+        '<button type="submit" id="sign-in">Sign in</button>'
+        '<p class="muted">The key is exchanged for a session cookie and is not kept by the browser.</p>'
+        "</form>",
+    )
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return '<span class="muted">—</span>'
+    return escape(f"{format_minor(amount, currency or 'USD')} {currency or ''}".strip())
+
+
+def _table(
+    headers: Sequence[tuple[str, bool]], rows: Iterable[Sequence[str]], footer: Sequence[str] | None = None
+) -> str:
+    """``headers`` are (label, numeric); cells are HTML already escaped."""
+    head = "".join(f'<th class="n">{escape(h)}</th>' if n else f"<th>{escape(h)}</th>" for h, n in headers)
+    numeric = [n for _, n in headers]
+
+    def cells(row: Sequence[str]) -> str:
+        return "".join(f'<td class="n">{c}</td>' if n else f"<td>{c}</td>" for c, n in zip(row, numeric, strict=True))
+
+    body = "".join(f"<tr>{cells(row)}</tr>" for row in rows)
+    foot = f"<tfoot><tr>{cells(footer)}</tr></tfoot>" if footer else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>{foot}</table>"
+
+
+def campaign_totals(report: reports.Report) -> str:
+    rows = []
+    for campaign, by_currency in sorted(report.totals.items()):
+        for currency, t in sorted(by_currency.items()):
+            rows.append(
+                [
+                    escape(campaign),
+                    str(t["donations"]),
+                    money(t["gross"], currency),
+                    money(t["refunds"], currency),
+                    money(t["disputes"], currency),
+                    money(t["fees"], currency),
+                    f"<strong>{money(t['net'], currency)}</strong>",
+                ]
+            )
+    if not rows:
+        return '<p class="muted" id="no-campaign-activity">No contributions posted yet.</p>'
+    headers = [
+        ("Campaign", False),
+        ("Donations", True),
+        ("Gross", True),
+        ("Refunds", True),
+        ("Disputes", True),
+        ("Fees", True),
+        ("Net", True),
+    ]
+    return _table(headers, rows)
+
+
+def trial_balance(report: reports.Report) -> str:
+    rows = [
+        [
+            escape(r["account"]),
+            escape(r["type"]),
+            money(r["debit"], r["currency"]) if r["debit"] else "",
+            money(r["credit"], r["currency"]) if r["credit"] else "",
+        ]
+        for r in report.rows
+        if r["debit"] or r["credit"]
+    ]
+    checks = []
+    for currency, t in sorted(report.totals.items()):
+        verdict = '<span class="ok">balanced</span>' if t["balanced"] else '<span class="bad">NOT BALANCED</span>'
+        checks.append(
+            f"<li>{escape(currency)}: debits {money(t['debit'], currency)}, "
+            f"credits {money(t['credit'], currency)} — {verdict}</li>"
+        )
+    if not rows:
+        table = '<p class="muted" id="empty-ledger">The ledger has no posted balances yet.</p>'
+    else:
+        table = _table([("Account", False), ("Type", False), ("Debit", True), ("Credit", True)], rows)
+    return table + (f'<ul id="trial-balance-totals">{"".join(checks)}</ul>' if checks else "")
+
+
+def _status(view: reconcile.ExceptionView) -> str:
+    return f'<span class="tag {view.status.value}">{escape(view.status.value)}</span>'
+
+
+def reconciliation(run: reconcile.RunView | None) -> str:
+    if run is None:
+        return '<p class="muted" id="no-reconciliation">No reconciliation has been run yet.</p>'
+    verdict = (
+        '<span class="ok">no exceptions</span>'
+        if not run.exceptions
+        else f'<span class="bad">{len(run.exceptions)} exception{"s" if len(run.exceptions) != 1 else ""}</span>'
+    )
+    head = (
+        f'<p id="latest-run">Run #{run.id} of <strong>{escape(run.processor)}</strong> for '
+        f"{_time(run.window_from)} to {_time(run.window_to)}, by {escape(run.requested_by)} at "
+        f"{_time(run.finished_at)}: {run.matched} matched, {verdict}.</p>"
+    )
+    totals = []
+    for currency, t in sorted(run.summary.items()):
+        totals.append(
+            [
+                escape(currency),
+                money(t["processor_payouts"], currency),
+                money(t["ledger_payouts"], currency),
+                money(t["processor_net_movement"], currency),
+                money(t["ledger_clearing_movement"], currency),
+            ]
+        )
+    summary = (
+        _table(
+            [
+                ("Currency", False),
+                ("Payouts (processor)", True),
+                ("Payouts (ledger)", True),
+                ("Net movement (processor)", True),
+                ("Clearing movement (ledger)", True),
+            ],
+            totals,
+        )
+        if totals
+        else ""
+    )
+    rows = [
+        [
+            f"#{x.id}",
+            _status(x),
+            escape(x.kind.value),
+            escape(x.subject),
+            money(x.processor_amount, x.currency),
+            money(x.ledger_amount, x.currency),
+            money(x.difference, x.currency),
+            escape(x.adjustment.memo) if x.adjustment else "",
+        ]
+        for x in run.exceptions
+    ]
+    exceptions = (
+        _table(
+            [
+                ("Id", False),
+                ("Status", False),
+                ("Kind", False),
+                ("Subject", False),
+                ("Processor", True),
+                ("Ledger", True),
+                ("Difference", True),
+                ("Memo", False),
+            ],
+            rows,
+        )
+        if rows
+        else ""
+    )
+    return head + summary + (f'<div id="exceptions"><h2>Exceptions</h2>{exceptions}</div>' if exceptions else "")
+
+
+def _time(moment: datetime) -> str:
+    return escape(moment.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+
+def donations_chart(series: Sequence[reports.MinuteCount]) -> str:
+    """Bars of posted donations per minute, with the count and amount of each minute in its tooltip."""
+    width, height, left, bottom, top = 720, 180, 32, 20, 8
+    plot_w, plot_h = width - left - 4, height - bottom - top
+    peak = max((m.donations for m in series), default=0)
+    scale = max(peak, 1)
+    bar_w = plot_w / max(len(series), 1)
+    parts = [
+        f'<svg id="donations-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        f'aria-label="Donations per minute, last {len(series)} minutes">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 4}" y2="{top + plot_h}" stroke="#98a2b3"/>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
+    ]
+    for index, minute in enumerate(series):
+        x = left + index * bar_w
+        bar_h = plot_h * minute.donations / scale
+        label = f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
+        parts.append(
+            f'<rect class="bar" x="{x + 1:.1f}" y="{top + plot_h - bar_h:.1f}" width="{max(bar_w - 2, 1):.1f}" '
+            f'height="{bar_h:.1f}" fill="#3b6fb6" data-count="{minute.donations}"><title>{escape(label)}</title></rect>'
+        )
+        if index % 10 == 0:
+            parts.append(f'<text x="{x:.1f}" y="{height - 6}">{minute.minute:%H:%M}</text>')
+    parts.append("</svg>")
+    total = sum(m.donations for m in series)
+    caption = f'<p class="muted">{total} donations in the last {len(series)} minutes (UTC).</p>'
+    return "".join(parts) + caption
+
+
+def dashboard_page(
+    *,
+    now: datetime,
+    key_label: str,
+    campaign_report: reports.Report,
+    trial_balance_report: reports.Report,
+    latest_run: reconcile.RunView | None,
+    per_minute: Sequence[reports.MinuteCount],
+    open_exceptions: int,
+) -> str:
+    open_note = (
+        f'<span class="bad" id="open-exceptions">{open_exceptions} open exceptions</span>'
+        if open_exceptions
+        else '<span class="ok" id="open-exceptions">no open exceptions</span>'
+    )
+    body = (
+        "<header><h1>Surge finance</h1>"
+        f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note}</span>"
+        '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
+        "<main>"
+        f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'
+        "</section>"
+        f'<section class="wide" id="donations-per-minute"><h2>Donations per minute</h2>{donations_chart(per_minute)}'
+        "</section>"
+        f'<section id="trial-balance"><h2>Trial balance</h2>{trial_balance(trial_balance_report)}</section>'
+        f'<section id="reconciliation"><h2>Latest reconciliation</h2>{reconciliation(latest_run)}</section>'
+        "</main>"
+    )
+    return page("Surge finance", body)

@@ -1,0 +1,235 @@
+"""Finance endpoints (finance key): reconciliation runs, their exceptions and adjustments, and reports.
+
+Every list and report answers JSON (money in minor units) or, with ``?format=csv``, CSV (decimal amounts).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from adapters.base import Processor
+from engine import reconciliation
+from engine.api.errors import ApiError, json_response
+from engine.api.requests import authorized, int_param, json_body
+from engine.auth import Role
+from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
+from ledger import reconcile, reports
+
+routes = web.RouteTableDef()
+
+SLACK_S_DEFAULT = 3600
+SLACK_S_MAX = 7 * 86400
+WINDOW_DAYS_MAX = 366
+AMOUNT_PARAM_MAX = 10**12
+
+
+# ---- parameters --------------------------------------------------------------------------------------------------
+
+
+def wants_csv(request: web.Request) -> bool:
+    requested = request.query.get("format", "json")
+    if requested not in ("json", "csv"):
+        raise ApiError(400, "parameter_invalid", "format must be json or csv", param="format")
+    return requested == "csv"
+
+
+def report_response(request: web.Request, report: reports.Report) -> web.Response:
+    if wants_csv(request):
+        return web.Response(
+            text=report.as_csv(),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{report.name}.csv"'},
+        )
+    return json_response(report.as_json())
+
+
+def parse_time(value: Any, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(400, "parameter_invalid", f"{name} must be an ISO 8601 time with a time zone", param=name)
+    return parsed
+
+
+def date_param(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "parameter_invalid", f"{name} must be a date, YYYY-MM-DD", param=name) from None
+
+
+def optional_int(request: web.Request, name: str) -> int | None:
+    if name not in request.query:
+        return None
+    return int_param(request, name, 0, 0, AMOUNT_PARAM_MAX)
+
+
+def _processor(request: web.Request, name: Any) -> tuple[Processor, str]:
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "parameter_missing", "processor is required", param="processor")
+    kinds = dict(request.app[SETTINGS].processor_specs())
+    for processor, _ in request.app[PROCESSORS]:
+        if processor.name == name:
+            return processor, kinds.get(name, "")
+    raise ApiError(404, "resource_missing", f"No such processor: '{name}'", param="processor")
+
+
+# ---- reconciliation ----------------------------------------------------------------------------------------------
+
+
+@routes.post("/v1/reconciliations")
+async def create_reconciliation(request: web.Request) -> web.Response:
+    key = await authorized(request, Role.FINANCE)
+    body = await json_body(request)
+    processor, kind = _processor(request, body.get("processor"))
+    start, end = parse_time(body.get("from"), "from"), parse_time(body.get("to"), "to")
+    slack_s = body.get("slack_s", SLACK_S_DEFAULT)
+    if type(slack_s) is not int or not 0 <= slack_s <= SLACK_S_MAX:
+        raise ApiError(400, "parameter_invalid", f"slack_s must be an integer 0-{SLACK_S_MAX}", param="slack_s")
+    if not start < end or end - start > timedelta(days=WINDOW_DAYS_MAX):
+        raise ApiError(
+            400, "parameter_invalid", f"from must be before to, at most {WINDOW_DAYS_MAX} days apart", param="to"
+        )
+    window = reconcile.Window(start, end, timedelta(seconds=slack_s))
+    pool = request.app[POOL]
+    try:
+        run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, f"key:{key.id}")
+    except reconciliation.ProcessorReadError as error:
+        raise ApiError(503, "processor_unavailable", str(error), retry_after_s=30) from None
+    async with pool.acquire() as connection:
+        run = await reconcile.run_view(connection, run_id)
+    if run is None:
+        raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
+    return json_response(reconciliation.run_json(run), status=201)
+
+
+@routes.get("/v1/reconciliations")
+async def list_reconciliations(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    limit = int_param(request, "limit", 50, 1, 500)
+    async with request.app[POOL].acquire() as connection:
+        runs = await reconcile.list_runs(connection, processor=request.query.get("processor"), limit=limit)
+    data = [reconciliation.run_json(run, with_exceptions=False) for run in runs]
+    return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
+
+
+@routes.get("/v1/reconciliations/exceptions")
+async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    raw_status = request.query.get("status")
+    try:
+        status = reconcile.ExceptionStatus(raw_status) if raw_status else None
+    except ValueError:
+        raise ApiError(400, "parameter_invalid", "status must be open, resolved or cleared", param="status") from None
+    limit = int_param(request, "limit", 500, 1, 5000)
+    async with request.app[POOL].acquire() as connection:
+        found = await reconcile.list_exceptions(
+            connection, processor=request.query.get("processor"), status=status, limit=limit
+        )
+    if wants_csv(request):
+        return report_response(request, reconciliation.exceptions_report(found))
+    data = [reconciliation.exception_json(x) for x in found]
+    return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
+
+
+@routes.get(r"/v1/reconciliations/{id:\d+}")
+async def read_reconciliation(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    run_id = int(request.match_info["id"])
+    async with request.app[POOL].acquire() as connection:
+        run = await reconcile.run_view(connection, run_id)
+    if run is None:
+        raise ApiError(404, "resource_missing", f"No such reconciliation: {run_id}", param="id")
+    if wants_csv(request):
+        return report_response(request, reconciliation.exceptions_report(run.exceptions, run.id))
+    return json_response(reconciliation.run_json(run))
+
+
+@routes.post(r"/v1/reconciliations/exceptions/{id:\d+}/resolve")
+async def resolve_exception(request: web.Request) -> web.Response:
+    key = await authorized(request, Role.FINANCE)
+    exception_id = int(request.match_info["id"])
+    body = await json_body(request)
+    memo = body.get("memo")
+    if not isinstance(memo, str) or not memo.strip() or len(memo) > 2000:
+        raise ApiError(400, "parameter_invalid", "memo must say why, in 1-2000 characters", param="memo")
+    try:
+        legs = reconciliation.legs_from_json(body["legs"]) if body.get("legs") is not None else None
+        async with request.app[POOL].acquire() as connection:
+            await reconciliation.resolve(
+                connection, request.app[ACCOUNTS], exception_id, memo=memo, resolved_by=f"key:{key.id}", legs=legs
+            )
+            view = await reconcile.exception_view(connection, exception_id)
+    except reconcile.ExceptionNotFoundError:
+        raise ApiError(404, "resource_missing", f"No such exception: {exception_id}", param="id") from None
+    except reconcile.AlreadyResolvedError as error:
+        raise ApiError(409, "exception_already_resolved", str(error), param="id") from None
+    except (reconciliation.LegsInvalidError, reconcile.AdjustmentRefusedError) as error:
+        raise ApiError(400, "adjustment_invalid", str(error), param="legs") from None
+    if view is None:
+        raise RuntimeError(f"exception {exception_id} vanished after it was resolved")
+    return json_response(reconciliation.exception_json(view), status=201)
+
+
+# ---- reports -----------------------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/reports/trial-balance")
+async def trial_balance_report(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    as_of = request.query.get("as_of")
+    async with request.app[POOL].acquire() as connection:
+        report = await reports.trial_balance(connection, parse_time(as_of, "as_of") if as_of else None)
+    return report_response(request, report)
+
+
+@routes.get("/v1/reports/campaign-days")
+async def campaign_days_report(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    async with request.app[POOL].acquire() as connection:
+        report = await reports.campaign_days(
+            connection,
+            campaign=request.query.get("campaign"),
+            date_from=date_param(request, "from"),
+            date_to=date_param(request, "to"),
+        )
+    return report_response(request, report)
+
+
+@routes.get("/v1/reports/donor-aggregates")
+async def donor_aggregates_report(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    async with request.app[POOL].acquire() as connection:
+        report = await reports.donor_aggregates(
+            connection,
+            campaign=request.query.get("campaign"),
+            election=request.query.get("election"),
+            limit_minor=optional_int(request, "limit"),
+            threshold_minor=optional_int(request, "threshold"),
+        )
+    return report_response(request, report)
+
+
+@routes.get("/v1/reports/schedule-a")
+async def schedule_a_report(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    async with request.app[POOL].acquire() as connection:
+        report = await reports.schedule_a(
+            connection,
+            campaign=request.query.get("campaign"),
+            election=request.query.get("election"),
+            date_from=date_param(request, "from"),
+            date_to=date_param(request, "to"),
+            threshold_minor=optional_int(request, "threshold"),
+            limit_minor=optional_int(request, "limit"),
+        )
+    return report_response(request, report)

@@ -1,0 +1,323 @@
+"""Finance commands: ``surge reconcile``, ``surge reconciliations …`` and ``surge report …``.
+
+    surge reconcile --processor simulated --from 2026-03-01 --to 2026-03-31 --csv exceptions.csv
+    surge reconciliations exceptions --status open
+    surge reconciliations resolve 17 --memo "fee corrected by the processor's March statement"
+    surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv
+
+Dates name whole UTC days, both inclusive (``--to 2026-03-31`` runs to the end of that day); a full ISO 8601 time
+is taken as is (UTC when it has no zone). ``surge reconcile`` exits 0 when the ledger agrees with the processor, 1
+when it found exceptions, so that a scheduled run can alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from adapters.registry import build_processor
+from engine import reconciliation
+from engine.config import load_settings
+from engine.database import create_pool, database_url
+from ledger import migrate, reconcile, reports
+from ledger.accounts import AccountDirectory
+
+EXIT_OK = 0
+EXIT_EXCEPTIONS_FOUND = 1
+EXIT_USAGE = 2
+
+
+def _with_database(work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
+    async def run(url: str) -> int:
+        pool = await create_pool(url, size_max=4, size_min=1)
+        try:
+            async with pool.acquire() as connection:
+                await migrate.migrate(connection)
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    with database_url(load_settings()) as url:
+        return asyncio.run(run(url))
+
+
+def _moment(value: str, *, end_of_day: bool) -> datetime:
+    """A date (a whole UTC day: its start, or with ``end_of_day`` the next day's start) or an ISO 8601 time."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day + timedelta(days=1) if end_of_day else day, time(0), UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO 8601 time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _start(value: str) -> datetime:
+    return _moment(value, end_of_day=False)
+
+
+def _end(value: str) -> datetime:
+    return _moment(value, end_of_day=True)
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _author(args: argparse.Namespace) -> str:
+    return args.by or f"cli:{getpass.getuser()}"
+
+
+def _write(text: str, output: str | None) -> None:
+    if output in (None, "-"):
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8", newline="") as file:
+        file.write(text)
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def _render(report: reports.Report, args: argparse.Namespace) -> None:
+    if args.format == "json":
+        _write(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n", args.output)
+    else:
+        _write(report.as_csv(), args.output)
+
+
+# ---- reconcile ---------------------------------------------------------------------------------------------------
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    kinds = dict(settings.processor_specs())
+    if args.processor not in kinds:
+        print(f"surge: no processor {args.processor!r}; configured: {', '.join(kinds)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        window = reconcile.Window(args.start, args.end, timedelta(seconds=args.slack_s))
+    except ValueError as error:
+        print(f"surge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def work(pool: asyncpg.Pool) -> int:
+        processor = build_processor(kinds[args.processor], args.processor, pool, os.environ)
+        try:
+            run_id = await reconciliation.run_reconciliation(
+                pool, processor, kinds[args.processor], window, _author(args)
+            )
+        except reconciliation.ProcessorReadError as error:
+            print(f"surge: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            await processor.close()
+        async with pool.acquire() as connection:
+            run = await reconcile.run_view(connection, run_id)
+        if run is None:
+            raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
+        if args.json:
+            print(orjson.dumps(reconciliation.run_json(run), option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(reconciliation.summary_text(run))
+        if args.csv:
+            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        return EXIT_EXCEPTIONS_FOUND if run.exceptions else EXIT_OK
+
+    return _with_database(work)
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection:
+            runs = await reconcile.list_runs(connection, processor=args.processor, limit=args.limit)
+        for run in runs:
+            print(
+                f"#{run.id}\t{run.processor}\t{run.window_from.isoformat()}\t{run.window_to.isoformat()}\t"
+                f"matched={run.matched}\texceptions={run.exception_count}\t{run.requested_by}\t"
+                f"{run.finished_at.isoformat()}"
+            )
+        return EXIT_OK
+
+    return _with_database(work)
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection:
+            run = await reconcile.run_view(connection, args.id)
+        if run is None:
+            print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
+            return EXIT_USAGE
+        print(reconciliation.summary_text(run))
+        if args.csv:
+            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        return EXIT_OK
+
+    return _with_database(work)
+
+
+def _exceptions_list(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        status = reconcile.ExceptionStatus(args.status) if args.status else None
+        async with pool.acquire() as connection:
+            found = await reconcile.list_exceptions(connection, processor=args.processor, status=status)
+        _write(reconciliation.exceptions_report(found).as_csv(), args.output)
+        return EXIT_OK
+
+    return _with_database(work)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    try:
+        legs = reconciliation.legs_from_json(orjson.loads(args.legs)) if args.legs else None
+    except (orjson.JSONDecodeError, reconciliation.LegsInvalidError) as error:
+        print(f"surge: --legs: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection:
+            try:
+                adjustment = await reconciliation.resolve(
+                    connection, AccountDirectory(), args.id, memo=args.memo, resolved_by=_author(args), legs=legs
+                )
+            except reconcile.ExceptionNotFoundError:
+                print(f"surge: no exception #{args.id}", file=sys.stderr)
+                return EXIT_USAGE
+            except (
+                reconcile.AlreadyResolvedError,
+                reconcile.AdjustmentRefusedError,
+                reconciliation.LegsInvalidError,
+                ValueError,
+            ) as error:
+                print(f"surge: exception #{args.id}: {error}", file=sys.stderr)
+                return EXIT_USAGE
+        print(
+            f"resolved exception #{args.id} with entry {adjustment.entry_reference} by {adjustment.resolved_by} "
+            f"at {adjustment.resolved_at.isoformat()}: {adjustment.memo}"
+        )
+        return EXIT_OK
+
+    return _with_database(work)
+
+
+# ---- reports -----------------------------------------------------------------------------------------------------
+
+
+def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[reports.Report]]) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        async def work(pool: asyncpg.Pool) -> int:
+            async with pool.acquire() as connection:
+                report = await build(connection, args)
+            _render(report, args)
+            return EXIT_OK
+
+        return _with_database(work)
+
+    return command
+
+
+async def _trial_balance(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
+    return await reports.trial_balance(connection, args.as_of)
+
+
+async def _campaign_days(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
+    return await reports.campaign_days(connection, campaign=args.campaign, date_from=args.start, date_to=args.end)
+
+
+async def _donor_aggregates(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
+    return await reports.donor_aggregates(
+        connection,
+        campaign=args.campaign,
+        election=args.election,
+        limit_minor=args.limit,
+        threshold_minor=args.threshold,
+    )
+
+
+async def _schedule_a(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
+    return await reports.schedule_a(
+        connection,
+        campaign=args.campaign,
+        election=args.election,
+        date_from=args.start,
+        date_to=args.end,
+        threshold_minor=args.threshold,
+        limit_minor=args.limit,
+    )
+
+
+def register(commands: Any) -> None:
+    """Add the finance commands to the ``surge`` parser's sub-commands."""
+    run = commands.add_parser("reconcile", help="reconcile the ledger against a processor's record")
+    run.add_argument("--processor", required=True, help="processor name, as in SURGE_PROCESSORS")
+    run.add_argument("--from", dest="start", required=True, type=_start, help="date (UTC day) or ISO 8601 time")
+    run.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or ISO 8601 time")
+    run.add_argument("--slack-s", type=int, default=3600, help="seconds read beyond each edge (default 3600)")
+    run.add_argument("--csv", metavar="FILE", help="write the exceptions as CSV ('-' for standard output)")
+    run.add_argument("--json", action="store_true", help="print the run as JSON instead of the summary")
+    run.add_argument("--by", help="who runs it (default cli:<user>)")
+    run.set_defaults(run=_reconcile)
+
+    runs = commands.add_parser("reconciliations", help="recorded reconciliation runs and their exceptions")
+    runs_commands = runs.add_subparsers(dest="reconciliations_command", required=True)
+    listing = runs_commands.add_parser("list", help="runs, newest first")
+    listing.add_argument("--processor")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_runs_list)
+    show = runs_commands.add_parser("show", help="one run's summary and exceptions")
+    show.add_argument("id", type=int)
+    show.add_argument("--csv", metavar="FILE")
+    show.set_defaults(run=_runs_show)
+    exceptions = runs_commands.add_parser("exceptions", help="exceptions as CSV")
+    exceptions.add_argument("--status", choices=[s.value for s in reconcile.ExceptionStatus])
+    exceptions.add_argument("--processor")
+    exceptions.add_argument("--output", metavar="FILE")
+    exceptions.set_defaults(run=_exceptions_list)
+    resolve = runs_commands.add_parser("resolve", help="resolve an exception with an adjusting entry")
+    resolve.add_argument("id", type=int, help="exception id")
+    resolve.add_argument("--memo", required=True, help="why: kept with the entry, who and when")
+    resolve.add_argument(
+        "--legs", help='JSON legs instead of the proposed ones: [{"account":..,"amount":..,"currency":..}]'
+    )
+    resolve.add_argument("--by", help="who resolves it (default cli:<user>)")
+    resolve.set_defaults(run=_resolve)
+
+    report = commands.add_parser("report", help="finance reports (CSV, or JSON with --format json)")
+    kinds = report.add_subparsers(dest="report_command", required=True)
+
+    def add(name: str, help_text: str, build: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = kinds.add_parser(name, help=help_text)
+        parser.add_argument("--format", choices=["csv", "json"], default="csv")
+        parser.add_argument("--output", metavar="FILE", help="write here instead of standard output")
+        parser.set_defaults(run=_report(build))
+        return parser
+
+    trial = add("trial-balance", "every account's balance, debits and credits", _trial_balance)
+    trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time (default: now)")
+    days = add("campaign-days", "per campaign and day: gross, refunds, disputes, fees, net", _campaign_days)
+    aggregates = add("donor-aggregates", "per donor and election: aggregate, held, limit, room", _donor_aggregates)
+    schedule = add("schedule-a", "itemized receipts, FEC Form 3 Schedule A shape", _schedule_a)
+    for parser in (days, aggregates, schedule):
+        parser.add_argument("--campaign")
+    for parser in (aggregates, schedule):
+        parser.add_argument("--election")
+        parser.add_argument("--limit", type=int, help="contribution limit, minor units (default: the campaign's)")
+        parser.add_argument("--threshold", type=int, help="itemization threshold, minor units (default: campaign's)")
+    for parser in (days, schedule):
+        parser.add_argument("--from", dest="start", type=_day, help="first UTC day, YYYY-MM-DD")
+        parser.add_argument("--to", dest="end", type=_day, help="last UTC day (inclusive)")

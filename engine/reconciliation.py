@@ -1,0 +1,316 @@
+"""Running a reconciliation for one processor, proposing adjustments, and rendering the result for people.
+
+The matching itself is ``ledger.reconcile``; this module knows the engine's side: which processors pay out their
+whole balance, the chart of accounts (engine/chart.py) an adjustment posts to, and which campaign a donation is for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from adapters.base import Processor
+from engine import chart
+from ledger import reconcile
+from ledger.accounts import AccountDirectory
+from ledger.entries import Leg
+from ledger.money import is_currency_code
+from ledger.reports import Report, format_minor
+
+# Processors whose payouts sweep the whole balance, so that each payout can be checked against the clearing account.
+# Stripe pays out the *available* balance (charges become available days later): its payouts are matched one by one.
+SWEEPING_KINDS = frozenset({"simulated"})
+LEGS_MAX = 10
+
+
+class ProcessorReadError(RuntimeError):
+    """The processor's record could not be read; no run was recorded. Try again later."""
+
+
+def account_prefixes(processor: str) -> reconcile.AccountPrefixes:
+    # Account codes end with the currency (engine/chart.py), so the code for an empty currency is their prefix.
+    return reconcile.AccountPrefixes(chart.clearing(processor, ""), chart.fees(processor, ""))
+
+
+async def run_reconciliation(
+    pool: asyncpg.Pool, processor: Processor, kind: str, window: reconcile.Window, requested_by: str
+) -> int:
+    """Reconcile ``processor`` over ``window``, record the run and return its id."""
+    started_at = datetime.now(UTC)
+    prefixes = account_prefixes(processor.name)
+    async with pool.acquire() as connection:
+        # The ledger is read before the processor: the ledger lags the processor, never the other way round, so a
+        # charge settling during the run shows as missing in the ledger (and clears next run), never as phantom.
+        ledger_items = await reconcile.load_ledger_items(connection, processor.name, prefixes, window)
+        opening = None
+        if kind in SWEEPING_KINDS:
+            opening = await reconcile.opening_clearing(connection, prefixes, window.read_from)
+    try:
+        transactions = await processor.balance_transactions(window.read_from, window.read_to)
+    except Exception as error:  # any adapter failure: the run cannot be made, and nothing was recorded
+        raise ProcessorReadError(f"reading {processor.name}'s balance transactions failed: {error}") from error
+    processor_items = [reconcile.processor_item(t) for t in transactions]
+    result = reconcile.reconcile(window, processor_items, ledger_items, opening_clearing=opening)
+    async with pool.acquire() as connection:
+        proposals = await _proposals(connection, processor.name, result.discrepancies)
+        recorded = await reconcile.record_run(
+            connection,
+            processor.name,
+            result,
+            requested_by=requested_by,
+            started_at=started_at,
+            extra_detail=proposals,
+        )
+    return recorded.id
+
+
+async def _campaigns(connection: asyncpg.Connection, donation_ids: set[str]) -> dict[str, str]:
+    rows = await connection.fetch("SELECT id, campaign FROM surge.donations WHERE id = ANY($1::text[])", donation_ids)
+    return {row["id"]: row["campaign"] for row in rows}
+
+
+def _counter_account(processor: str, subject: str, currency: str, campaign: str | None) -> str | None:
+    """The account on the other side of the clearing account for this kind of subject."""
+    family = subject.split(":", 1)[0]
+    if family == "payout":
+        return chart.bank(processor, currency)
+    if campaign is None:
+        return None
+    return {"charge": chart.contributions, "refund": chart.refunds, "dispute": chart.disputes}.get(
+        family, lambda _: None
+    )(campaign)
+
+
+async def _proposals(
+    connection: asyncpg.Connection, processor: str, discrepancies: Sequence[reconcile.Discrepancy]
+) -> dict[str, dict[str, Any]]:
+    campaigns = await _campaigns(connection, {d.donation_id for d in discrepancies if d.donation_id})
+    proposals: dict[str, dict[str, Any]] = {}
+    for discrepancy in discrepancies:
+        currency = discrepancy.currency or ""
+        campaign = campaigns.get(discrepancy.donation_id or "")
+        try:
+            legs = reconcile.proposed_legs(
+                discrepancy,
+                clearing_account=chart.clearing(processor, currency),
+                fees_account=chart.fees(processor, currency),
+                counter_account=_counter_account(processor, discrepancy.subject, currency, campaign),
+            )
+        except reconcile.AdjustmentUnavailableError as error:
+            proposals[discrepancy.key] = {"proposed_adjustment": None, "proposal_note": str(error)}
+            continue
+        proposals[discrepancy.key] = {"proposed_adjustment": [_leg_json(leg) for leg in legs], "campaign": campaign}
+    return proposals
+
+
+def _leg_json(leg: Leg) -> dict[str, Any]:
+    return {"account": leg.account, "amount": leg.amount_minor, "currency": leg.currency}
+
+
+class LegsInvalidError(ValueError):
+    pass
+
+
+def legs_from_json(value: Any) -> tuple[Leg, ...]:
+    """``[{"account", "amount", "currency"}, ...]``: signed minor units, debits positive."""
+    if not isinstance(value, list) or not 2 <= len(value) <= LEGS_MAX:
+        raise LegsInvalidError(f"legs must be a list of 2 to {LEGS_MAX} legs")
+    legs = []
+    for leg in value:
+        if not isinstance(leg, dict):
+            raise LegsInvalidError("each leg must be an object with account, amount and currency")
+        account, amount, currency = leg.get("account"), leg.get("amount"), str(leg.get("currency", "")).upper()
+        if not isinstance(account, str) or not account or type(amount) is not int or amount == 0:
+            raise LegsInvalidError("each leg needs an account and a non-zero integer amount (minor units)")
+        if not is_currency_code(currency):
+            raise LegsInvalidError("each leg needs an ISO 4217 currency")
+        legs.append(Leg(account, amount, currency))
+    return tuple(legs)
+
+
+async def resolve(
+    connection: asyncpg.Connection,
+    directory: AccountDirectory,
+    exception_id: int,
+    *,
+    memo: str,
+    resolved_by: str,
+    legs: tuple[Leg, ...] | None = None,
+) -> reconcile.Adjustment:
+    """Resolve with ``legs``, or with the adjustment proposed when the exception was found."""
+    if legs is None:
+        found = await reconcile.exception_view(connection, exception_id)
+        if found is None:
+            raise reconcile.ExceptionNotFoundError(exception_id)
+        proposed = found.detail.get("proposed_adjustment")
+        if not proposed:
+            note = found.detail.get("proposal_note") or "no adjustment was proposed"
+            raise LegsInvalidError(f"{note}; give the legs of the adjusting entry")
+        legs = legs_from_json(proposed)
+    return await reconcile.resolve_exception(
+        connection, directory, exception_id, legs, memo=memo, resolved_by=resolved_by
+    )
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------------
+
+
+def adjustment_json(adjustment: reconcile.Adjustment | None) -> dict[str, Any] | None:
+    if adjustment is None:
+        return None
+    return {
+        "object": "reconciliation_adjustment",
+        "id": adjustment.id,
+        "exception": adjustment.exception_id,
+        "entry": adjustment.entry_reference,
+        "entry_id": adjustment.entry_id,
+        "resolved_by": adjustment.resolved_by,
+        "resolved_at": adjustment.resolved_at.isoformat(),
+        "memo": adjustment.memo,
+    }
+
+
+def exception_json(view: reconcile.ExceptionView) -> dict[str, Any]:
+    return {
+        "object": "reconciliation_exception",
+        "id": view.id,
+        "processor": view.processor,
+        "status": view.status.value,
+        "kind": view.kind.value,
+        "subject": view.subject,
+        "currency": view.currency,
+        "processor_amount": view.processor_amount,
+        "ledger_amount": view.ledger_amount,
+        "difference": view.difference,
+        "occurred_at": view.occurred_at.isoformat(),
+        "donation": view.detail.get("donation"),
+        "processor_ids": view.detail.get("processor_ids", []),
+        "ledger_references": view.detail.get("ledger_references", []),
+        "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+        "proposed_adjustment": view.detail.get("proposed_adjustment"),
+        "first_run": view.first_run_id,
+        "last_run": view.last_run_id,
+        "cleared_by_run": view.cleared_run_id,
+        "adjustment": adjustment_json(view.adjustment),
+    }
+
+
+def run_json(run: reconcile.RunView, *, with_exceptions: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "object": "reconciliation",
+        "id": run.id,
+        "processor": run.processor,
+        "from": run.window_from.isoformat(),
+        "to": run.window_to.isoformat(),
+        "slack_s": run.slack_s,
+        "requested_by": run.requested_by,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "matched": run.matched,
+        "exception_count": run.exception_count,
+        "result_digest": run.result_digest.hex(),
+        "same_result_as": run.same_result_as,
+        "summary": run.summary,
+    }
+    if with_exceptions:
+        body["exceptions"] = [exception_json(x) for x in run.exceptions]
+    return body
+
+
+EXCEPTION_COLUMNS = (
+    "id",
+    "status",
+    "kind",
+    "subject",
+    "currency",
+    "processor_amount",
+    "ledger_amount",
+    "difference",
+    "occurred_at",
+    "donation",
+    "processor_ids",
+    "ledger_references",
+    "note",
+    "proposed_adjustment",
+    "resolved_by",
+    "resolved_at",
+    "memo",
+)
+
+
+def exceptions_report(exceptions: Sequence[reconcile.ExceptionView], run_id: int | None = None) -> Report:
+    rows = []
+    for view in exceptions:
+        proposed = view.detail.get("proposed_adjustment") or []
+        rows.append(
+            {
+                "id": view.id,
+                "status": view.status.value,
+                "kind": view.kind.value,
+                "subject": view.subject,
+                "currency": view.currency,
+                "processor_amount": view.processor_amount,
+                "ledger_amount": view.ledger_amount,
+                "difference": view.difference,
+                "occurred_at": view.occurred_at,
+                "donation": view.detail.get("donation"),
+                "processor_ids": " ".join(view.detail.get("processor_ids", [])),
+                "ledger_references": " ".join(view.detail.get("ledger_references", [])),
+                "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+                "proposed_adjustment": "; ".join(
+                    f"{leg['account']} {format_minor(leg['amount'], leg['currency'])}" for leg in proposed
+                ),
+                "resolved_by": view.adjustment.resolved_by if view.adjustment else None,
+                "resolved_at": view.adjustment.resolved_at if view.adjustment else None,
+                "memo": view.adjustment.memo if view.adjustment else None,
+            }
+        )
+    return Report(
+        "reconciliation_exceptions",
+        EXCEPTION_COLUMNS,
+        rows,
+        frozenset({"processor_amount", "ledger_amount", "difference"}),
+        parameters={"run": run_id},
+    )
+
+
+def _amount(value: int | None, currency: str | None) -> str:
+    return "-" if value is None else format_minor(value, currency or "USD")
+
+
+def summary_text(run: reconcile.RunView) -> str:
+    """The run for a person at a terminal: window, totals per currency, then one line per exception."""
+    lines = [
+        f"Reconciliation #{run.id} of {run.processor}: {run.window_from.isoformat()} .. {run.window_to.isoformat()}"
+        f" (slack {run.slack_s} s), by {run.requested_by}",
+        f"  matched: {run.matched}   exceptions: {run.exception_count}"
+        + (f"   (same result as run #{run.same_result_as})" if run.same_result_as else ""),
+    ]
+    for currency, totals in sorted(run.summary.items()):
+        lines.append(
+            f"  {currency}: processor charges {_amount(totals['processor_charges'], currency)}, "
+            f"refunds {_amount(totals['processor_refunds'], currency)}, "
+            f"disputes {_amount(totals['processor_disputes'], currency)}, "
+            f"fees {_amount(totals['processor_fees'], currency)}, "
+            f"payouts {_amount(totals['processor_payouts'], currency)}"
+        )
+        lines.append(
+            f"  {currency}: payouts processor {_amount(totals['processor_payouts'], currency)} vs ledger "
+            f"{_amount(totals['ledger_payouts'], currency)}; net movement processor "
+            f"{_amount(totals['processor_net_movement'], currency)} vs clearing account "
+            f"{_amount(totals['ledger_clearing_movement'], currency)}"
+        )
+    if run.exceptions:
+        lines.append("  exceptions:")
+    for x in run.exceptions:
+        lines.append(
+            f"    #{x.id} [{x.status.value}] {x.kind.value} {x.subject} {x.currency or ''}: processor "
+            f"{_amount(x.processor_amount, x.currency)}, ledger {_amount(x.ledger_amount, x.currency)}"
+            + (f" — {x.detail['note']}" if x.detail.get("note") else "")
+        )
+    if not run.exceptions:
+        lines.append("  no exceptions: the ledger agrees with the processor")
+    return "\n".join(lines)
