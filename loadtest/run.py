@@ -52,7 +52,11 @@ class LoadTestConfig:
 Output = Callable[[str], None]
 
 
-async def run_load_test(config: LoadTestConfig, output: Output = print) -> dict[str, Any]:
+def print_flushed(line: str) -> None:
+    print(line, flush=True)  # progress must show as it happens, also when stdout is a pipe or a CI log
+
+
+async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) -> dict[str, Any]:
     database_url: str | None
     async with contextlib.AsyncExitStack() as stack:
         if config.url is None:

@@ -108,7 +108,7 @@ class PlannedRequest:
 class TrafficPlan:
     """Draws requests for a schedule of arrival times; each request's content depends only on the seed and index."""
 
-    def __init__(self, mix: TrafficMix, target: Target, seed: int, run_id: str) -> None:
+    def __init__(self, mix: TrafficMix, target: Target, seed: int, run_id: str, first_donor: int = 0) -> None:
         self.mix = mix
         self.target = target
         self.seed = seed
@@ -117,7 +117,8 @@ class TrafficPlan:
         self._loyal_weights = list(
             itertools.accumulate(1 / rank**mix.zipf_exponent for rank in range(1, mix.loyal_donor_count + 1))
         )
-        self._one_off_donors = itertools.count(mix.loyal_donor_count)
+        # One-off donors are numbered after the loyal ones; ``first_donor`` keeps several plans' donors apart.
+        self._one_off_donors = itertools.count(mix.loyal_donor_count + first_donor)
         self._header_prefix = (
             f"POST /v1/donations HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
             f"Authorization: Bearer {target.form_key}\r\nContent-Type: application/json\r\n"
