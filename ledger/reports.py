@@ -34,6 +34,8 @@ INFORMATION_REQUESTED = "INFORMATION REQUESTED"  # the FEC's wording when a dono
 
 def format_minor(amount_minor: int, currency: str) -> str:
     """Minor units as a decimal string ("-12.05"), by integer arithmetic: money never passes through a float."""
+    if type(amount_minor) is not int:
+        raise TypeError(f"money must be integer minor units, got {type(amount_minor).__name__}")
     if currency in ZERO_DECIMAL_CURRENCIES:
         return str(amount_minor)
     sign = "-" if amount_minor < 0 else ""
@@ -347,10 +349,10 @@ async def schedule_a(
                       c.itemization_threshold_minor, c.contribution_limit_minor,
                       sum(d.amount_minor - d.refunded_minor - d.disputed_minor) OVER (
                           PARTITION BY d.campaign, d.election, d.donor_key ORDER BY d.settled_at, d.id
-                      ) AS aggregate_through,
+                      )::bigint AS aggregate_through,
                       sum(d.amount_minor - d.refunded_minor - d.disputed_minor) OVER (
                           PARTITION BY d.campaign, d.election, d.donor_key
-                      ) AS aggregate_at_end
+                      )::bigint AS aggregate_at_end
                  FROM surge.donations d
                  JOIN surge.campaigns c ON c.slug = d.campaign
                 WHERE d.status = 'succeeded' AND d.settled_at IS NOT NULL

@@ -35,7 +35,8 @@ _SECURITY_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": with it, browsers send "Origin: null" on the sign-in form's post, and the origin check fails.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

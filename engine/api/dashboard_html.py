@@ -256,8 +256,9 @@ def dashboard_page(
     per_minute: Sequence[reports.MinuteCount],
     open_exceptions: int,
 ) -> str:
+    plural = "s" if open_exceptions != 1 else ""
     open_note = (
-        f'<span class="bad" id="open-exceptions">{open_exceptions} open exceptions</span>'
+        f'<span class="bad" id="open-exceptions">{open_exceptions} open exception{plural}</span>'
         if open_exceptions
         else '<span class="ok" id="open-exceptions">no open exceptions</span>'
     )
@@ -271,7 +272,8 @@ def dashboard_page(
         f'<section class="wide" id="donations-per-minute"><h2>Donations per minute</h2>{donations_chart(per_minute)}'
         "</section>"
         f'<section id="trial-balance"><h2>Trial balance</h2>{trial_balance(trial_balance_report)}</section>'
-        f'<section id="reconciliation"><h2>Latest reconciliation</h2>{reconciliation(latest_run)}</section>'
+        f'<section class="wide" id="reconciliation"><h2>Latest reconciliation</h2>{reconciliation(latest_run)}'
+        "</section>"
         "</main>"
     )
     return page("Surge finance", body)
