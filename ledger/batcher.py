@@ -103,7 +103,11 @@ class GroupCommitter(Generic[Item, Result]):
         if self._closed:
             raise BatcherClosedError(self.name)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        try:
+            # Queue.put is a coroutine even when there is room: ~1 us a call, paid by every item.
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            await self._queue.put((item, future))
         return await future
 
     async def submit_nowait(self, item: Item) -> Result:
