@@ -93,10 +93,12 @@ class Server:
         self.record = ClientRecord()
         self.probes: list[Probe] = []
         self._donors = 0
+        self._runs = 0  # every probe gets idempotency keys of its own, warm-up included
 
     async def probe(self, rate_per_s: float) -> Probe:
         profile = Profile(ProfileName.STEADY, rate_per_s, PROBE_S)
-        run_id = f"bench{len(self.probes)}"
+        self._runs += 1
+        run_id = f"bench{self._runs}"
         plan = TrafficPlan(TrafficMix.clean(), self.target, SEED, run_id, first_donor=self._donors).requests(
             arrival_times(profile, seed=SEED), profile.duration_s
         )

@@ -64,7 +64,7 @@ class TrafficMix:
     repeat_share: float = 0.5  # requests from the pool of loyal donors
     loyal_donor_count: int = 2_000
     zipf_exponent: float = 1.0
-    employer_missing_share: float = 0.1  # donors who leave employer/occupation blank (400 once past $200)
+    employer_missing_share: float = 0.03  # donors who leave employer/occupation blank (400 once past $200)
     card_testing_requests: int = 60
     card_testing_at: float = 0.3  # fraction of the run when the bot starts
     card_testing_rate_per_s: float = 20.0
