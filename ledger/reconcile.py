@@ -920,3 +920,12 @@ async def list_runs(connection: asyncpg.Connection, *, processor: str | None = N
 async def latest_run(connection: asyncpg.Connection) -> RunView | None:
     run_id = await connection.fetchval("SELECT max(id) FROM ledger.reconciliation_runs")
     return None if run_id is None else await run_view(connection, run_id)
+
+
+async def open_exception_count(connection: asyncpg.Connection) -> int:
+    count: int = await connection.fetchval(
+        """SELECT count(*) FROM ledger.reconciliation_exceptions x
+            WHERE x.cleared_run_id IS NULL
+              AND NOT EXISTS (SELECT 1 FROM ledger.reconciliation_adjustments a WHERE a.exception_id = x.id)"""
+    )
+    return count

@@ -141,7 +141,7 @@ async def dashboard(request: web.Request) -> web.Response:
             trial_balance_report = await reports.trial_balance(connection)
             latest_run = await reconcile.latest_run(connection)
             per_minute = await reports.donations_per_minute(connection)
-            open_exceptions = len(await reconcile.list_exceptions(connection, status=reconcile.ExceptionStatus.OPEN))
+            open_exceptions = await reconcile.open_exception_count(connection)
     return _html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
