@@ -156,10 +156,18 @@ class GroupCommitter(Generic[Item, Result]):
         for attempt in range(self.limits.conflict_retries_max + 1):
             try:
                 results = await self._transaction(items)
-            except _RETRYABLE:
-                if attempt == self.limits.conflict_retries_max:
+            except _RETRYABLE as error:
+                if attempt < self.limits.conflict_retries_max:
+                    continue
+                if len(batch) == 1:
                     raise
-                continue
+                # Each retry lost a race to a different writer; one by one, each item has few writers to race.
+                _logger.warning(
+                    "%s: batch of %d still conflicting (%s); committing one by one", self.name, len(batch), error
+                )
+                for single in batch:
+                    await self._commit([single])
+                return
             except asyncpg.PostgresError as error:
                 if len(batch) == 1:
                     _fail(batch, error)

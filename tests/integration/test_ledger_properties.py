@@ -22,7 +22,7 @@ from typing import ClassVar, TypeVar
 
 import asyncpg
 import orjson
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -625,6 +625,7 @@ def test_ledger_state_machine(postgres_server_url: str) -> None:
 # --- Concurrent group committers -------------------------------------------------------------------------------------
 
 POSTERS = 4
+CONCURRENT_OUTCOMES: Counter[str] = Counter()  # what callers were told, over all examples of the test
 HOT_CODES = {USD: ["usd:cash", "usd:revenue"], EUR: ["eur:cash", "eur:revenue"]}  # every entry touches these
 
 
@@ -676,7 +677,10 @@ def concurrent_scenarios(draw: st.DrawFn) -> Scenario:
     for slot in slots:
         posters = draw(st.lists(st.integers(0, POSTERS - 1), min_size=2, max_size=POSTERS, unique=True))
         for poster in posters:
-            submissions[poster].append(slot[draw(st.integers(0, len(slot) - 1))])
+            request = slot[draw(st.integers(0, len(slot) - 1))]
+            if draw(st.booleans()):  # metadata is not content: the same request with or without it is a replay
+                request = replace(request, metadata={"poster": poster})
+            submissions[poster].append(request)
     return Scenario(
         setup,
         [list(draw(st.permutations(requests))) for requests in submissions],
@@ -701,7 +705,9 @@ async def post_concurrently(
     url: str, scenario: Scenario, conflicts: Counter[str]
 ) -> list[tuple[EntryRequest, EntryResult | BaseException]]:
     """Each poster is a group committer on its own pool, as a separate engine process would be."""
-    pools = [await create_pool(url, size_max=2) for _ in range(POSTERS)]
+    # Racing batches can deadlock on each other's uncommitted references (the batcher retries the victim); detecting
+    # it after 100 ms instead of the default second keeps this test short without changing what happens.
+    pools = [await create_pool(url, size_max=2, server_settings={"deadlock_timeout": "100ms"}) for _ in range(POSTERS)]
     limits = BatcherLimits(batch_size_max=scenario.batch_size_max, committers=2)
     committers = [
         GroupCommitter(pool, counting_conflicts(AccountDirectory(), conflicts), limits, name=f"poster-{n}")
@@ -754,6 +760,7 @@ async def assert_answers_agree_with_the_ledger(
     holds = {request.reference: request for request in scenario.setup if request.kind is EntryKind.HOLD}
     for request, result in calls:
         event(f"concurrent outcome {result.outcome.value}")
+        CONCURRENT_OUTCOMES[result.outcome.value] += 1
         parent = request.parent_reference or ""
         if result.outcome in OUTCOMES_WITH_ENTRY:
             assert result.entry_id == stored[request.reference].id, (request, result)
@@ -797,15 +804,24 @@ async def run_concurrent_scenario(server_url: str, scenario: Scenario, conflicts
 def test_concurrent_group_committers_agree_with_the_ledger(postgres_server_url: str) -> None:
     conflicts: Counter[str] = Counter()
 
-    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # No shrinking: a failure here depends on timing, so a shrunk example would rarely fail again.
+    @settings(
+        max_examples=8,
+        deadline=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(scenario=concurrent_scenarios())
     def run(scenario: Scenario) -> None:
         asyncio.run(run_concurrent_scenario(postgres_server_url, scenario, conflicts))
 
+    CONCURRENT_OUTCOMES.clear()
     run()
-    print(conflicts)
-    # The posters really raced: some batches lost a race for a reference or a hold and were retried.
+    # The posters really raced: batches lost races for references and holds and were retried, and callers were told
+    # every kind of answer a race can give.
     assert conflicts["UniqueViolationError"] > 0, conflicts
+    raced = {EntryOutcome.EXISTS, EntryOutcome.HOLD_ALREADY_RESOLVED, EntryOutcome.ALREADY_REVERSED}
+    assert raced | {EntryOutcome.EXISTS_WITH_DIFFERENT_CONTENT} <= set(CONCURRENT_OUTCOMES), CONCURRENT_OUTCOMES
 
 
 async def test_a_child_without_metadata_of_a_parent_with_metadata_in_one_batch(pool: asyncpg.Pool) -> None:
