@@ -46,6 +46,7 @@ SEED = 20_260_602
 P99_MAX_MS = 100.0
 PROBE_S = 4.0
 FIRST_RATE_PER_S = 500.0
+RATE_MIN_PER_S = 20.0
 RATE_MAX_PER_S = 32_000.0
 BISECT_STEPS = 3
 CONNECTIONS = 256
@@ -131,31 +132,38 @@ class Server:
         return probe
 
     async def search(self, settle: Any = None) -> Probe | None:
-        """The highest passing rate: double from FIRST_RATE_PER_S until a probe fails, then bisect."""
+        """The highest passing rate: from FIRST_RATE_PER_S double while probes pass (or halve while they fail, down
+        to RATE_MIN_PER_S), then bisect between the last pass and the first failure."""
         best: Probe | None = None
-        rate, failed_rate = FIRST_RATE_PER_S, None
-        while rate <= RATE_MAX_PER_S:
-            probe = await self.probe(rate)
-            if settle is not None:
-                await settle()
-            if not probe.passed:
-                failed_rate = rate
-                break
-            best, rate = probe, rate * 2
-        low = best.rate_per_s if best else FIRST_RATE_PER_S / 4
-        high = failed_rate
-        for _ in range(BISECT_STEPS if high else 0):
-            if high is None:
-                break
+        rate, low, high = FIRST_RATE_PER_S, 0.0, 0.0
+        while RATE_MIN_PER_S <= rate <= RATE_MAX_PER_S:
+            probe = await self._measure(rate, settle)
+            if probe.passed:
+                best, low = probe, rate
+                if high:
+                    break  # came down from a failure: the bracket is [rate, high]
+                rate *= 2
+            else:
+                high = rate
+                if best is not None:
+                    break  # went up from a pass: the bracket is [low, rate]
+                rate /= 2
+        for _ in range(BISECT_STEPS if best is not None and high else 0):
             middle = round((low + high) / 2, -1)
-            probe = await self.probe(middle)
-            if settle is not None:
-                await settle()
+            if middle in (low, high):
+                break
+            probe = await self._measure(middle, settle)
             if probe.passed:
                 best, low = probe, middle
             else:
                 high = middle
         return best
+
+    async def _measure(self, rate_per_s: float, settle: Any) -> Probe:
+        probe = await self.probe(rate_per_s)
+        if settle is not None:
+            await settle()
+        return probe
 
 
 class _CpuClock:
