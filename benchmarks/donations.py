@@ -160,9 +160,13 @@ class Server:
         return best
 
     async def _measure(self, rate_per_s: float, settle: Any) -> Probe:
-        probe = await self.probe(rate_per_s)
-        if settle is not None:
-            await settle()
+        """A rate fails only when two probes fail: other users of the two cores can spoil one short probe."""
+        for _ in range(2):
+            probe = await self.probe(rate_per_s)
+            if settle is not None:
+                await settle()
+            if probe.passed:
+                break
         return probe
 
 
