@@ -7,6 +7,8 @@ guarantee is enforced in PostgreSQL, so it holds across them. SIGINT/SIGTERM sto
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -26,6 +28,7 @@ from ledger import migrate
 _logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 30.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def serve(settings: Settings) -> int:
@@ -76,10 +79,27 @@ def run_worker(settings: Settings, url: str) -> None:
     )
 
 
+def _die_with_parent() -> None:
+    # A worker must not outlive `surge serve`: if the parent is killed (SIGKILL, OOM), an orphan would keep the port
+    # and the database busy. Linux delivers SIGTERM to us when the parent dies; elsewhere a supervisor has to.
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        _logger.warning("cannot ask to be stopped with the parent process on this platform")
+
+
+def _run_child_worker(settings: Settings, url: str, parent_pid: int) -> None:
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        return
+    run_worker(settings, url)
+
+
 def _run_workers(settings: Settings, url: str) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=run_worker, args=(settings, url), name=f"surge-worker-{n}")
+        context.Process(target=_run_child_worker, args=(settings, url, os.getpid()), name=f"surge-worker-{n}")
         for n in range(settings.workers)
     ]
     for worker in workers:

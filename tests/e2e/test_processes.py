@@ -42,7 +42,11 @@ def engine_process(database_url: str, port: int, *args: str, **environment: str)
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
         process.wait(timeout=30)
 
 
