@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from engine import chart
+from engine import chart, finance_cli
 from engine.api.errors import ApiError
 from engine.auth import Role, create_key
 from engine.campaigns import (
@@ -23,29 +21,16 @@ from engine.campaigns import (
     list_campaigns,
 )
 from engine.config import ConfigError, Settings, load_settings
-from engine.database import DatabaseStartError, create_pool, database_url
+from engine.database import DatabaseStartError, run_with_pool
 from ledger import migrate
 from ledger.check import check_ledger
+from loadtest import cli as loadtest_cli
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         host=getattr(args, "host", None), port=getattr(args, "port", None), workers=getattr(args, "workers", None)
     )
-
-
-def _with_database(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
-    async def run(url: str) -> int:
-        pool = await create_pool(url, size_max=4, size_min=1)
-        try:
-            async with pool.acquire() as connection:
-                await migrate.migrate(connection)
-            return await work(pool)
-        finally:
-            await pool.close()
-
-    with database_url(settings) as url:
-        return asyncio.run(run(url))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,7 +44,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
         print("migrations are up to date")
         return 0
 
-    return _with_database(_settings(args), work)
+    return run_with_pool(_settings(args), work)
 
 
 def _db_status(args: argparse.Namespace) -> int:
@@ -70,17 +55,7 @@ def _db_status(args: argparse.Namespace) -> int:
                 print(f"{item.version:04d}_{item.name}: {state}")
         return 0
 
-    settings = _settings(args)
-    with database_url(settings) as url:
-
-        async def run() -> int:
-            pool = await create_pool(url, size_max=2, size_min=1)
-            try:
-                return await work(pool)
-            finally:
-                await pool.close()
-
-        return asyncio.run(run())
+    return run_with_pool(_settings(args), work, apply_migrations=False)
 
 
 def _ledger_check(args: argparse.Namespace) -> int:
@@ -93,7 +68,7 @@ def _ledger_check(args: argparse.Namespace) -> int:
         print(f"ledger check: {report.entries} entries, {report.accounts} accounts: {verdict}")
         return 0 if report.ok else 1
 
-    return _with_database(_settings(args), work)
+    return run_with_pool(_settings(args), work)
 
 
 def _campaigns_create(args: argparse.Namespace) -> int:
@@ -129,7 +104,7 @@ def _campaigns_create(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_database(_settings(args), work)
+    return run_with_pool(_settings(args), work)
 
 
 def _campaigns_list(args: argparse.Namespace) -> int:
@@ -142,7 +117,7 @@ def _campaigns_list(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return _with_database(_settings(args), work)
+    return run_with_pool(_settings(args), work)
 
 
 def _keys_create(args: argparse.Namespace) -> int:
@@ -153,7 +128,7 @@ def _keys_create(args: argparse.Namespace) -> int:
         print("The secret is shown only this once; Surge stores its hash.", file=sys.stderr)
         return 0
 
-    return _with_database(_settings(args), work)
+    return run_with_pool(_settings(args), work)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
-    __import__("loadtest.cli", fromlist=["register"]).register(commands)  # imported late: serve does not need it
-    __import__("engine.finance_cli", fromlist=["register"]).register(commands)  # reconcile, reconciliations, report
+    loadtest_cli.register(commands)
+    finance_cli.register(commands)  # reconcile, reconciliations, report
     return parser
 
 

