@@ -108,29 +108,25 @@ async def _apply_velocity(
         return fresh
     ips = sorted({ip for i in fresh if (ip := items[i].client_ip)})
     donors = sorted({(items[i].campaign.slug, items[i].request.donor_key) for i in fresh})
-    blocked_ips: set[str] = set()
-    if ips:
-        rows = await connection.fetch(
-            """SELECT host(client_ip) AS ip FROM surge.donations
-                WHERE status = 'declined' AND client_ip = ANY($1::inet[])
-                  AND settled_at > now() - make_interval(secs => $2)
-                GROUP BY client_ip HAVING count(*) >= $3""",
-            ips,
-            velocity.window_s,
-            velocity.declines_max,
-        )
-        blocked_ips = {row["ip"] for row in rows}
+    # One round trip for both checks: source addresses and donors with too many recent declines.
     rows = await connection.fetch(
-        """SELECT campaign, donor_key FROM surge.donations
-            WHERE status = 'declined' AND (campaign, donor_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-              AND settled_at > now() - make_interval(secs => $3)
-            GROUP BY campaign, donor_key HAVING count(*) >= $4""",
+        """SELECT 'ip' AS kind, host(client_ip) AS first, NULL::text AS second FROM surge.donations
+            WHERE status = 'declined' AND client_ip = ANY($1::inet[])
+              AND settled_at > now() - make_interval(secs => $4)
+            GROUP BY client_ip HAVING count(*) >= $5
+           UNION ALL
+           SELECT 'donor', campaign, donor_key FROM surge.donations
+            WHERE status = 'declined' AND (campaign, donor_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+              AND settled_at > now() - make_interval(secs => $4)
+            GROUP BY campaign, donor_key HAVING count(*) >= $5""",
+        ips,
         [d[0] for d in donors],
         [d[1] for d in donors],
         velocity.window_s,
         velocity.declines_max,
     )
-    blocked_donors = {(row["campaign"], row["donor_key"]) for row in rows}
+    blocked_ips = {row["first"] for row in rows if row["kind"] == "ip"}
+    blocked_donors = {(row["first"], row["second"]) for row in rows if row["kind"] == "donor"}
     kept = []
     for index in fresh:
         item = items[index]
@@ -153,26 +149,18 @@ async def _hold_aggregates(
     limits = {
         (items[i].campaign.slug, items[i].campaign.election): items[i].campaign.contribution_limit_minor for i in fresh
     }
-    # Create missing rows (the limit is copied from the campaign so that the CHECK can enforce it), then lock every
-    # donor's row in key order: deadlock-free across concurrent batches.
-    await connection.execute(
-        """INSERT INTO surge.contribution_aggregates (campaign, election, donor_key, limit_minor)
+    # Create missing rows (the limit is copied from the campaign so that the CHECK can enforce it) and lock every
+    # donor's row, in key order — deadlock-free across concurrent batches — in one statement: the no-op update on
+    # conflict takes the row lock and returns the row.
+    locked = await connection.fetch(
+        """INSERT INTO surge.contribution_aggregates AS a (campaign, election, donor_key, limit_minor)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-           ON CONFLICT (campaign, election, donor_key) DO NOTHING""",
+           ON CONFLICT (campaign, election, donor_key) DO UPDATE SET limit_minor = a.limit_minor
+           RETURNING campaign, election, donor_key, posted_minor, held_minor, limit_minor""",
         [d[0] for d in donors],
         [d[1] for d in donors],
         [d[2] for d in donors],
         [limits[(d[0], d[1])] for d in donors],
-    )
-    locked = await connection.fetch(
-        """SELECT campaign, election, donor_key, posted_minor, held_minor, limit_minor
-             FROM surge.contribution_aggregates
-            WHERE (campaign, election, donor_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
-            ORDER BY campaign, election, donor_key
-              FOR UPDATE""",
-        [d[0] for d in donors],
-        [d[1] for d in donors],
-        [d[2] for d in donors],
     )
     totals = {(r["campaign"], r["election"], r["donor_key"]): r["posted_minor"] + r["held_minor"] for r in locked}
     caps = {(r["campaign"], r["election"], r["donor_key"]): r["limit_minor"] for r in locked}
