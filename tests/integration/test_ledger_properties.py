@@ -516,6 +516,16 @@ class LedgerMachine(RuleBasedStateMachine):
         self._post(data, [self.draw_hold(data, [])])
 
     @rule(data=st.data())
+    def flawed_entries(self, data: st.DataObject) -> None:
+        """Transfers and holds with one thing wrong each (a batch of them: none of them may affect the others)."""
+        kinds = st.sampled_from([EntryKind.TRANSFER, EntryKind.HOLD])
+        batch = [
+            EntryRequest(self._draw_reference(data), data.draw(kinds), self._localize(data.draw(flawed_legs())))
+            for _ in range(data.draw(st.integers(1, 3), label="flawed entries"))
+        ]
+        self._post(data, batch)
+
+    @rule(data=st.data())
     def hold_post(self, data: st.DataObject) -> None:
         self._post(data, [self.draw_hold_post(data, [])])
 
@@ -558,7 +568,10 @@ class LedgerMachine(RuleBasedStateMachine):
         if resolution == "void":
             batch.append(void_hold(resolution_reference, hold_reference))
         else:
-            partial = data.draw(st.integers(1, amount + 1), label="partial") if resolution == "partial" else None
+            amounts_to_post = st.one_of(
+                st.integers(1, amount), st.integers(1, amount), st.integers(amount + 1, amount + 9)
+            )
+            partial = data.draw(amounts_to_post, label="partial") if resolution == "partial" else None
             batch.append(post_hold(resolution_reference, hold_reference, amount_minor=partial))
             if data.draw(st.booleans(), label="reverse the post"):
                 batch.append(reverse(self._fresh_reference(), resolution_reference))
