@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from engine.campaigns import Campaign
+from engine.database import INDEX_LOOKUPS_ONLY
 from engine.donation_request import DonationRequest
 from engine.donations import DONATION_COLUMNS, Donation
 
@@ -61,6 +62,7 @@ class VelocityLimits:
 async def commit_intake(
     connection: asyncpg.Connection, items: Sequence[IntakeItem], velocity: VelocityLimits
 ) -> list[IntakeResult]:
+    await connection.execute(INDEX_LOOKUPS_ONLY)
     existing = await _existing(connection, items)
     results: list[IntakeResult | None] = [None] * len(items)
     fresh: list[int] = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from engine import chart
+from engine.database import INDEX_LOOKUPS_ONLY
 from ledger.accounts import AccountDirectory
 from ledger.entries import EntryRequest, transfer
 from ledger.money import Money
@@ -41,6 +42,7 @@ async def commit_settlements(
     connection: asyncpg.Connection, directory: AccountDirectory, items: Sequence[Settlement]
 ) -> list[bool]:
     """Settle each open donation; per item True when this call settled it, False when it was already final."""
+    await connection.execute(INDEX_LOOKUPS_ONLY)
     rows = await connection.fetch(
         """UPDATE surge.donations d
               SET status = s.status, processor = s.processor, processor_reference = s.processor_reference,

@@ -81,7 +81,8 @@ async def _load_known_entries(
     references = {r.reference for r in requests} | {r.parent_reference for r in requests if r.parent_reference}
     rows = await connection.fetch(
         """SELECT e.id, e.reference, e.kind, e.fingerprint,
-                  EXISTS (SELECT 1 FROM ledger.entries c WHERE c.parent_entry_id = e.id) AS resolved
+                  -- A LIMIT keeps this a per-row index probe: as EXISTS, the planner may hash the whole table.
+                  (SELECT c.id FROM ledger.entries c WHERE c.parent_entry_id = e.id LIMIT 1) IS NOT NULL AS resolved
              FROM ledger.entries e WHERE e.reference = ANY($1::text[])""",
         list(references),
     )
