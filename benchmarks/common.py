@@ -121,12 +121,12 @@ class CpuMeter:
 
     def _sample(self) -> _CpuSample:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy, total = _machine_cpu_s()
-        database = _process_tree_cpu_s(self._database_pid) if self._database_pid else 0.0
+        busy, total = machine_cpu_s()
+        database = process_tree_cpu_s(self._database_pid) if self._database_pid else 0.0
         return _CpuSample(time.perf_counter(), busy, total, usage.ru_utime + usage.ru_stime, database)
 
 
-def _machine_cpu_s() -> tuple[float, float]:
+def machine_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot; zeros where /proc is missing."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -138,7 +138,7 @@ def _machine_cpu_s() -> tuple[float, float]:
     return (sum(ticks) - idle) / hertz, sum(ticks) / hertz
 
 
-def _process_tree_cpu_s(root_pid: int) -> float:
+def process_tree_cpu_s(root_pid: int) -> float:
     """CPU seconds of a process and its children (PostgreSQL's postmaster and its backends)."""
     hertz = os.sysconf("SC_CLK_TCK")
     total = 0

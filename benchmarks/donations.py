@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from benchmarks.common import machine_details, print_table, write_results
+from benchmarks.common import machine_cpu_s, machine_details, print_table, process_tree_cpu_s, write_results
 from loadtest.audit import audit_run
 from loadtest.engine_process import EngineProcess, embedded_database, free_port, prepare_database
 from loadtest.generator import ClientPolicy, ClientRecord, Generator
@@ -178,25 +178,19 @@ class _CpuClock:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self._pids = {name: pid for name, pid in pids.items() if pid}
         self._start = time.perf_counter()
-        self._start_s = {name: _tree_cpu_s(pid) for name, pid in self._pids.items()}
-        self._machine_start_s = _machine_busy_s()
+        self._start_s = {name: process_tree_cpu_s(pid) for name, pid in self._pids.items()}
+        self._machine_start_s = machine_cpu_s()[0]
         self._stall_start_us = _cpu_stall_us()
 
     def cores(self) -> dict[str, float]:
         wall = time.perf_counter() - self._start
-        cores = {name: round((_tree_cpu_s(pid) - self._start_s[name]) / wall, 2) for name, pid in self._pids.items()}
-        machine = (_machine_busy_s() - self._machine_start_s) / wall
+        cores = {
+            name: round((process_tree_cpu_s(pid) - self._start_s[name]) / wall, 2) for name, pid in self._pids.items()
+        }
+        machine = (machine_cpu_s()[0] - self._machine_start_s) / wall
         cores["other"] = round(max(machine - sum(cores.values()), 0.0), 2)
         cores["cpu_wait_percent"] = round((_cpu_stall_us() - self._stall_start_us) / wall / 1e4, 1)
         return cores
-
-
-def _machine_busy_s() -> float:
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_stall_us() -> float:
@@ -205,19 +199,6 @@ def _cpu_stall_us() -> float:
         return float(some.rsplit("total=", 1)[1])
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def _tree_cpu_s(root_pid: int) -> float:
-    hertz = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat.parent.name) == root_pid or int(fields[1]) == root_pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / hertz
 
 
 async def _wait_ready(pool: ConnectionPool, timeout_s: float = 30.0) -> None:
