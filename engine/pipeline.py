@@ -386,7 +386,10 @@ class Pipeline:
 
     async def _reschedule(self, donation_id: str, status: str) -> None:
         await self._pool.execute(
-            """UPDATE surge.donations SET status = $2, next_attempt_at = now() + interval '200 milliseconds'
+            # No processor call was made: the claim's attempt is given back, so that it does not lengthen the
+            # backoff of the next real retry.
+            """UPDATE surge.donations
+                  SET status = $2, attempts = attempts - 1, next_attempt_at = now() + interval '200 milliseconds'
                 WHERE id = $1 AND status = 'charging'""",
             donation_id,
             status,
