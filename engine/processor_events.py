@@ -33,11 +33,13 @@ async def process_event(
     """Apply ``event``; False when this event id was processed before (nothing is done again)."""
     async with connection.transaction():
         inserted = await connection.fetchval(
-            """INSERT INTO surge.processor_events (processor, event_id, type, payload) VALUES ($1, $2, $3, $4::jsonb)
+            """INSERT INTO surge.processor_events (processor, event_id, type, payload)
+               VALUES ($1, $2, $3, $4::text::jsonb)
                ON CONFLICT DO NOTHING RETURNING true""",
             processor,
             event.id,
             event.type.value,
+            # Already JSON text: passed as text, or the pool's jsonb codec would encode it a second time.
             orjson.dumps(dict(event.raw), default=str).decode(),
         )
         if not inserted:
