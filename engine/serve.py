@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import logging
 import multiprocessing
 import os
@@ -68,15 +69,23 @@ def run_worker(settings: Settings, url: str) -> None:
     )
     app = create_app(settings, url)
     uvloop.install()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        access_log=None,
-        print=lambda message: _logger.info("listening on http://%s:%d", settings.host, settings.port),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            reuse_port=settings.workers > 1,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log=None,
+            print=lambda message: _logger.info("listening on http://%s:%d", settings.host, settings.port),
+        )
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(
+            f"{settings.host}:{settings.port} is already in use — another `surge serve` or another program is "
+            "listening there. Stop it, or choose another port with --port / SURGE_PORT."
+        ) from None
 
 
 def _die_with_parent() -> None:
