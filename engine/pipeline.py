@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -175,13 +175,13 @@ class Pipeline:
         try:
             result = await self._intake.submit_nowait(item)
         except BatcherFullError:
-            self._release(chosen, None, used=False)
+            self._return_unused(chosen)
             raise ApiError(503, "overloaded", "Intake is saturated; retry shortly.", retry_after_s=1) from None
         except BaseException:
-            self._release(chosen, None, used=False)
+            self._return_unused(chosen)
             raise
         if result.outcome is not IntakeOutcome.ACCEPTED:
-            self._release(chosen, None, used=False)
+            self._return_unused(chosen)
             return _refusal(result, campaign)
         donation = _donation_from_item(item)
         if chosen is None:
@@ -198,14 +198,10 @@ class Pipeline:
                 return processor, gate
         return None
 
-    def _release(self, chosen: tuple[Processor, ProcessorGate] | None, status: ChargeStatus | None, used: bool) -> None:
-        if chosen is None:
-            return
-        gate = chosen[1]
-        if used:
-            gate.release(status)
-        else:
-            gate.in_flight -= 1  # never sent: neither a success nor a failure for the breaker
+    @staticmethod
+    def _return_unused(chosen: tuple[Processor, ProcessorGate] | None) -> None:
+        if chosen is not None:
+            chosen[1].return_unused()
 
     # -- charging ---------------------------------------------------------------------------------------------------
 
@@ -229,10 +225,10 @@ class Pipeline:
         gate.release(result.status)
         return result
 
-    async def _call(self, processor: Processor, call: str, awaitable: object) -> ChargeResult:
+    async def _call(self, processor: Processor, call: str, awaitable: Awaitable[ChargeResult]) -> ChargeResult:
         try:
             async with asyncio.timeout(self.limits.charge_timeout_ms / 1000):
-                result: ChargeResult = await awaitable  # type: ignore[misc]
+                result = await awaitable
         except TimeoutError:
             result = ChargeResult(ChargeStatus.UNKNOWN, message=f"{processor.name} did not answer in time")
         except Exception:

@@ -90,6 +90,9 @@ class CircuitBreaker:
             return True
         return False
 
+    def cancel_probe(self) -> None:
+        self._probe_in_flight = False
+
     def record(self, failed: bool) -> None:
         self._probe_in_flight = False
         if not failed:
@@ -126,6 +129,12 @@ class ProcessorGate:
         self.bucket.try_take()
         self.in_flight += 1
         return True
+
+    def return_unused(self) -> None:
+        """An acquired slot that was never used for a call: neither a success nor a failure for the breaker, but a
+        half-open breaker's probe slot must be given back, or no probe would ever be let through again."""
+        self.in_flight -= 1
+        self.breaker.cancel_probe()
 
     def release(self, status: ChargeStatus | None) -> None:
         """``status`` None means the call never completed (cancelled): counts as unhealthy."""

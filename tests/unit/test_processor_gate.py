@@ -1,0 +1,54 @@
+"""The per-processor gate: token bucket, concurrency cap and circuit breaker (pure, no I/O)."""
+
+from __future__ import annotations
+
+import time
+
+from adapters.base import ChargeStatus
+from engine.processor_gate import BreakerState, GateLimits, ProcessorGate
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() -> None:
+    gate = ProcessorGate(GateLimits(rate_per_s=1000, burst=100, breaker_failures_max=3, breaker_open_s=0.05))
+    for _ in range(3):
+        assert gate.try_acquire()
+        gate.release(ChargeStatus.UNKNOWN)
+    assert gate.breaker.state is BreakerState.OPEN
+    assert not gate.try_acquire()
+    time.sleep(0.06)
+    assert gate.try_acquire()  # the half-open probe
+    assert not gate.try_acquire()  # only one at a time
+    gate.release(ChargeStatus.SUCCEEDED)
+    assert gate.breaker.state is BreakerState.CLOSED
+    assert gate.try_acquire()
+
+
+def test_a_probe_slot_returned_unused_lets_the_next_probe_through() -> None:
+    gate = ProcessorGate(GateLimits(rate_per_s=1000, burst=100, breaker_failures_max=1, breaker_open_s=0.05))
+    assert gate.try_acquire()
+    gate.release(ChargeStatus.RETRYABLE)
+    time.sleep(0.06)
+    assert gate.try_acquire()
+    gate.return_unused()  # e.g. the donation was a replay and never reached the processor
+    assert gate.in_flight == 0
+    assert gate.try_acquire()
+
+
+def test_declines_are_not_failures_of_the_processor() -> None:
+    gate = ProcessorGate(GateLimits(rate_per_s=1000, burst=100, breaker_failures_max=2))
+    for _ in range(10):
+        assert gate.try_acquire()
+        gate.release(ChargeStatus.DECLINED)
+    assert gate.breaker.state is BreakerState.CLOSED
+
+
+def test_the_rate_and_concurrency_limits() -> None:
+    gate = ProcessorGate(GateLimits(rate_per_s=1, burst=3, concurrency_max=2))
+    assert gate.try_acquire() and gate.try_acquire()
+    assert not gate.try_acquire()  # concurrency cap
+    gate.release(ChargeStatus.SUCCEEDED)
+    assert gate.try_acquire()  # the third token of the burst
+    gate.release(ChargeStatus.SUCCEEDED)
+    gate.release(ChargeStatus.SUCCEEDED)
+    assert not gate.try_acquire()  # bucket empty: one token a second
+    assert gate.capacity() == 0
