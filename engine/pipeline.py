@@ -374,9 +374,14 @@ class Pipeline:
                 await self._reschedule(donation.id, previous_status)
                 return
             chosen = acquired
-            await self._pool.execute(
-                "UPDATE surge.donations SET processor = $2 WHERE id = $1", donation.id, chosen[0].name
-            )
+            try:
+                # Recorded before the call, so that recovery knows where to look the charge up.
+                await self._pool.execute(
+                    "UPDATE surge.donations SET processor = $2 WHERE id = $1", donation.id, chosen[0].name
+                )
+            except BaseException:
+                self._return_unused(chosen)
+                raise
         result = await self._call_charge(chosen[0], chosen[1], donation)
         await self._apply(donation, chosen[0].name, result)
 
