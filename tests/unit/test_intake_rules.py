@@ -1,0 +1,43 @@
+"""Pure intake rules: raw card-number detection and the donor key used to aggregate contributions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.card_numbers import find_card_number, luhn_valid
+from engine.donation_request import donor_key
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [("4242424242424242", True), ("4000000000000002", True), ("378282246310005", True), ("4242424242424241", False)],
+)
+def test_luhn(digits: str, valid: bool) -> None:
+    assert luhn_valid(digits) is valid
+
+
+def test_card_numbers_are_found_wherever_they_hide() -> None:
+    assert find_card_number({"payment_method": "4242 4242 4242 4242"}) == "payment_method"
+    assert find_card_number({"donor": {"address_line1": "x 4000-0000-0000-0002 y"}}) == "donor.address_line1"
+    assert find_card_number({"metadata": {"list": [1, 4242424242424242]}}) == "metadata.list[1]"
+    assert find_card_number({"4242424242424242": "key"}) == "4242424242424242"
+    assert find_card_number({"ref": "4242424242424241", "phone": "+1 217 555 0100", "zip": "62701"}) is None
+
+
+@given(st.lists(st.integers(0, 9), min_size=12, max_size=18))
+def test_any_luhn_valid_number_of_13_to_19_digits_is_refused(prefix: list[int]) -> None:
+    digits = "".join(map(str, prefix))
+    check = next(d for d in "0123456789" if luhn_valid(digits + d))
+    assert find_card_number({"note": f"my card {digits + check} thanks"}) == "note"
+
+
+def test_donor_key_normalises_as_aggregation_requires() -> None:
+    same = donor_key("Jane", "Doe", "62701")
+    assert donor_key("JANE Q.", "  doe ", "62701-1234") == same
+    assert donor_key("Jane", "Doe", "62701 1234") == same
+    assert donor_key("Zoë", "Brontë", "10001") == donor_key("Zoe", "Bronte", "10001")
+    assert donor_key("Mary-Ann", "O'Neil", "02139") == "oneil|maryann|02139"
+    assert donor_key("John", "Doe", "62701") != same
+    assert donor_key("Jane", "Doe", "62702") != same
