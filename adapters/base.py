@@ -117,6 +117,15 @@ class BalanceTransaction:
     donation_id: str | None = None
 
 
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header whatever its case: aiohttp's headers are case-insensitive already, a plain dict is not."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
 class WebhookSignatureError(Exception):
     """The webhook's signature is missing, malformed, wrong or too old: reject with 400, change nothing."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from adapters.base import EventType, ProcessorEvent, WebhookPayloadError, WebhookSignatureError
+from adapters.base import EventType, ProcessorEvent, WebhookPayloadError, WebhookSignatureError, header_value
 from ledger.money import Money
 
 SIGNATURE_HEADER = "Surge-Simulator-Signature"
@@ -56,7 +56,7 @@ def verify_signature(
     payload: bytes, headers: Mapping[str, str], secret: str, tolerance_s: int, now_epoch_s: float
 ) -> None:
     """Raise WebhookSignatureError unless ``headers`` carry a valid, fresh signature of ``payload``."""
-    header = _header(headers, SIGNATURE_HEADER)
+    header = header_value(headers, SIGNATURE_HEADER)
     if header is None:
         raise WebhookSignatureError(f"no {SIGNATURE_HEADER} header")
     timestamp_s, signatures = _parse_header(header)
@@ -65,15 +65,6 @@ def verify_signature(
         raise WebhookSignatureError("no signature matches the payload")
     if abs(now_epoch_s - timestamp_s) > tolerance_s:
         raise WebhookSignatureError(f"signature timestamp {timestamp_s} is outside the {tolerance_s} s tolerance")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # aiohttp's headers are case-insensitive already; a plain dict from a test or another server may not be.
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == lowered), None)
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:

@@ -9,19 +9,14 @@ from collections.abc import Mapping
 
 import stripe
 
-from adapters.base import ProcessorEvent, WebhookPayloadError, WebhookSignatureError
+from adapters.base import ProcessorEvent, WebhookPayloadError, WebhookSignatureError, header_value
 from adapters.stripe.transformers import processor_event_from_stripe_event
 
 SIGNATURE_HEADER = "Stripe-Signature"
 
 
 def signature_header(headers: Mapping[str, str]) -> str | None:
-    """The header whatever its case (aiohttp's headers are case-insensitive already; a plain dict is not)."""
-    value = headers.get(SIGNATURE_HEADER)
-    if value is None:
-        wanted = SIGNATURE_HEADER.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
+    return header_value(headers, SIGNATURE_HEADER)
 
 
 def verify(payload: bytes, headers: Mapping[str, str], secret: str | None, tolerance_s: int) -> str:
