@@ -5,7 +5,7 @@ Every list and report answers JSON (money in minor units) or, with ``?format=csv
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +13,7 @@ from aiohttp import web
 from adapters.base import Processor
 from engine import reconciliation
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param, json_body
+from engine.api.requests import authorized, int_param, json_body, parse_time
 from engine.auth import Role
 from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from ledger import reconcile, reports
@@ -45,16 +45,6 @@ def report_response(request: web.Request, report: reports.Report) -> web.Respons
             headers={"Content-Disposition": f'attachment; filename="{report.name}.csv"'},
         )
     return json_response(report.as_json())
-
-
-def parse_time(value: Any, name: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise ApiError(400, "parameter_invalid", f"{name} must be an ISO 8601 time with a time zone", param=name)
-    return parsed
 
 
 def date_param(request: web.Request, name: str) -> date | None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param
+from engine.api.requests import authorized, int_param, parse_time
 from engine.auth import Role
 from engine.state import POOL
 from ledger import reads
@@ -36,7 +34,7 @@ async def account_balance(request: web.Request) -> web.Response:
             if as_of is None:
                 balance = await reads.balance(connection, code)
             else:
-                balance = await reads.balance_as_of(connection, code, _parse_time(as_of))
+                balance = await reads.balance_as_of(connection, code, parse_time(as_of, "as_of"))
         except reads.AccountNotFoundError:
             raise ApiError(404, "resource_missing", f"No such account: {code}", param="code") from None
     return json_response(_balance_body(balance))
@@ -92,13 +90,3 @@ async def trial_balance(request: web.Request) -> web.Response:
             "totals": {c: {"debit": d, "credit": k, "balanced": d == k} for c, (d, k) in totals.items()},
         }
     )
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, "parameter_invalid", "as_of must be an ISO 8601 time", param="as_of") from None
-    if parsed.tzinfo is None:
-        raise ApiError(400, "parameter_invalid", "as_of must include a time zone", param="as_of")
-    return parsed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +32,17 @@ async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict[
     if not body.strip() and allow_empty:
         return {}
     return parse_json_object(body)
+
+
+def parse_time(value: Any, name: str) -> datetime:
+    """An ISO 8601 time with a time zone (a naive time would be read in the server's zone, silently)."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(400, "parameter_invalid", f"{name} must be an ISO 8601 time with a time zone", param=name)
+    return parsed
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

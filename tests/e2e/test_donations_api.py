@@ -28,6 +28,14 @@ async def test_a_donation_is_charged_and_posted(surge: Surge) -> None:
     response = await surge.client.get(f"/v1/donations/{body['id']}", headers=surge.auth())
     assert response.status == 200
     assert (await response.json())["status"] == "succeeded"
+    url = "/v1/ledger/accounts/contributions:demo/balance"
+    finance = surge.auth(Role.FINANCE)
+    later = await surge.client.get(url, params={"as_of": "2999-01-01T00:00:00+00:00"}, headers=finance)
+    assert (await later.json())["posted"] == -2500
+    earlier = await surge.client.get(url, params={"as_of": "2000-01-01T00:00:00+00:00"}, headers=finance)
+    assert (await earlier.json())["posted"] == 0
+    naive = await surge.client.get(url, params={"as_of": "2000-01-01T00:00:00"}, headers=finance)
+    assert naive.status == 400 and (await naive.json())["error"]["param"] == "as_of"
     async with surge.pool.acquire() as connection:
         assert (await check_ledger(connection)).ok
 
