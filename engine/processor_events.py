@@ -20,9 +20,9 @@ from engine import chart
 from engine.refunds import Refund, book_refund
 from engine.settlement import Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
-from ledger.entries import EntryRequest, reverse, transfer
+from ledger.entries import reverse, transfer
 from ledger.money import Money
-from ledger.posting import LedgerInvariantError, post_entries
+from ledger.posting import LedgerInvariantError, post_entries_or_raise
 
 _logger = logging.getLogger(__name__)
 
@@ -65,17 +65,14 @@ async def _apply(
     if event.type is EventType.PAYOUT_PAID:
         if event.amount is None:
             raise LedgerInvariantError(f"payout event {event.id} has no amount")
-        await _post(
-            connection,
-            directory,
-            transfer(
-                f"payout:{processor}:{event.object_id or event.id}",
-                debit=chart.bank(processor, event.amount.currency),
-                credit=chart.clearing(processor, event.amount.currency),
-                money=event.amount,
-                memo="payout",
-            ),
+        payout = transfer(
+            f"payout:{processor}:{event.object_id or event.id}",
+            debit=chart.bank(processor, event.amount.currency),
+            credit=chart.clearing(processor, event.amount.currency),
+            money=event.amount,
+            memo="payout",
         )
+        await post_entries_or_raise(connection, directory, [payout])
         return
     if event.type is EventType.IGNORED:
         return
@@ -173,7 +170,7 @@ async def _dispute_created(
                 metadata={"donation": donation["id"]},
             )
         )
-    await _post(connection, directory, *entries)
+    await post_entries_or_raise(connection, directory, entries)
 
 
 async def _dispute_closed(
@@ -195,7 +192,9 @@ async def _dispute_closed(
             donation["id"],
             amount,
         )
-        await _post(connection, directory, reverse(f"dispute-won:{dispute}", f"dispute:{dispute}", memo="dispute won"))
+        await post_entries_or_raise(
+            connection, directory, [reverse(f"dispute-won:{dispute}", f"dispute:{dispute}", memo="dispute won")]
+        )
     else:
         await connection.execute(
             """UPDATE surge.contribution_aggregates
@@ -206,9 +205,3 @@ async def _dispute_closed(
             donation["donor_key"],
             amount,
         )
-
-
-async def _post(connection: asyncpg.Connection, directory: AccountDirectory, *entries: EntryRequest) -> None:
-    for entry, result in zip(entries, await post_entries(connection, directory, list(entries)), strict=True):
-        if not result.outcome.ok:
-            raise LedgerInvariantError(f"posting {entry.reference} failed: {result.outcome}")

@@ -23,7 +23,7 @@ from engine.api.errors import ApiError
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
 from ledger.money import Money
-from ledger.posting import LedgerInvariantError, post_entries
+from ledger.posting import post_entries_or_raise
 
 _logger = logging.getLogger(__name__)
 
@@ -198,6 +198,4 @@ async def book_refund(
         memo="refund",
         metadata={"donation": refund.donation_id},
     )
-    [result] = await post_entries(connection, directory, [entry])
-    if not result.outcome.ok:
-        raise LedgerInvariantError(f"posting refund {refund.id} failed: {result.outcome}")
+    await post_entries_or_raise(connection, directory, [entry])

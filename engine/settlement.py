@@ -18,7 +18,7 @@ from engine.database import INDEX_LOOKUPS_ONLY
 from ledger.accounts import AccountDirectory
 from ledger.entries import EntryRequest, transfer
 from ledger.money import Money
-from ledger.posting import LedgerInvariantError, post_entries
+from ledger.posting import LedgerInvariantError, post_entries_or_raise
 
 FINAL_STATUSES = frozenset({"succeeded", "declined", "failed"})
 
@@ -121,8 +121,5 @@ def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
 
 async def _post(connection: asyncpg.Connection, directory: AccountDirectory, rows: list[asyncpg.Record]) -> None:
     requests = [entry for row in rows if row["status"] == "succeeded" for entry in donation_entries(row)]
-    if not requests:
-        return
-    for request, result in zip(requests, await post_entries(connection, directory, requests), strict=True):
-        if not result.outcome.ok:
-            raise LedgerInvariantError(f"posting {request.reference} failed: {result.outcome}")
+    if requests:
+        await post_entries_or_raise(connection, directory, requests)

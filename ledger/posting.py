@@ -75,6 +75,15 @@ async def post_entries(
     return results
 
 
+async def post_entries_or_raise(
+    connection: asyncpg.Connection, directory: AccountDirectory, requests: Sequence[EntryRequest]
+) -> None:
+    """For entries built by the system itself, where anything but CREATED or EXISTS is a bug, not an outcome."""
+    for request, result in zip(requests, await post_entries(connection, directory, requests), strict=True):
+        if not result.outcome.ok:
+            raise LedgerInvariantError(f"posting {request.reference} failed: {result.outcome}")
+
+
 async def _load_known_entries(
     connection: asyncpg.Connection, requests: Sequence[EntryRequest]
 ) -> dict[str, _KnownEntry]:
