@@ -26,7 +26,7 @@ from engine.api.errors import ApiError
 from engine.auth import ApiKey
 from engine.campaigns import Campaign
 from engine.donation_request import DonationRequest
-from engine.donations import DONATION_COLUMNS, Donation, new_donation_id
+from engine.donations import DONATION_COLUMNS, Donation, fetch_donation, new_donation_id
 from engine.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
 from engine.metrics import Metrics
 from engine.processor_gate import ProcessorGate
@@ -252,7 +252,7 @@ class Pipeline:
             )
             settled = await self._settle.submit(settlement)
             if not settled:  # someone else (a webhook, another process) settled it first: theirs is the truth
-                current = await self._fetch(donation.id)
+                current = await fetch_donation(self._pool, donation.id)
                 return current or donation
             self.metrics.time_to_charge.observe((datetime.now(UTC) - donation.created_at).total_seconds())
             return dataclasses.replace(
@@ -283,10 +283,6 @@ class Pipeline:
             delay_ms / 1000,
         )
         return dataclasses.replace(donation, status=next_status, processor=processor, updated_at=datetime.now(UTC))
-
-    async def _fetch(self, donation_id: str) -> Donation | None:
-        row = await self._pool.fetchrow(f"SELECT {DONATION_COLUMNS} FROM surge.donations WHERE id = $1", donation_id)
-        return Donation.from_row(row) if row else None
 
     # -- the durable queue and recovery -----------------------------------------------------------------------------
 
