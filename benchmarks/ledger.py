@@ -43,8 +43,8 @@ import asyncpg
 import uvloop
 
 from benchmarks.common import CpuMeter, LatencyHistogram, distribution, machine_details, print_table, write_results
+from engine import database
 from engine.database import create_pool, embedded_server
-from ledger import migrate
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits, GroupCommitter
 from ledger.check import check_ledger
@@ -367,7 +367,7 @@ async def benchmark(folder: Path) -> int:
         mark = time.perf_counter()
         connection = await asyncpg.connect(url)
         try:
-            await migrate.migrate(connection)
+            await database.migrate(connection)
             postgres = await postgres_details(connection)
             codes, account_ids = await create_accounts(connection)
             directory = AccountDirectory()

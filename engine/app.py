@@ -12,20 +12,19 @@ from aiohttp import web
 
 from adapters.base import Processor
 from adapters.registry import build_processor
-from engine import chart
+from engine import chart_of_accounts
 from engine.api import admin, dashboard, donations, finance, health, ledger_routes, observability, openapi, webhooks
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
-from engine.auth import KeyVerifier
 from engine.campaigns import CampaignDirectory, list_campaigns
-from engine.config import Settings
-from engine.database import create_pool
-from engine.intake import VelocityLimits
+from engine.database import create_pool, migrate
+from engine.keys import KeyVerifier
 from engine.metrics import Metrics
-from engine.pipeline import Pipeline, PipelineLimits
-from engine.processor_gate import GateLimits, ProcessorGate
+from engine.pipeline.charging import Pipeline, PipelineLimits
+from engine.pipeline.gate import GateLimits, ProcessorGate
+from engine.pipeline.intake import VelocityLimits
+from engine.settings import Settings
 from engine.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
-from ledger import migrate
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
 
@@ -68,7 +67,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(app[DATABASE_URL], size_max=settings.pool_size_max)
     async with pool.acquire() as connection:
-        for migration in await migrate.migrate(connection):
+        for migration in await migrate(connection):
             _logger.info("applied migration %04d_%s", migration.version, migration.name)
     app[POOL] = pool
     app[ACCOUNTS] = AccountDirectory()
@@ -92,7 +91,7 @@ async def _processors(app: web.Application) -> AsyncIterator[None]:
         currencies = {c.currency for c in await list_campaigns(connection)}
         for processor in processors:
             for currency in currencies:
-                await chart.ensure_processor_accounts(connection, processor.name, currency)
+                await chart_of_accounts.ensure_processor_accounts(connection, processor.name, currency)
     for processor in processors:
         start = getattr(processor, "start", None)  # optional: processors with background work
         if start is not None and inspect.isawaitable(started := start()):

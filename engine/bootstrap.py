@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from engine.auth import Role, create_key
 from engine.campaigns import FEDERAL_LIMIT_PER_ELECTION_MINOR, Campaign, create_campaign
+from engine.keys import Role, create_key
 
 DEMO_CAMPAIGN = Campaign(
     slug="demo",

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from engine import chart
+from engine import chart_of_accounts
 from engine.api.errors import ApiError
 from ledger.money import is_currency_code
 
@@ -104,7 +104,7 @@ async def create_campaign(connection: asyncpg.Connection, campaign: Campaign) ->
             )
         except asyncpg.UniqueViolationError:
             raise CampaignExistsError(campaign.slug) from None
-        await chart.ensure_campaign_accounts(connection, campaign.slug, campaign.currency)
+        await chart_of_accounts.ensure_campaign_accounts(connection, campaign.slug, campaign.currency)
     return campaign
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import asyncpg
 
-from engine import chart, finance_cli
+from engine import chart_of_accounts, database
 from engine.api.errors import ApiError
-from engine.auth import Role, create_key
 from engine.campaigns import (
     FEDERAL_LIMIT_PER_ELECTION_MINOR,
     ITEMIZATION_THRESHOLD_MINOR,
@@ -20,11 +20,12 @@ from engine.campaigns import (
     create_campaign,
     list_campaigns,
 )
-from engine.config import ConfigError, Settings, load_settings
 from engine.database import DatabaseStartError, run_with_pool
-from ledger import migrate
+from engine.finance import cli as finance_cli
+from engine.keys import Role, create_key
+from engine.settings import ConfigError, Settings, load_settings
 from ledger.check import check_ledger
-from loadtest import cli as loadtest_cli
+from toolkit import migrations
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,7 +51,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
 def _db_status(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
-            for item in await migrate.status(connection):
+            for item in await database.migration_status(connection):
                 state = f"applied {item.applied_at:%Y-%m-%d %H:%M:%S}" if item.applied_at else "pending"
                 print(f"{item.version:04d}_{item.name}: {state}")
         return 0
@@ -97,7 +98,7 @@ def _campaigns_create(args: argparse.Namespace) -> int:
                 print(f"surge: campaign {campaign.slug} already exists", file=sys.stderr)
                 return 1
             for name, _ in _settings(args).processor_specs():
-                await chart.ensure_processor_accounts(connection, name, campaign.currency)
+                await chart_of_accounts.ensure_processor_accounts(connection, name, campaign.currency)
         print(
             f"created campaign {campaign.slug} ({campaign.currency}, limit {campaign.contribution_limit_minor} "
             f"per donor for {campaign.election})"
@@ -168,9 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
-    loadtest_cli.register(commands)
     finance_cli.register(commands)  # reconcile, reconciliations, report
+    _register_plugins(commands)
     return parser
+
+
+# Commands from other installed packages (``surge loadtest``) register themselves through this entry-point group,
+# so the engine installs and runs without them and never imports them by name.
+PLUGIN_GROUP = "surge.commands"
+
+
+def _register_plugins(commands: Any) -> None:
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        entry_point.load()(commands)
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> Any:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ConfigError, DatabaseStartError, migrate.MigrationError) as error:
+    except (ConfigError, DatabaseStartError, migrations.MigrationError) as error:
         print(f"surge: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

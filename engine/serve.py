@@ -22,9 +22,8 @@ from aiohttp import web
 from adapters.registry import check_configuration
 from engine.app import create_app
 from engine.bootstrap import bootstrap
-from engine.config import ConfigError, Settings
-from engine.database import create_pool, database_url
-from ledger import migrate
+from engine.database import create_pool, database_url, migrate
+from engine.settings import ConfigError, Settings
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ async def _prepare(url: str, *, embedded: bool) -> None:
     pool = await create_pool(url, size_max=2, size_min=1)
     try:
         async with pool.acquire() as connection:
-            for applied in await migrate.migrate(connection):
+            for applied in await migrate(connection):
                 _logger.info("applied migration %04d_%s", applied.version, applied.name)
             keys = await bootstrap(connection, create_demo_campaign=embedded)
     finally:

@@ -6,12 +6,12 @@ import asyncpg
 from aiohttp import web
 
 from adapters.base import Processor
-from engine.auth import KeyVerifier
 from engine.campaigns import CampaignDirectory
-from engine.config import Settings
+from engine.keys import KeyVerifier
 from engine.metrics import Metrics
-from engine.pipeline import Pipeline
-from engine.processor_gate import ProcessorGate
+from engine.pipeline.charging import Pipeline
+from engine.pipeline.gate import ProcessorGate
+from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 
 SETTINGS = web.AppKey("settings", Settings)

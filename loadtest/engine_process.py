@@ -25,10 +25,10 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.auth import Role, create_key
+from engine import database
 from engine.bootstrap import bootstrap
 from engine.database import embedded_server
-from ledger import migrate
+from engine.keys import Role, create_key
 from loadtest.http_client import ConnectionPool, HttpError
 
 # The processor a rehearsal charges through unless told otherwise: like a busy real one (~250 ms median, long tail,
@@ -67,7 +67,7 @@ async def prepare_database(database_url: str) -> str:
     """Migrate, bootstrap (keys and the demo campaign on an empty database) and return a new form key."""
     connection = await asyncpg.connect(database_url)
     try:
-        await migrate.migrate(connection)
+        await database.migrate(connection)
         await bootstrap(connection, create_demo_campaign=True)
         _, secret = await create_key(connection, Role.FORM, label="surge loadtest")
         return secret

@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from engine import database
 from engine.database import create_pool, embedded_server
-from ledger import migrate
 
 TEMPLATE_DATABASE = f"surge_template_{os.getpid()}"
 
@@ -39,7 +39,7 @@ async def _create_template(server_url: str) -> None:
     await _admin(server_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DATABASE}", f"CREATE DATABASE {TEMPLATE_DATABASE}")
     connection = await asyncpg.connect(_with_database(server_url, TEMPLATE_DATABASE))
     try:
-        await migrate.migrate(connection)
+        await database.migrate(connection)
     finally:
         await connection.close()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine import chart
+from engine import chart_of_accounts
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, json_body
-from engine.auth import Role, create_key
 from engine.campaigns import CampaignExistsError, campaign_from_json, create_campaign, list_campaigns
+from engine.keys import Role, create_key
 from engine.state import POOL, PROCESSORS
 
 routes = web.RouteTableDef()
@@ -24,7 +24,7 @@ async def post_campaign(request: web.Request) -> web.Response:
         except CampaignExistsError:
             raise ApiError(409, "resource_exists", f"Campaign {campaign.slug} already exists.", param="slug") from None
         for processor, _ in request.app[PROCESSORS]:
-            await chart.ensure_processor_accounts(connection, processor.name, campaign.currency)
+            await chart_of_accounts.ensure_processor_accounts(connection, processor.name, campaign.currency)
     return json_response(campaign.as_json(), 201)
 
 

@@ -19,9 +19,9 @@ import asyncpg
 from aiohttp import web
 
 from engine.api import dashboard_html
-from engine.auth import ApiKey, Role
+from engine.finance import reconcile, reports
+from engine.keys import ApiKey, Role
 from engine.state import KEYS, POOL
-from ledger import reconcile, reports
 
 routes = web.RouteTableDef()
 

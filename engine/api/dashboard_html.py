@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
-from ledger import reconcile, reports
-from ledger.reports import format_minor
+from engine.finance import reconcile, reports
+from engine.finance.reports import format_minor
 
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1c2430;background:#f4f6f9}

@@ -7,10 +7,10 @@ from aiohttp import web
 from adapters.base import RefundStatus
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, client_ip, int_param, json_body
-from engine.auth import Role
-from engine.donation_request import validate_donation, validate_idempotency_key
-from engine.donations import DONATION_COLUMNS, Donation, fetch_donation
-from engine.refunds import finish_refund, reserve_refund, send_refund
+from engine.keys import Role
+from engine.payments.refunds import finish_refund, reserve_refund, send_refund
+from engine.pipeline.donation_request import validate_donation, validate_idempotency_key
+from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation
 from engine.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
 
 routes = web.RouteTableDef()

@@ -11,12 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import Processor
-from engine import reconciliation
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, int_param, json_body, parse_time
-from engine.auth import Role
+from engine.finance import reconcile, reconciliation, reports
+from engine.keys import Role
 from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
-from ledger import reconcile, reports
 
 routes = web.RouteTableDef()
 

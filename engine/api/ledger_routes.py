@@ -6,7 +6,7 @@ from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, int_param, parse_time
-from engine.auth import Role
+from engine.keys import Role
 from engine.state import POOL
 from ledger import reads
 

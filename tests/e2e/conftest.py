@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.app import create_app
-from engine.auth import Role
 from engine.bootstrap import bootstrap
-from engine.config import Settings
+from engine.keys import Role
+from engine.settings import Settings
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.auth import Role
+from engine.keys import Role
 from ledger import reads
 from ledger.check import check_ledger
 from tests.e2e.conftest import Surge, donation

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.simulated import OutageWindow, SimulatedConfig, SimulatedProcessor
 from engine.app import create_app
-from engine.auth import Role
 from engine.bootstrap import bootstrap
+from engine.keys import Role
 from tests.e2e.conftest import Surge, donation, surge_settings
 
 

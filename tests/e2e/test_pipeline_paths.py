@@ -13,7 +13,7 @@ import pytest
 
 from adapters.base import RefundRequest
 from adapters.simulated import SIGNATURE_HEADER, SimulatedProcessor
-from engine.auth import Role
+from engine.keys import Role
 from engine.state import PROCESSORS
 from ledger import reads
 from ledger.check import check_ledger

@@ -18,8 +18,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from engine.auth import Role
 from engine.bootstrap import bootstrap
+from engine.keys import Role
 from ledger.check import check_ledger
 from tests.e2e.conftest import donation
 

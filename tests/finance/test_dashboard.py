@@ -11,7 +11,7 @@ import pytest
 
 from adapters.base import ChargeRequest
 from engine.api.dashboard import COOKIE_NAME
-from engine.auth import Role
+from engine.keys import Role
 from ledger.money import Money
 from tests.finance.browser import Browser, install_chromium
 from tests.finance.conftest import Surge, donation, simulated_processor

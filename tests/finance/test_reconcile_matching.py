@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.base import BalanceTransaction, BalanceTransactionType
-from ledger import reconcile
+from engine.finance import reconcile
+from engine.finance.reconcile import ExceptionKind, LedgerItem, ProcessorItem, Window
 from ledger.entries import Leg
 from ledger.money import Money
-from ledger.reconcile import ExceptionKind, LedgerItem, ProcessorItem, Window
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WINDOW = Window(T0, T0 + timedelta(hours=1), slack=timedelta(minutes=10))

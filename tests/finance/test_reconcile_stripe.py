@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from engine.auth import Role
+from engine.keys import Role
 from tests.e2e.conftest import Surge, donation
 from tests.stripe.conftest import localstripe_url  # noqa: F401  (fixtures used by surge_on_stripe)
 from tests.stripe.test_stripe_engine import surge_on_stripe  # noqa: F401

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from adapters.base import ChargeRequest, ChargeStatus
-from engine import chart
-from engine.auth import Role
+from engine import chart_of_accounts
+from engine.keys import Role
 from ledger import reads
 from ledger.accounts import AccountDirectory
 from ledger.check import check_ledger
@@ -82,15 +82,15 @@ async def make_discrepancies(surge: Surge) -> dict[str, Any]:
     entries = [
         transfer(
             fee_wrong,
-            debit=chart.clearing("simulated", usd),
-            credit=chart.contributions("demo"),
+            debit=chart_of_accounts.clearing("simulated", usd),
+            credit=chart_of_accounts.contributions("demo"),
             money=Money(5_000, usd),
             metadata={"donation": fee_wrong, "campaign": "demo"},
         ),
         transfer(
             f"fee:{fee_wrong}",
-            debit=chart.fees("simulated", usd),
-            credit=chart.clearing("simulated", usd),
+            debit=chart_of_accounts.fees("simulated", usd),
+            credit=chart_of_accounts.clearing("simulated", usd),
             money=Money(10, usd),
             metadata={"donation": fee_wrong},
         ),
@@ -102,8 +102,8 @@ async def make_discrepancies(surge: Surge) -> dict[str, Any]:
     entries.append(
         transfer(
             f"payout:simulated:{paid['id']}",
-            debit=chart.bank("simulated", usd),
-            credit=chart.clearing("simulated", usd),
+            debit=chart_of_accounts.bank("simulated", usd),
+            credit=chart_of_accounts.clearing("simulated", usd),
             money=Money(paid["amount"] - 100, usd),
             memo="payout keyed by hand",
         )

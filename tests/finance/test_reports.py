@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from engine.auth import Role
 from engine.campaigns import Campaign, create_campaign
+from engine.keys import Role
 from tests.finance.conftest import Surge, donation, donor, insert_donation, simulated_processor
 from tests.finance.test_reconciliation_api import post_webhook, run_cli
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.auth import Role
+from engine.keys import Role
 from loadtest.audit import audit_run
 from tests.e2e.conftest import donation, start_surge, surge_settings
 

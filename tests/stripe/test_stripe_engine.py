@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.stripe import StripeProcessor
 from engine.app import create_app
-from engine.auth import Role
 from engine.bootstrap import bootstrap
+from engine.keys import Role
 from ledger import reads
 from ledger.check import check_ledger
 from tests.e2e.conftest import Surge, donation, surge_settings

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.card_numbers import find_card_number, luhn_valid
-from engine.donation_request import donor_key
+from engine.pipeline.card_numbers import find_card_number, luhn_valid
+from engine.pipeline.donation_request import donor_key
 
 
 @pytest.mark.parametrize(

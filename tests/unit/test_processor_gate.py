@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from adapters.base import ChargeStatus
-from engine.processor_gate import BreakerState, GateLimits, ProcessorGate
+from engine.pipeline.gate import BreakerState, GateLimits, ProcessorGate
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() -> None:

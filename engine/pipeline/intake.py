@@ -18,8 +18,8 @@ import orjson
 
 from engine.campaigns import Campaign
 from engine.database import INDEX_LOOKUPS_ONLY
-from engine.donation_request import DonationRequest
-from engine.donations import DONATION_COLUMNS, Donation
+from engine.pipeline.donation_request import DonationRequest
+from engine.pipeline.donations import DONATION_COLUMNS, Donation
 
 
 class IntakeOutcome(StrEnum):

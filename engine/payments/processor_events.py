@@ -16,9 +16,9 @@ import asyncpg
 import orjson
 
 from adapters.base import EventType, ProcessorEvent
-from engine import chart
-from engine.refunds import Refund, book_refund
-from engine.settlement import Settlement, commit_settlements
+from engine import chart_of_accounts
+from engine.payments.refunds import Refund, book_refund
+from engine.pipeline.settlement import Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
 from ledger.entries import reverse, transfer
 from ledger.money import Money
@@ -67,8 +67,8 @@ async def _apply(
             raise LedgerInvariantError(f"payout event {event.id} has no amount")
         payout = transfer(
             f"payout:{processor}:{event.object_id or event.id}",
-            debit=chart.bank(processor, event.amount.currency),
-            credit=chart.clearing(processor, event.amount.currency),
+            debit=chart_of_accounts.bank(processor, event.amount.currency),
+            credit=chart_of_accounts.clearing(processor, event.amount.currency),
             money=event.amount,
             memo="payout",
         )
@@ -152,8 +152,8 @@ async def _dispute_created(
     entries = [
         transfer(
             f"dispute:{dispute}",
-            debit=chart.disputes(donation["campaign"]),
-            credit=chart.clearing(processor, amount.currency),
+            debit=chart_of_accounts.disputes(donation["campaign"]),
+            credit=chart_of_accounts.clearing(processor, amount.currency),
             money=amount,
             memo="dispute: funds withdrawn",
             metadata={"donation": donation["id"]},
@@ -163,8 +163,8 @@ async def _dispute_created(
         entries.append(
             transfer(
                 f"dispute-fee:{dispute}",
-                debit=chart.fees(processor, event.fee.currency),
-                credit=chart.clearing(processor, event.fee.currency),
+                debit=chart_of_accounts.fees(processor, event.fee.currency),
+                credit=chart_of_accounts.clearing(processor, event.fee.currency),
                 money=event.fee,
                 memo="dispute fee",
                 metadata={"donation": donation["id"]},

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Processor, RefundRequest, RefundResult, RefundStatus
-from engine import chart
+from engine import chart_of_accounts
 from engine.api.errors import ApiError
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
@@ -192,8 +192,8 @@ async def book_refund(
     )
     entry = transfer(
         refund.id,
-        debit=chart.refunds(donation["campaign"]),
-        credit=chart.clearing(donation["processor"], refund.currency),
+        debit=chart_of_accounts.refunds(donation["campaign"]),
+        credit=chart_of_accounts.clearing(donation["processor"], refund.currency),
         money=Money(refund.amount_minor, refund.currency),
         memo="refund",
         metadata={"donation": refund.donation_id},

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from engine.api.errors import ApiError
-from engine.card_numbers import find_card_number
+from engine.pipeline.card_numbers import find_card_number
 from ledger.money import is_currency_code
 
 AMOUNT_MINOR_MAX = 100_000_000  # $1,000,000.00: far above any legal individual contribution

@@ -1,7 +1,8 @@
 """Running a reconciliation for one processor, proposing adjustments, and rendering the result for people.
 
-The matching itself is ``ledger.reconcile``; this module knows the engine's side: which processors pay out their
-whole balance, the chart of accounts (engine/chart.py) an adjustment posts to, and which campaign a donation is for.
+The matching itself is ``engine.finance.reconcile``; this module knows the engine's side: which processors pay out
+their whole balance, the chart of accounts (engine/chart_of_accounts.py) an adjustment posts to, and which campaign a
+donation is for.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Processor
-from engine import chart
-from ledger import reconcile
+from engine import chart_of_accounts
+from engine.finance import reconcile
+from engine.finance.reports import Report, format_minor
 from ledger.accounts import AccountDirectory
 from ledger.entries import Leg
 from ledger.money import is_currency_code
-from ledger.reports import Report, format_minor
 
 # Processors whose payouts sweep the whole balance, so that each payout can be checked against the clearing account.
 # Stripe pays out the *available* balance (charges become available days later): its payouts are matched one by one.
@@ -31,8 +32,8 @@ class ProcessorReadError(RuntimeError):
 
 
 def account_prefixes(processor: str) -> reconcile.AccountPrefixes:
-    # Account codes end with the currency (engine/chart.py), so the code for an empty currency is their prefix.
-    return reconcile.AccountPrefixes(chart.clearing(processor, ""), chart.fees(processor, ""))
+    # Account codes end with the currency (engine/chart_of_accounts.py): the code for an empty currency is their prefix.
+    return reconcile.AccountPrefixes(chart_of_accounts.clearing(processor, ""), chart_of_accounts.fees(processor, ""))
 
 
 async def run_reconciliation(
@@ -76,12 +77,14 @@ def _counter_account(processor: str, subject: str, currency: str, campaign: str 
     """The account on the other side of the clearing account for this kind of subject."""
     family = subject.split(":", 1)[0]
     if family == "payout":
-        return chart.bank(processor, currency)
+        return chart_of_accounts.bank(processor, currency)
     if campaign is None:
         return None
-    return {"charge": chart.contributions, "refund": chart.refunds, "dispute": chart.disputes}.get(
-        family, lambda _: None
-    )(campaign)
+    return {
+        "charge": chart_of_accounts.contributions,
+        "refund": chart_of_accounts.refunds,
+        "dispute": chart_of_accounts.disputes,
+    }.get(family, lambda _: None)(campaign)
 
 
 async def _proposals(
@@ -95,8 +98,8 @@ async def _proposals(
         try:
             legs = reconcile.proposed_legs(
                 discrepancy,
-                clearing_account=chart.clearing(processor, currency),
-                fees_account=chart.fees(processor, currency),
+                clearing_account=chart_of_accounts.clearing(processor, currency),
+                fees_account=chart_of_accounts.fees(processor, currency),
                 counter_account=_counter_account(processor, discrepancy.subject, currency, campaign),
             )
         except reconcile.AdjustmentUnavailableError as error:

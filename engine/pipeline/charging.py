@@ -23,14 +23,14 @@ import asyncpg
 
 from adapters.base import ChargeRequest, ChargeResult, ChargeStatus, Processor
 from engine.api.errors import ApiError
-from engine.auth import ApiKey
 from engine.campaigns import Campaign
-from engine.donation_request import DonationRequest
-from engine.donations import DONATION_COLUMNS, Donation, fetch_donation, new_donation_id
-from engine.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
+from engine.keys import ApiKey
 from engine.metrics import Metrics
-from engine.processor_gate import ProcessorGate
-from engine.settlement import Settlement, commit_settlements
+from engine.pipeline.donation_request import DonationRequest
+from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation, new_donation_id
+from engine.pipeline.gate import ProcessorGate
+from engine.pipeline.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
+from engine.pipeline.settlement import Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherFullError, BatcherLimits, GroupCommitter
 from ledger.money import Money

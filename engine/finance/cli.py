@@ -24,10 +24,9 @@ import asyncpg
 import orjson
 
 from adapters.registry import build_processor
-from engine import reconciliation
-from engine.config import load_settings
 from engine.database import run_with_pool
-from ledger import reconcile, reports
+from engine.finance import reconcile, reconciliation, reports
+from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
 
 EXIT_OK = 0

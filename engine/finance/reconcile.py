@@ -263,7 +263,7 @@ def processor_item(transaction: BalanceTransaction) -> ProcessorItem:
 
 
 def entry_subject(processor: str, reference: str, metadata: Mapping[str, Any]) -> str:
-    """The subject of a ledger entry, from the engine's reference conventions (see engine/chart.py)."""
+    """The subject of a ledger entry, from the engine's reference conventions (see engine/chart_of_accounts.py)."""
     tagged = metadata.get(SUBJECT_METADATA_KEY)
     if isinstance(tagged, str) and tagged:
         return tagged

@@ -1,4 +1,8 @@
-"""Schema migrations: ordered SQL files in ``ledger/migrations``, each applied once inside a transaction.
+"""Schema migrations: numbered SQL files in each package's ``migrations`` folder, each applied once in a transaction.
+
+Each package owns its schema (the ledger its books, the engine its donations, the simulated processor its record);
+the caller declares which packages make up the database. Version numbers are unique across those packages and
+migrations apply in version order, so an existing database moves forward in place whichever package a file lives in.
 
 Hand-written rather than a migration framework: the whole job is "apply numbered SQL files once, in order, under a
 lock", and the SQL files are the schema's documentation. Several engine processes may start at once, so the runner
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -41,13 +46,14 @@ class MigrationError(Exception):
     """The database's migration history does not match the migrations shipped with this version."""
 
 
-def available_migrations() -> list[Migration]:
-    folder = resources.files("ledger") / "migrations"
+def available_migrations(packages: Sequence[str]) -> list[Migration]:
     migrations = []
-    for item in folder.iterdir():
-        match = _FILE_NAME.match(item.name)
-        if match:
-            migrations.append(Migration(int(match.group(1)), match.group(2), item.read_text()))
+    for package in packages:
+        folder = resources.files(package) / "migrations"
+        for item in folder.iterdir():
+            match = _FILE_NAME.match(item.name)
+            if match:
+                migrations.append(Migration(int(match.group(1)), match.group(2), item.read_text()))
     migrations.sort(key=lambda m: m.version)
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
@@ -65,7 +71,7 @@ async def _ensure_history_table(connection: asyncpg.Connection) -> None:
     )
 
 
-async def migrate(connection: asyncpg.Connection) -> list[Migration]:
+async def migrate(connection: asyncpg.Connection, packages: Sequence[str]) -> list[Migration]:
     """Apply every pending migration; return the ones applied now."""
     applied_now = []
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -73,7 +79,7 @@ async def migrate(connection: asyncpg.Connection) -> list[Migration]:
         await _ensure_history_table(connection)
         rows = await connection.fetch("SELECT version, checksum FROM public.surge_migrations")
         applied = {row["version"]: row["checksum"] for row in rows}
-        for migration in available_migrations():
+        for migration in available_migrations(packages):
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:
                     raise MigrationError(
@@ -95,8 +101,8 @@ async def migrate(connection: asyncpg.Connection) -> list[Migration]:
     return applied_now
 
 
-async def status(connection: asyncpg.Connection) -> list[MigrationStatus]:
+async def status(connection: asyncpg.Connection, packages: Sequence[str]) -> list[MigrationStatus]:
     await _ensure_history_table(connection)
     rows = await connection.fetch("SELECT version, applied_at FROM public.surge_migrations")
     applied = {row["version"]: row["applied_at"] for row in rows}
-    return [MigrationStatus(m.version, m.name, applied.get(m.version)) for m in available_migrations()]
+    return [MigrationStatus(m.version, m.name, applied.get(m.version)) for m in available_migrations(packages)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from engine import chart
+from engine import chart_of_accounts
 from engine.database import INDEX_LOOKUPS_ONLY
 from ledger.accounts import AccountDirectory
 from ledger.entries import EntryRequest, transfer
@@ -98,8 +98,8 @@ def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
     entries = [
         transfer(
             row["id"],
-            debit=chart.clearing(processor, amount.currency),
-            credit=chart.contributions(campaign),
+            debit=chart_of_accounts.clearing(processor, amount.currency),
+            credit=chart_of_accounts.contributions(campaign),
             money=amount,
             memo="donation",
             metadata={"donation": row["id"], "campaign": campaign},
@@ -109,8 +109,8 @@ def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
         entries.append(
             transfer(
                 f"fee:{row['id']}",
-                debit=chart.fees(processor, amount.currency),
-                credit=chart.clearing(processor, amount.currency),
+                debit=chart_of_accounts.fees(processor, amount.currency),
+                credit=chart_of_accounts.clearing(processor, amount.currency),
                 money=Money(row["fee_minor"], amount.currency),
                 memo="processing fee",
                 metadata={"donation": row["id"]},
