@@ -35,6 +35,7 @@ from adapters.base import (
     RefundStatus,
     WebhookPayloadError,
 )
+from ledger.currencies import minor_unit_exponent
 from ledger.money import Money
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ STRIPE_ZERO_DECIMAL_CURRENCIES = frozenset(
 )
 # Stripe's three-decimal currencies; Stripe requires the last digit to be 0, and says so in its own error.
 STRIPE_THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
-# ISO 4217 exponents that differ from Stripe's for the currencies above (all others: ISO = Stripe).
-_ISO_EXPONENT_OVERRIDES = {"ISK": 0, "MGA": 2}
 
 
 class UnrepresentableAmountError(ValueError):
@@ -61,13 +60,9 @@ def stripe_exponent(currency: str) -> int:
     return 2
 
 
-def iso_exponent(currency: str) -> int:
-    return _ISO_EXPONENT_OVERRIDES.get(currency, stripe_exponent(currency))
-
-
 def to_stripe_amount(money: Money) -> tuple[int, str]:
     """``(amount, currency)`` as Stripe's API takes them: its smallest unit and a lower-case code."""
-    shift = stripe_exponent(money.currency) - iso_exponent(money.currency)
+    shift = stripe_exponent(money.currency) - minor_unit_exponent(money.currency)
     return _scale(money.amount_minor, shift, money.currency), money.currency.lower()
 
 
@@ -75,7 +70,7 @@ def from_stripe_amount(amount: int, currency: str) -> Money:
     code = currency.upper()
     if type(amount) is not int:
         raise UnrepresentableAmountError(f"Stripe amount must be an integer, got {amount!r} {code}")
-    shift = iso_exponent(code) - stripe_exponent(code)
+    shift = minor_unit_exponent(code) - stripe_exponent(code)
     return Money(_scale(amount, shift, code), code)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from html import escape
 
 from engine.finance import reconcile, reports
-from engine.finance.reports import format_minor
+from ledger.currencies import format_minor
 
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1c2430;background:#f4f6f9}

@@ -16,8 +16,9 @@ import asyncpg
 from adapters.base import Processor
 from engine import chart_of_accounts
 from engine.finance import reconcile
-from engine.finance.reports import Report, format_minor
+from engine.finance.reports import Report
 from ledger.accounts import AccountDirectory
+from ledger.currencies import format_minor
 from ledger.entries import Leg
 from ledger.money import is_currency_code
 

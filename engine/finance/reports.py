@@ -24,23 +24,9 @@ import asyncpg
 import orjson
 
 from ledger import reads
+from ledger.currencies import format_minor
 
-# ISO 4217 currencies without minor units (Stripe's list); every other currency here has two decimals.
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
-)
 INFORMATION_REQUESTED = "INFORMATION REQUESTED"  # the FEC's wording when a donor did not give employer/occupation
-
-
-def format_minor(amount_minor: int, currency: str) -> str:
-    """Minor units as a decimal string ("-12.05"), by integer arithmetic: money never passes through a float."""
-    if type(amount_minor) is not int:
-        raise TypeError(f"money must be integer minor units, got {type(amount_minor).__name__}")
-    if currency in ZERO_DECIMAL_CURRENCIES:
-        return str(amount_minor)
-    sign = "-" if amount_minor < 0 else ""
-    whole, cents = divmod(abs(amount_minor), 100)
-    return f"{sign}{whole}.{cents:02d}"
 
 
 @dataclass(frozen=True, slots=True)
