@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: latency histograms, CPU accounting, machine details, tables and JSON results."""
+"""Helpers shared by the benchmarks: CPU accounting, machine details, tables and JSON results."""
 
 from __future__ import annotations
 
@@ -7,55 +7,14 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from hdrh.histogram import HdrHistogram
 
 RESULTS_FOLDER = Path(__file__).resolve().parent / "results"
-_LATENCY_US_MAX = 120_000_000  # two minutes: anything slower is a hang, clamped so that it still shows as the max
-
-
-class LatencyHistogram:
-    """Latencies recorded in microseconds (HdrHistogram, 3 significant figures), reported in milliseconds."""
-
-    def __init__(self) -> None:
-        self._histogram = HdrHistogram(1, _LATENCY_US_MAX, 3)
-
-    def record_ns(self, nanoseconds: int) -> None:
-        self._histogram.record_value(min(max(nanoseconds // 1000, 1), _LATENCY_US_MAX))
-
-    def record_all_ns(self, nanoseconds: Iterable[int]) -> None:
-        for value in nanoseconds:
-            self.record_ns(value)
-
-    def reset(self) -> None:
-        self._histogram.reset()
-
-    @property
-    def count(self) -> int:
-        return int(self._histogram.get_total_count())
-
-    def summary_ms(self) -> dict[str, float]:
-        h = self._histogram
-        if h.get_total_count() == 0:
-            return {"count": 0}
-
-        def ms(microseconds: float) -> float:
-            return round(microseconds / 1000, 3)
-
-        return {
-            "count": int(h.get_total_count()),
-            "mean": ms(h.get_mean_value()),
-            "p50": ms(h.get_value_at_percentile(50)),
-            "p90": ms(h.get_value_at_percentile(90)),
-            "p99": ms(h.get_value_at_percentile(99)),
-            "p999": ms(h.get_value_at_percentile(99.9)),
-            "max": ms(h.get_max_value()),
-        }
 
 
 def distribution(values: Sequence[float], digits: int = 3) -> dict[str, float]:

@@ -39,7 +39,7 @@ from loadtest.engine_process import EngineProcess, embedded_database, free_port,
 from loadtest.generator import ClientPolicy, ClientRecord, Generator
 from loadtest.http_client import ConnectionPool, HttpError
 from loadtest.profiles import Profile, ProfileName, arrival_times
-from loadtest.recorder import Recorder, histogram_summary_ms
+from loadtest.recorder import Recorder
 from loadtest.traffic import Target, TrafficMix, TrafficPlan
 
 SEED = 20_260_602
@@ -109,7 +109,7 @@ class Server:
         cpu = _CpuClock({"generator": os.getpid(), "server": self.pid, "postgres": self.postgres_pid})
         await generator.run(finish_timeout_s=10)
         elapsed_s = (time.perf_counter_ns() - recorder.start_ns) / 1e9
-        latency = histogram_summary_ms(recorder.latency)
+        latency = recorder.latency.summary_ms()
         passed = recorder.errors == 0 and recorder.completed == len(plan) and latency.get("p99", 1e9) < P99_MAX_MS
         self.record.acknowledged.update(generator.record.acknowledged)
         probe = Probe(

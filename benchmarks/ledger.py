@@ -42,7 +42,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from benchmarks.common import CpuMeter, LatencyHistogram, distribution, machine_details, print_table, write_results
+from benchmarks.common import CpuMeter, distribution, machine_details, print_table, write_results
 from engine import database
 from engine.database import create_pool, embedded_server
 from ledger.accounts import AccountDirectory
@@ -51,6 +51,7 @@ from ledger.check import check_ledger
 from ledger.entries import EntryOutcome, EntryRequest, EntryResult, transfer
 from ledger.money import Money
 from ledger.posting import post_entries
+from toolkit.latency_histogram import LatencyHistogram
 
 SEED = 20_260_601
 ACCOUNT_COUNT = 5_000

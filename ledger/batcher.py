@@ -24,6 +24,8 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
+from toolkit.clock import SYSTEM_CLOCK, Clock
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 CommitFunction = Callable[[asyncpg.Connection, Sequence[Item]], Awaitable[Sequence[Result]]]
@@ -70,12 +72,14 @@ class GroupCommitter(Generic[Item, Result]):
         *,
         name: str = "batcher",
         observer: BatchObserver | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pool = pool
         self._commit_function = commit
         self.limits = limits
         self.name = name
         self._observer = observer
+        self._clock = clock  # times the batching delay; tests drive it instead of waiting
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] = asyncio.Queue(limits.queue_size_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -140,13 +144,13 @@ class GroupCommitter(Generic[Item, Result]):
             batch.append(self._queue.get_nowait())
         if limits.batch_delay_ms <= 0 or len(batch) >= limits.batch_size_min:
             return
-        deadline = time.monotonic() + limits.batch_delay_ms / 1000
+        deadline = self._clock.monotonic() + limits.batch_delay_ms / 1000
         while len(batch) < limits.batch_size_min:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 return
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(await self._clock.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 return
 

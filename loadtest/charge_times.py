@@ -10,9 +10,8 @@ import collections
 from typing import Any
 
 import asyncpg
-from hdrh.histogram import HdrHistogram
 
-from loadtest.recorder import histogram_summary_ms, new_histogram
+from toolkit.latency_histogram import LatencyHistogram
 
 
 async def time_to_charge(connection: asyncpg.Connection, run_id: str, started_epoch_s: float) -> dict[str, Any]:
@@ -24,20 +23,20 @@ async def time_to_charge(connection: asyncpg.Connection, run_id: str, started_ep
             WHERE metadata->>'run' = $1 AND settled_at IS NOT NULL""",
         run_id,
     )
-    overall = new_histogram(3)
-    by_second: dict[int, HdrHistogram] = collections.defaultdict(lambda: new_histogram(2))
+    overall = LatencyHistogram(3)
+    by_second: dict[int, LatencyHistogram] = collections.defaultdict(lambda: LatencyHistogram(2))
     settled: collections.Counter[int] = collections.Counter()
     for row in rows:
-        microseconds = max(1, int((row["settled_s"] - row["created_s"]) * 1e6))
-        overall.record_value(microseconds)
-        by_second[max(0, int(row["created_s"] - started_epoch_s))].record_value(microseconds)
+        microseconds = int((row["settled_s"] - row["created_s"]) * 1e6)
+        overall.record_us(microseconds)
+        by_second[max(0, int(row["created_s"] - started_epoch_s))].record_us(microseconds)
         settled[max(0, int(row["settled_s"] - started_epoch_s))] += 1
     timeline = []
     for second in range(max(by_second, default=-1) + 1):
-        summary = histogram_summary_ms(by_second[second]) if second in by_second else {"count": 0}
+        summary = by_second[second].summary_ms() if second in by_second else {"count": 0}
         timeline.append({"t": second, **{k: summary.get(k) for k in ("count", "p50", "p99", "max")}})
     return {
-        "overall_ms": histogram_summary_ms(overall),
+        "overall_ms": overall.summary_ms(),
         "timeline": timeline,
         "settled_per_second": [{"t": s, "count": settled.get(s, 0)} for s in range(max(settled, default=-1) + 1)],
     }

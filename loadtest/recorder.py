@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
 from loadtest.traffic import Kind
-
-LATENCY_US_MAX = 600_000_000  # ten minutes: a slower answer is clamped so that it still shows as the max
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+from toolkit.latency_histogram import LatencyHistogram
 
 
 class Outcome(StrEnum):
@@ -59,21 +55,6 @@ def classify(kind: Kind, status: int, code: str | None) -> Outcome:
     return Outcome.ERROR
 
 
-def new_histogram(significant_figures: int = 3) -> HdrHistogram:
-    return HdrHistogram(1, LATENCY_US_MAX, significant_figures)
-
-
-def histogram_summary_ms(histogram: HdrHistogram) -> dict[str, float]:
-    count = histogram.get_total_count()
-    if count == 0:
-        return {"count": 0}
-    summary: dict[str, float] = {"count": int(count), "mean": round(histogram.get_mean_value() / 1000, 3)}
-    for name, percentile in PERCENTILES:
-        summary[name] = round(histogram.get_value_at_percentile(percentile) / 1000, 3)
-    summary["max"] = round(histogram.get_max_value() / 1000, 3)
-    return summary
-
-
 @dataclass
 class SecondStats:
     offered: int = 0  # requests due in this second (first attempts)
@@ -82,7 +63,7 @@ class SecondStats:
     errors: int = 0
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
-    latency: HdrHistogram = field(default_factory=lambda: new_histogram(2))
+    latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(2))
 
     def as_json(self, second: int) -> dict[str, Any]:
         return {
@@ -93,15 +74,15 @@ class SecondStats:
             "errors": self.errors,
             "statuses": dict(self.statuses),
             "outcomes": dict(self.outcomes),
-            "latency_ms": histogram_summary_ms(self.latency),
+            "latency_ms": self.latency.summary_ms(),
         }
 
 
 class Recorder:
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
-        self.latency = new_histogram(3)
-        self.window_latency = new_histogram(2)
+        self.latency = LatencyHistogram(3)
+        self.window_latency = LatencyHistogram(2)
         self.statuses: collections.Counter[str] = collections.Counter()
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -128,14 +109,14 @@ class Recorder:
         self._second(now_ns).sent += 1
 
     def answered(self, kind: Kind, status: str, outcome: Outcome, due_ns: int, now_ns: int, detail: str = "") -> None:
-        latency_us = min(max((now_ns - due_ns) // 1000, 1), LATENCY_US_MAX)
+        latency_us = (now_ns - due_ns) // 1000
         second = self._second(now_ns)
         second.completed += 1
         second.statuses[status] += 1
         second.outcomes[outcome.value] += 1
-        second.latency.record_value(latency_us)
-        self.latency.record_value(latency_us)
-        self.window_latency.record_value(latency_us)
+        second.latency.record_us(latency_us)
+        self.latency.record_us(latency_us)
+        self.window_latency.record_us(latency_us)
         self.completed += 1
         self.window_completed += 1
         self.statuses[status] += 1
@@ -156,7 +137,7 @@ class Recorder:
             "offered": self.window_offered,
             "completed": self.window_completed,
             "errors": self.window_errors,
-            **{k: v for k, v in histogram_summary_ms(self.window_latency).items() if k in ("p50", "p99")},
+            **{k: v for k, v in self.window_latency.summary_ms().items() if k in ("p50", "p99")},
         }
         self.window_latency.reset()
         self.window_completed = self.window_errors = self.window_offered = 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from loadtest.svg import Band, Series, line_chart
+from toolkit.svg_chart import CHART_CSS, Band, Series, render_chart
 
 SECTIONS = (
     ("summary", "Summary"),
@@ -31,14 +31,9 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:32px;border-bot
 .pass{background:#16a34a}.fail{background:#dc2626}.skip{background:#6b7280}
 table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 12px 3px 0;text-align:left;vertical-align:top}
 th{color:#4b5563;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.chart{display:block;margin:10px 0;max-width:100%;height:auto}.chart .title{font-weight:600;font-size:13px}
-.chart .tick,.chart .legend,.chart .band-label{font-size:11px;fill:#4b5563}
-.chart .axis-label{font-size:11px;fill:#6b7280}
-.chart .grid{stroke:#f3f4f6}.chart .axis{stroke:#9ca3af}.chart .band-a{fill:#f9fafb}.chart .band-b{fill:#eff6ff}
-.chart .empty{fill:#9ca3af}
 code,pre{font:12px ui-monospace,Menlo,monospace}pre{background:#f9fafb;padding:8px;overflow:auto}
 nav a{margin-right:10px}.note{color:#4b5563}
-"""
+""" + CHART_CSS.lstrip("\n")
 
 
 # -- numbers shared by the terminal and the page ---------------------------------------------------------------------
@@ -157,7 +152,7 @@ def _throughput(results: Mapping[str, Any]) -> str:
         "<p class=note>Offered: first attempts due per second (the profile). Achieved: answers received per second. "
         "Charges settled: donations reaching a final state per second — the processor's pace.</p>"
     )
-    return note + line_chart("Requests per second", series, y_label="per second", bands=_bands(results))
+    return note + render_chart("Requests per second", series, y_label="per second", bands=_bands(results))
 
 
 def _latency(results: Mapping[str, Any]) -> str:
@@ -173,7 +168,7 @@ def _latency(results: Mapping[str, Any]) -> str:
         "<p class=note>From the time each request was due (not when it was sent) to its answer: time spent queued "
         "behind a slow engine counts. HDR histograms, 3 significant figures overall, 2 per second.</p>"
     )
-    chart = line_chart("Latency per second (ms, log scale)", series, y_label="ms", log_y=True, bands=_bands(results))
+    chart = render_chart("Latency per second (ms, log scale)", series, y_label="ms", log_y=True, bands=_bands(results))
     return note + chart + table
 
 
@@ -192,7 +187,7 @@ def _errors(results: Mapping[str, Any]) -> str:
         "the request (e.g. 2xx for an invalid one). Declines, limits and card-testing blocks are expected outcomes, "
         "drawn as lines for context.</p>"
     )
-    chart = line_chart("Errors and refusals per second", series, y_label="per second", bands=_bands(results))
+    chart = render_chart("Errors and refusals per second", series, y_label="per second", bands=_bands(results))
     return note + chart + _table(rows) + example_html
 
 
@@ -210,7 +205,7 @@ def _queue(results: Mapping[str, Any]) -> str:
         "donations accepted (202) and not yet settled. It grows while intake outruns the processor and drains after "
         f"the peak. Drained: {escape(str(drain.get('drained')))} after {_num(drain.get('seconds'))} s.</p>"
     )
-    return note + line_chart("Queue depth", series, y_label="donations", bands=_bands(results))
+    return note + render_chart("Queue depth", series, y_label="donations", bands=_bands(results))
 
 
 def _time_to_charge(results: Mapping[str, Any]) -> str:
@@ -229,7 +224,7 @@ def _time_to_charge(results: Mapping[str, Any]) -> str:
         "<p class=note>From acceptance (the donation's <code>created</code> time) to settlement (<code>settled</code>),"
         " by the second the donation was accepted, in seconds.</p>"
     )
-    chart = line_chart("Time to charge (s)", series, y_label="seconds", bands=_bands(results))
+    chart = render_chart("Time to charge (s)", series, y_label="seconds", bands=_bands(results))
     return note + chart + _table(rows)
 
 

@@ -25,7 +25,7 @@ from loadtest.generator import ClientPolicy, Generator
 from loadtest.http_client import ConnectionPool
 from loadtest.monitor import EngineMonitor
 from loadtest.profiles import Arrivals, Profile, arrival_times
-from loadtest.recorder import Recorder, histogram_summary_ms
+from loadtest.recorder import Recorder
 from loadtest.report import terminal_summary, write_report
 from loadtest.traffic import Target, TrafficMix, TrafficPlan
 
@@ -222,7 +222,7 @@ def _results(
         "mix": dataclasses.asdict(config.mix),
         "client_policy": dataclasses.asdict(config.policy),
         "totals": totals,
-        "latency_ms": histogram_summary_ms(recorder.latency),
+        "latency_ms": recorder.latency.summary_ms(),
         "timeline": recorder.timeline(profile.duration_s),
         "queue_depth": [dataclasses.asdict(sample) for sample in monitor.samples],
         "drain": drain,

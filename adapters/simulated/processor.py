@@ -33,7 +33,7 @@ from adapters.base import (
 )
 from adapters.simulated import store, webhooks
 from adapters.simulated.config import SimulatedConfig
-from adapters.simulated.faults import LatencyModel, TokenBucket, outage_end_epoch_s
+from adapters.simulated.faults import LatencyModel, outage_end_epoch_s
 from adapters.simulated.fees import processing_fee_minor
 from adapters.simulated.record import (
     ChargeRecordStatus,
@@ -45,6 +45,7 @@ from adapters.simulated.record import (
 from adapters.simulated.tokens import PlanKind, plan_charge
 from ledger.batcher import BatcherFullError, BatcherLimits, BatchObserver, GroupCommitter
 from ledger.money import Money
+from toolkit.token_bucket import TokenBucket
 
 DISPUTE_FEE_MINOR = 1500  # Stripe's US dispute fee
 # The database failed mid-write: the record may or may not have changed, as after a processor's HTTP 500.
@@ -85,7 +86,7 @@ class SimulatedProcessor:
         if rate is None:
             return None
         burst = self.config.charges_burst_max or max(1, math.ceil(rate))
-        return TokenBucket(rate, burst, time.monotonic())
+        return TokenBucket(rate, burst)
 
     async def _write_charges(
         self, connection: asyncpg.Connection, writes: Sequence[store.ChargeWrite]
@@ -265,7 +266,7 @@ class SimulatedProcessor:
         if outage_end_s is not None:
             until = datetime.fromtimestamp(outage_end_s, UTC).isoformat()
             return f"simulated outage: service unavailable until {until}"
-        if rate_limited and self._bucket is not None and not self._bucket.take(time.monotonic()):
+        if rate_limited and self._bucket is not None and not self._bucket.try_take():
             return "rate limited: too many requests, retry later with the same idempotency key"
         return None
 

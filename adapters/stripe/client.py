@@ -4,50 +4,11 @@ documented limits instead of collecting 429s."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import aiohttp
 import stripe
 
 from adapters.stripe.config import StripeConfig
-
-
-class TokenBucket:
-    """Admits ``rate_per_second`` operations per second with bursts up to ``burst``.
-
-    A caller that would wait longer than its ``wait_max_s`` is refused at once and takes no token, so a refusal
-    means the request was never sent. Waiting callers reserve their token first (the level goes negative), which
-    keeps admission first come, first served without a lock: nothing awaits between reading and updating.
-    """
-
-    def __init__(self, rate_per_second: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate_per_second <= 0 or burst < 1:
-            raise ValueError(f"a token bucket needs a positive rate and a burst of at least 1, got {rate_per_second}")
-        self._rate = rate_per_second
-        self._burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._updated = clock()
-
-    async def acquire(self, wait_max_s: float) -> bool:
-        wait_s = self._reserve(wait_max_s)
-        if wait_s is None:
-            return False
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
-        return True
-
-    def _reserve(self, wait_max_s: float) -> float | None:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        wait_s = max(0.0, (1 - self._tokens) / self._rate)
-        if wait_s > wait_max_s:
-            return None
-        self._tokens -= 1
-        return wait_s
+from toolkit.token_bucket import TokenBucket
 
 
 class StripeConnection:

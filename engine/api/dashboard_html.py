@@ -11,6 +11,7 @@ from html import escape
 
 from engine.finance import reconcile, reports
 from ledger.currencies import format_minor
+from toolkit.svg_chart import CHART_CSS, Series, render_chart
 
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1c2430;background:#f4f6f9}
@@ -33,8 +34,7 @@ button{font:inherit;padding:.35rem .9rem;border-radius:4px;border:1px solid #8da
 .login{max-width:24rem;margin:10vh auto;background:#fff;border:1px solid #d8dee8;border-radius:6px;padding:1.5rem}
 .login input{width:100%;box-sizing:border-box;font:inherit;padding:.45rem;margin:.4rem 0 1rem}
 .error{color:#b42318}
-svg text{font-size:10px;fill:#667085}
-"""
+""" + CHART_CSS.lstrip("\n")
 
 
 def page(title: str, body: str) -> str:
@@ -218,32 +218,30 @@ def _time(moment: datetime) -> str:
 
 def donations_chart(series: Sequence[reports.MinuteCount]) -> str:
     """Bars of posted donations per minute, with the count and amount of each minute in its tooltip."""
-    width, height, left, bottom, top = 720, 180, 32, 20, 8
-    plot_w, plot_h = width - left - 4, height - bottom - top
-    peak = max((m.donations for m in series), default=0)
-    scale = max(peak, 1)
-    bar_w = plot_w / max(len(series), 1)
-    parts = [
-        f'<svg id="donations-chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
-        f'aria-label="Donations per minute, last {len(series)} minutes">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 4}" y2="{top + plot_h}" stroke="#98a2b3"/>',
-        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak}</text>',
-        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
+    tooltips = [
+        f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
+        for minute in series
     ]
-    for index, minute in enumerate(series):
-        x = left + index * bar_w
-        bar_h = plot_h * minute.donations / scale
-        label = f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
-        parts.append(
-            f'<rect class="bar" x="{x + 1:.1f}" y="{top + plot_h - bar_h:.1f}" width="{max(bar_w - 2, 1):.1f}" '
-            f'height="{bar_h:.1f}" fill="#3b6fb6" data-count="{minute.donations}"><title>{escape(label)}</title></rect>'
-        )
-        if index % 10 == 0:
-            parts.append(f'<text x="{x:.1f}" y="{height - 6}">{minute.minute:%H:%M}</text>')
-    parts.append("</svg>")
+
+    def minute_label(index: float) -> str:
+        whole = int(index)
+        return f"{series[whole].minute:%H:%M}" if whole == index and 0 <= whole < len(series) else ""
+
+    points = [(float(index), minute.donations) for index, minute in enumerate(series)]
+    bars = Series("donations", points, color="#3b6fb6", bars=True, tooltips=tooltips)
+    chart = render_chart(
+        f"Donations per minute, last {len(series)} minutes",
+        [bars],
+        x_label="minute (UTC)",
+        y_label="donations",
+        width=720,
+        height=200,
+        chart_id="donations-chart",
+        x_tick_label=minute_label,
+    )
     total = sum(m.donations for m in series)
     caption = f'<p class="muted">{total} donations in the last {len(series)} minutes (UTC).</p>'
-    return "".join(parts) + caption
+    return chart + caption
 
 
 def dashboard_page(

@@ -9,11 +9,12 @@ With several worker processes each gets ``rate_per_s / workers``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from adapters.base import ChargeStatus
+from toolkit.clock import SYSTEM_CLOCK, Clock
+from toolkit.token_bucket import TokenBucket
 
 
 @dataclass(frozen=True)
@@ -31,34 +32,6 @@ class GateLimits:
             raise ValueError("breaker_failures_max must be >= 1 and breaker_open_s > 0")
 
 
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._tokens = float(burst)
-        self._updated = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_s)
-        self._updated = now
-
-    def available(self) -> int:
-        self._refill()
-        return int(self._tokens)
-
-    def try_take(self) -> bool:
-        self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-    def seconds_until_token(self) -> float:
-        self._refill()
-        return max(0.0, (1 - self._tokens) / self.rate_per_s)
-
-
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -66,9 +39,10 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, failures_max: int, open_s: float) -> None:
+    def __init__(self, failures_max: int, open_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.failures_max = failures_max
         self.open_s = open_s
+        self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
         self._probe_in_flight = False
@@ -77,7 +51,7 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if time.monotonic() - self._opened_at >= self.open_s:
+        if self._clock.monotonic() - self._opened_at >= self.open_s:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
@@ -101,7 +75,7 @@ class CircuitBreaker:
             return
         self._failures += 1
         if self._failures >= self.failures_max or self._opened_at is not None:
-            self._opened_at = time.monotonic()
+            self._opened_at = self._clock.monotonic()
 
 
 # Outcomes that say the processor is unhealthy (as opposed to the card being bad).
@@ -109,10 +83,10 @@ _UNHEALTHY = frozenset({ChargeStatus.UNKNOWN, ChargeStatus.RETRYABLE})
 
 
 class ProcessorGate:
-    def __init__(self, limits: GateLimits) -> None:
+    def __init__(self, limits: GateLimits, clock: Clock = SYSTEM_CLOCK) -> None:
         self.limits = limits
-        self.bucket = TokenBucket(limits.rate_per_s, limits.burst)
-        self.breaker = CircuitBreaker(limits.breaker_failures_max, limits.breaker_open_s)
+        self.bucket = TokenBucket(limits.rate_per_s, limits.burst, clock)
+        self.breaker = CircuitBreaker(limits.breaker_failures_max, limits.breaker_open_s, clock)
         self.in_flight = 0
 
     def capacity(self) -> int:

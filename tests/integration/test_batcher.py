@@ -1,5 +1,8 @@
 """The group-commit batcher against a real PostgreSQL: grouping, per-item results, back-pressure, failure isolation,
-conflict retries, shutdown and the optional batching delay."""
+conflict retries, shutdown and the optional batching delay.
+
+No test waits for time to pass: the batching delay runs on a ManualClock that the test advances, and tasks are
+synchronised on events (a blocked commit, a clock with a sleeper) rather than on guessed durations."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from ledger.batcher import BatcherClosedError, BatcherFullError, BatcherLimits, 
 from ledger.entries import EntryOutcome, EntryRequest, EntryResult, transfer
 from ledger.money import Money
 from ledger.posting import post_entries
+from toolkit.clock import ManualClock
 
 T = TypeVar("T")
 
@@ -23,6 +27,11 @@ T = TypeVar("T")
 async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
     """Await with a bound: a batcher that loses an item must fail the test, not hang it."""
     return await asyncio.wait_for(awaitable, seconds)
+
+
+async def one_loop_turn() -> None:
+    """Let every ready task run until it blocks (no time passes): a task just created reaches its first wait."""
+    await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -116,7 +125,7 @@ async def started_and_blocked(pool: asyncpg.Pool, gate: Gate, queue_size_max: in
     first = asyncio.create_task(batcher.submit(0))
     await within(gate.entered.wait())
     queued = [asyncio.create_task(batcher.submit_nowait(value)) for value in range(1, queue_size_max + 1)]
-    await asyncio.sleep(0)  # let them queue
+    await one_loop_turn()  # they queue
     assert batcher.queue_depth == queue_size_max
     return batcher, [first, *queued]
 
@@ -140,7 +149,7 @@ async def test_submit_waits_for_room(pool: asyncpg.Pool, items_table: None) -> N
     batcher, tasks = await started_and_blocked(pool, gate, queue_size_max=3)
     try:
         waiting = asyncio.create_task(batcher.submit(4))
-        await asyncio.sleep(0.1)
+        await one_loop_turn()  # it runs until it blocks on the full queue
         assert not waiting.done()  # back-pressure: it waits for room, it is neither refused nor queued
         assert batcher.queue_depth == 3
         gate.release.set()
@@ -160,9 +169,10 @@ async def test_an_item_the_database_refuses_fails_alone(pool: asyncpg.Pool, item
         calls.append(list(values))
         return await insert_items_one_statement_each(connection, values)
 
-    # All 30 items wait for each other, so that the bad one (13 breaks the CHECK) is in a batch with others.
+    # All 30 items wait for each other, so that the bad one (13 breaks the CHECK) is in a batch with others: the
+    # clock never moves, so the delay cannot run out first.
     limits = BatcherLimits(batch_size_min=30, batch_delay_ms=5000, committers=1)
-    batcher = GroupCommitter(pool, commit, limits)
+    batcher = GroupCommitter(pool, commit, limits, clock=ManualClock())
     batcher.start()
     try:
         results = await within(asyncio.gather(*(batcher.submit(value) for value in range(30)), return_exceptions=True))
@@ -258,7 +268,7 @@ async def test_a_batch_that_keeps_conflicting_is_committed_one_by_one(pool: asyn
         return await conflicting_when_batched(connection, values)
 
     limits = BatcherLimits(batch_size_min=10, batch_delay_ms=5000, committers=1, conflict_retries_max=3)
-    batcher = GroupCommitter(pool, commit, limits)
+    batcher = GroupCommitter(pool, commit, limits, clock=ManualClock())
     batcher.start()
     try:
         results = await within(asyncio.gather(*(batcher.submit(value) for value in range(10))))
@@ -289,16 +299,19 @@ async def test_an_item_that_always_conflicts_fails_after_its_retries(pool: async
 
 
 async def test_stop_commits_what_is_queued_then_refuses_new_items(pool: asyncpg.Pool, items_table: None) -> None:
-    async def slow(connection: asyncpg.Connection, values: Sequence[int]) -> list[str]:
-        await asyncio.sleep(0.01)
-        return await insert_items(connection, values)
-
-    batcher = GroupCommitter(pool, slow, BatcherLimits(batch_size_max=5, committers=1))
+    gate = Gate()  # the first batch blocks in its commit, so the rest are still queued when stop() is called
+    batcher = GroupCommitter(pool, gate, BatcherLimits(batch_size_max=5, committers=1))
     batcher.start()
     tasks = [asyncio.create_task(batcher.submit(value)) for value in range(50)]
-    await asyncio.sleep(0)  # queued, and most of them still waiting when stop() is called
-    assert batcher.queue_depth > 5
-    await within(batcher.stop())
+    await within(gate.entered.wait())
+    assert batcher.queue_depth == 45
+    stopping = asyncio.create_task(batcher.stop())
+    await one_loop_turn()  # stop() has closed the batcher and waits for the queue to drain
+    assert not stopping.done()
+    with pytest.raises(BatcherClosedError):
+        await within(batcher.submit_nowait(99), 1)
+    gate.release.set()
+    await within(stopping)
     assert all(task.done() for task in tasks)
     assert [task.result() for task in tasks] == [f"{value}->{value * 2}" for value in range(50)]
     assert await stored_values(pool) == list(range(50))
@@ -311,13 +324,15 @@ async def test_stop_commits_what_is_queued_then_refuses_new_items(pool: asyncpg.
 
 async def test_a_batching_delay_waits_for_more_items(pool: asyncpg.Pool, items_table: None) -> None:
     recorder = Recorder()
+    clock = ManualClock()
     limits = BatcherLimits(batch_size_min=10, batch_delay_ms=5000, committers=1)
-    batcher = GroupCommitter(pool, insert_items, limits, observer=recorder)
+    batcher = GroupCommitter(pool, insert_items, limits, observer=recorder, clock=clock)
     batcher.start()
     try:
         first = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.2)
-        assert not first.done()  # waiting for company
+        await within(clock.until_sleeping())  # the committer holds item 0 and waits for company
+        clock.advance(4.9)
+        assert clock.sleepers == 1 and not first.done()  # still within the delay
         results = await within(asyncio.gather(first, *(batcher.submit(value) for value in range(1, 10))))
     finally:
         await within(batcher.stop())
@@ -327,30 +342,32 @@ async def test_a_batching_delay_waits_for_more_items(pool: asyncpg.Pool, items_t
 
 async def test_a_batching_delay_is_bounded(pool: asyncpg.Pool, items_table: None) -> None:
     recorder = Recorder()
+    clock = ManualClock()
     limits = BatcherLimits(batch_size_min=10, batch_delay_ms=500, committers=1)
-    batcher = GroupCommitter(pool, insert_items, limits, observer=recorder)
+    batcher = GroupCommitter(pool, insert_items, limits, observer=recorder, clock=clock)
     batcher.start()
     try:
-        started = time.monotonic()
-        assert await within(batcher.submit(0)) == "0->0"
-        waited = time.monotonic() - started
+        first = asyncio.create_task(batcher.submit(0))
+        await within(clock.until_sleeping())
+        clock.advance(0.25)
+        assert clock.sleepers == 1 and not first.done()  # half the delay: still waiting
+        clock.advance(0.25)  # the delay is over: the lone item goes alone
+        assert await within(first) == "0->0"
     finally:
         await within(batcher.stop())
-    assert 0.49 <= waited < 5.0
     assert recorder.sizes == [1]
 
 
 async def test_without_a_delay_a_lone_item_is_committed_at_once(pool: asyncpg.Pool, items_table: None) -> None:
-    # Natural group commit: no waiting for company. (The bound is loose; the delayed case above waits 500 ms.)
-    batcher = GroupCommitter(pool, insert_items, BatcherLimits(batch_size_min=1, committers=1))
+    # Natural group commit: no waiting for company. The clock never moves, so any wait on it would hang the commit.
+    clock = ManualClock()
+    batcher = GroupCommitter(pool, insert_items, BatcherLimits(batch_size_min=1, committers=1), clock=clock)
     batcher.start()
     try:
-        started = time.monotonic()
         assert await within(batcher.submit(0)) == "0->0"
-        waited = time.monotonic() - started
     finally:
         await within(batcher.stop())
-    assert waited < 0.49
+    assert clock.sleepers == 0
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,13 @@
-"""Wire-format translation without I/O: amounts, statuses, error classes, balance transaction types, idempotency
-keys and the rate limiter's arithmetic."""
+"""Wire-format translation without I/O: amounts, statuses, error classes, balance transaction types and idempotency
+keys."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 import stripe
 
 from adapters.base import BalanceTransactionType, ChargeStatus, RefundStatus
 from adapters.stripe import transformers
-from adapters.stripe.client import TokenBucket
 from adapters.stripe.processor import stripe_idempotency_key
 from ledger.money import Money
 
@@ -168,17 +165,3 @@ def test_idempotency_keys_are_namespaced_and_bounded():
     assert stripe_idempotency_key("refund", "abc") != stripe_idempotency_key("charge", "abc")
     long_key = stripe_idempotency_key("charge", "k" * 300)
     assert len(long_key) <= 255 and long_key == stripe_idempotency_key("charge", "k" * 300)
-
-
-async def test_token_bucket_admits_the_rate_and_refuses_beyond_the_wait():
-    now = [0.0]
-    bucket = TokenBucket(rate_per_second=10, burst=2, clock=lambda: now[0])
-
-    assert await bucket.acquire(wait_max_s=0)
-    assert await bucket.acquire(wait_max_s=0)
-    assert not await bucket.acquire(wait_max_s=0.05)  # the next token is 0.1 s away
-    now[0] = 0.1
-    assert await bucket.acquire(wait_max_s=0)
-    waiting = asyncio.ensure_future(bucket.acquire(wait_max_s=0.2))  # reserves the token due at 0.2 s
-    assert await waiting
-    assert not await bucket.acquire(wait_max_s=0.15)  # behind the reservation: 0.2 s away

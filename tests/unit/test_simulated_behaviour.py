@@ -13,7 +13,7 @@ import pytest
 from adapters.base import EventType, WebhookPayloadError, WebhookSignatureError
 from adapters.simulated import webhooks
 from adapters.simulated.config import _PARSERS, OutageWindow, SimulatedConfig, SimulatedConfigError, environment_name
-from adapters.simulated.faults import LatencyModel, TokenBucket, outage_end_epoch_s
+from adapters.simulated.faults import LatencyModel, outage_end_epoch_s
 from adapters.simulated.fees import processing_fee_minor
 from adapters.simulated.record import ChargeRecordStatus
 from adapters.simulated.tokens import PlanKind, plan_charge
@@ -166,33 +166,6 @@ def test_latency_is_reproducible_with_a_seed_and_can_be_zero_or_constant() -> No
     assert first == [model.sample_ms(random.Random(9)) for _ in range(3)]
     assert all(LatencyModel(0.0, 0.0).sample_ms(random.Random(1)) == 0.0 for _ in range(100))
     assert all(LatencyModel(20.0, 20.0).sample_ms(random.Random(1)) == pytest.approx(20.0) for _ in range(100))
-
-
-# ---- rate cap ----------------------------------------------------------------------------------------------------
-
-
-def test_token_bucket_allows_a_burst_then_the_rate() -> None:
-    bucket = TokenBucket(rate_per_s=10.0, burst_max=3, now_s=100.0)
-    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.take(100.05) is False  # half a token
-    assert bucket.take(100.1) is True  # the second half arrived
-    assert bucket.take(100.1) is False
-    # A long pause refills to the burst, not beyond.
-    assert [bucket.take(200.0) for _ in range(4)] == [True, True, True, False]
-
-
-def test_token_bucket_over_a_simulated_second_grants_the_rate() -> None:
-    bucket = TokenBucket(rate_per_s=100.0, burst_max=1, now_s=0.0)
-    granted = sum(bucket.take(step / 1000) for step in range(1, 1001))  # one try per millisecond for 1 s
-    assert granted == 100
-
-
-def test_token_bucket_survives_a_clock_stepping_back() -> None:
-    bucket = TokenBucket(rate_per_s=1.0, burst_max=1, now_s=50.0)
-    assert bucket.take(50.0) is True
-    assert bucket.take(10.0) is False
-    assert bucket.take(50.5) is False
-    assert bucket.take(51.0) is True
 
 
 # ---- outages -----------------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""Inline SVG charts written in Python, so the report opens anywhere with no network and no JavaScript library."""
+"""Inline SVG charts written in Python, so a page opens anywhere with no network and no JavaScript library.
+
+One renderer for the load-test report (lines and bars over seconds, shaded phases, a log scale for latency) and the
+finance dashboard (donations per minute as bars, each with its count and a tooltip). Pages that show a chart include
+``CHART_CSS``: grid lines, axes and labels are styled by class.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -11,13 +16,22 @@ WIDTH, HEIGHT = 860, 260
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 28, 40
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 
+CHART_CSS = """
+.chart{display:block;margin:10px 0;max-width:100%;height:auto}.chart .title{font-weight:600;font-size:13px}
+.chart .tick,.chart .legend,.chart .band-label{font-size:11px;fill:#4b5563}
+.chart .axis-label{font-size:11px;fill:#6b7280}
+.chart .grid{stroke:#f3f4f6}.chart .axis{stroke:#9ca3af}.chart .band-a{fill:#f9fafb}.chart .band-b{fill:#eff6ff}
+.chart .empty{fill:#9ca3af}
+"""
+
 
 @dataclass(frozen=True)
 class Series:
     name: str
     points: Sequence[tuple[float, float | None]]  # (x, y); None leaves a gap
     color: str | None = None
-    bars: bool = False  # draw as bars (counts per second) instead of a line
+    bars: bool = False  # draw as bars (counts per second or minute) instead of a line
+    tooltips: Sequence[str] | None = None  # one per point: each bar's hover text
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,7 @@ def _label(value: float) -> str:
     return f"{value:g}"
 
 
-def line_chart(
+def render_chart(
     title: str,
     series: Sequence[Series],
     *,
@@ -61,13 +75,21 @@ def line_chart(
     bands: Sequence[Band] = (),
     width: int = WIDTH,
     height: int = HEIGHT,
+    chart_id: str | None = None,
+    x_tick_label: Callable[[float], str] = _label,
 ) -> str:
+    """An SVG element: ``series`` as lines or bars over a shared x axis, with ticks, a legend and shaded ``bands``.
+
+    Each bar is a ``rect.bar`` carrying its value in ``data-count`` (and its tooltip as a ``title``), so that a page
+    and its tests can read the numbers back; a bar of zero is drawn flat rather than left out.
+    """
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points if y is not None and (not log_y or y > 0)]
     plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
     plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
+    identity = f'id="{escape(chart_id)}" ' if chart_id else ""
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" {identity}class="chart" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
         f'<text x="{MARGIN_LEFT}" y="18" class="title">{escape(title)}</text>',
     ]
@@ -112,7 +134,8 @@ def line_chart(
         x = px(tick)
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_TOP + plot_h}" y2="{MARGIN_TOP + plot_h + 4}" class="axis"/>'
-            f'<text x="{x:.1f}" y="{MARGIN_TOP + plot_h + 16}" text-anchor="middle" class="tick">{_label(tick)}</text>'
+            f'<text x="{x:.1f}" y="{MARGIN_TOP + plot_h + 16}" text-anchor="middle" class="tick">'
+            f"{escape(x_tick_label(tick))}</text>"
         )
     parts.append(
         f'<line x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{MARGIN_TOP + plot_h}" '
@@ -128,13 +151,7 @@ def line_chart(
     for index, item in enumerate(series):
         color = item.color or PALETTE[index % len(PALETTE)]
         if item.bars:
-            base = py(y_low) if not log_y else MARGIN_TOP + plot_h
-            parts.extend(
-                f'<rect x="{px(x) - bar_width / 2:.1f}" y="{py(y):.1f}" width="{bar_width:.1f}" '
-                f'height="{max(base - py(y), 0):.1f}" fill="{color}" opacity="0.75"/>'
-                for x, y in item.points
-                if y is not None and y > 0
-            )
+            parts.extend(_bars(item, color, px, py, MARGIN_TOP + plot_h, bar_width, log_y))
         else:
             for run in _runs(item.points, log_y):
                 coordinates = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in run)
@@ -146,6 +163,30 @@ def line_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _bars(
+    item: Series,
+    color: str,
+    px: Callable[[float], float],
+    py: Callable[[float], float],
+    base: float,
+    bar_width: float,
+    log_y: bool,
+) -> list[str]:
+    tooltips = item.tooltips or [""] * len(item.points)
+    if len(tooltips) != len(item.points):
+        raise ValueError(f"series {item.name!r}: {len(tooltips)} tooltips for {len(item.points)} points")
+    bars = []
+    for (x, y), tooltip in zip(item.points, tooltips, strict=True):
+        if y is None or (log_y and y <= 0):
+            continue
+        title = f"<title>{escape(tooltip)}</title>" if tooltip else ""
+        bars.append(
+            f'<rect class="bar" x="{px(x) - bar_width / 2:.1f}" y="{py(y):.1f}" width="{bar_width:.1f}" '
+            f'height="{max(base - py(y), 0):.1f}" fill="{color}" opacity="0.75" data-count="{y:g}">{title}</rect>'
+        )
+    return bars
 
 
 def _runs(points: Sequence[tuple[float, float | None]], log_y: bool) -> list[list[tuple[float, float]]]:
