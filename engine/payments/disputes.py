@@ -12,6 +12,7 @@ import asyncpg
 
 from adapters.base import EventType, ProcessorEvent
 from engine import chart_of_accounts
+from engine.pipeline.aggregates import remove_contribution
 from ledger import reads
 from ledger.accounts import AccountDirectory
 from ledger.entries import reverse, transfer
@@ -79,12 +80,4 @@ async def dispute_closed(
             connection, directory, [reverse(f"dispute-won:{dispute}", f"dispute:{dispute}", memo="dispute won")]
         )
     else:
-        await connection.execute(
-            """UPDATE surge.contribution_aggregates
-                  SET posted_minor = greatest(posted_minor - $4, 0), updated_at = now()
-                WHERE campaign = $1 AND election = $2 AND donor_key = $3""",
-            donation["campaign"],
-            donation["election"],
-            donation["donor_key"],
-            amount,
-        )
+        await remove_contribution(connection, donation["campaign"], donation["election"], donation["donor_key"], amount)
