@@ -91,8 +91,8 @@ async def resolve_exception(
         row = await connection.fetchrow(
             """SELECT x.id, x.processor, x.subject, x.kind, x.occurred_at, x.detail::text AS detail,
                       a.id AS adjustment_id
-                 FROM ledger.reconciliation_exceptions x
-                 LEFT JOIN ledger.reconciliation_adjustments a ON a.exception_id = x.id
+                 FROM finance.reconciliation_exceptions x
+                 LEFT JOIN finance.reconciliation_adjustments a ON a.exception_id = x.id
                 WHERE x.id = $1 FOR UPDATE OF x""",
             exception_id,
         )
@@ -119,7 +119,7 @@ async def resolve_exception(
         if posted.outcome is not EntryOutcome.CREATED or posted.entry_id is None:
             raise AdjustmentRefusedError(posted.outcome)
         adjustment = await connection.fetchrow(
-            """INSERT INTO ledger.reconciliation_adjustments (exception_id, entry_id, resolved_by, memo)
+            """INSERT INTO finance.reconciliation_adjustments (exception_id, entry_id, resolved_by, memo)
                VALUES ($1, $2, $3, $4) RETURNING id, resolved_at""",
             exception_id,
             posted.entry_id,

@@ -34,7 +34,7 @@ async def record_run(
     extra_detail = extra_detail or {}
     async with connection.transaction():
         run_id = await connection.fetchval(
-            """INSERT INTO ledger.reconciliation_runs (processor, window_from, window_to, slack_s, requested_by,
+            """INSERT INTO finance.reconciliation_runs (processor, window_from, window_to, slack_s, requested_by,
                    started_at, matched, exception_count, summary, result_digest)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10) RETURNING id""",
             processor,
@@ -50,7 +50,7 @@ async def record_run(
         )
         found = result.discrepancies
         rows = await connection.fetch(
-            """INSERT INTO ledger.reconciliation_exceptions AS x (processor, key, kind, subject, currency,
+            """INSERT INTO finance.reconciliation_exceptions AS x (processor, key, kind, subject, currency,
                    processor_amount, ledger_amount, occurred_at, detail, first_run_id, last_run_id)
                SELECT $1, d.key, d.kind, d.subject, d.currency, d.processor_amount, d.ledger_amount, d.occurred_at,
                       d.detail::jsonb, $2, $2
@@ -73,13 +73,13 @@ async def record_run(
         )
         ids = {row["key"]: row["id"] for row in rows}
         await connection.execute(
-            """INSERT INTO ledger.reconciliation_run_exceptions (run_id, exception_id)
+            """INSERT INTO finance.reconciliation_run_exceptions (run_id, exception_id)
                SELECT $1, unnest($2::bigint[])""",
             run_id,
             list(ids.values()),
         )
         await connection.execute(
-            """UPDATE ledger.reconciliation_exceptions SET cleared_run_id = $2
+            """UPDATE finance.reconciliation_exceptions SET cleared_run_id = $2
                 WHERE processor = $1 AND cleared_run_id IS NULL AND occurred_at >= $3 AND occurred_at < $4
                   AND id <> ALL($5::bigint[])""",
             processor,
@@ -187,8 +187,8 @@ def _exception_view(row: asyncpg.Record) -> ExceptionView:
 
 async def exception_view(connection: asyncpg.Connection, exception_id: int) -> ExceptionView | None:
     row = await connection.fetchrow(
-        f"""SELECT {_EXCEPTION_COLUMNS} FROM ledger.reconciliation_exceptions x
-             LEFT JOIN ledger.reconciliation_adjustments a ON a.exception_id = x.id WHERE x.id = $1""",
+        f"""SELECT {_EXCEPTION_COLUMNS} FROM finance.reconciliation_exceptions x
+             LEFT JOIN finance.reconciliation_adjustments a ON a.exception_id = x.id WHERE x.id = $1""",
         exception_id,
     )
     return None if row is None else _exception_view(row)
@@ -202,8 +202,8 @@ async def list_exceptions(
     limit: int = 500,
 ) -> list[ExceptionView]:
     rows = await connection.fetch(
-        f"""SELECT {_EXCEPTION_COLUMNS} FROM ledger.reconciliation_exceptions x
-             LEFT JOIN ledger.reconciliation_adjustments a ON a.exception_id = x.id
+        f"""SELECT {_EXCEPTION_COLUMNS} FROM finance.reconciliation_exceptions x
+             LEFT JOIN finance.reconciliation_adjustments a ON a.exception_id = x.id
             WHERE ($1::text IS NULL OR x.processor = $1)
               AND ($2::text IS NULL
                    OR ($2 = 'resolved' AND a.id IS NOT NULL)
@@ -219,19 +219,19 @@ async def list_exceptions(
 
 _RUN_COLUMNS = """r.id, r.processor, r.window_from, r.window_to, r.slack_s, r.requested_by, r.started_at,
        r.finished_at, r.matched, r.exception_count, r.summary::text AS summary, r.result_digest,
-       (SELECT max(p.id) FROM ledger.reconciliation_runs p
+       (SELECT max(p.id) FROM finance.reconciliation_runs p
          WHERE p.processor = r.processor AND p.window_from = r.window_from AND p.window_to = r.window_to
            AND p.result_digest = r.result_digest AND p.id < r.id) AS same_result_as"""
 
 
 async def run_view(connection: asyncpg.Connection, run_id: int) -> RunView | None:
-    row = await connection.fetchrow(f"SELECT {_RUN_COLUMNS} FROM ledger.reconciliation_runs r WHERE r.id = $1", run_id)
+    row = await connection.fetchrow(f"SELECT {_RUN_COLUMNS} FROM finance.reconciliation_runs r WHERE r.id = $1", run_id)
     if row is None:
         return None
     exceptions = await connection.fetch(
-        f"""SELECT {_EXCEPTION_COLUMNS} FROM ledger.reconciliation_run_exceptions re
-             JOIN ledger.reconciliation_exceptions x ON x.id = re.exception_id
-             LEFT JOIN ledger.reconciliation_adjustments a ON a.exception_id = x.id
+        f"""SELECT {_EXCEPTION_COLUMNS} FROM finance.reconciliation_run_exceptions re
+             JOIN finance.reconciliation_exceptions x ON x.id = re.exception_id
+             LEFT JOIN finance.reconciliation_adjustments a ON a.exception_id = x.id
             WHERE re.run_id = $1 ORDER BY x.occurred_at, x.id""",
         run_id,
     )
@@ -260,7 +260,7 @@ def _run_view(row: asyncpg.Record, exceptions: list[ExceptionView]) -> RunView:
 async def list_runs(connection: asyncpg.Connection, *, processor: str | None = None, limit: int = 50) -> list[RunView]:
     """Newest first, without their exceptions."""
     rows = await connection.fetch(
-        f"""SELECT {_RUN_COLUMNS} FROM ledger.reconciliation_runs r
+        f"""SELECT {_RUN_COLUMNS} FROM finance.reconciliation_runs r
              WHERE ($1::text IS NULL OR r.processor = $1) ORDER BY r.id DESC LIMIT $2""",
         processor,
         limit,
@@ -269,14 +269,14 @@ async def list_runs(connection: asyncpg.Connection, *, processor: str | None = N
 
 
 async def latest_run(connection: asyncpg.Connection) -> RunView | None:
-    run_id = await connection.fetchval("SELECT max(id) FROM ledger.reconciliation_runs")
+    run_id = await connection.fetchval("SELECT max(id) FROM finance.reconciliation_runs")
     return None if run_id is None else await run_view(connection, run_id)
 
 
 async def open_exception_count(connection: asyncpg.Connection) -> int:
     count: int = await connection.fetchval(
-        """SELECT count(*) FROM ledger.reconciliation_exceptions x
+        """SELECT count(*) FROM finance.reconciliation_exceptions x
             WHERE x.cleared_run_id IS NULL
-              AND NOT EXISTS (SELECT 1 FROM ledger.reconciliation_adjustments a WHERE a.exception_id = x.id)"""
+              AND NOT EXISTS (SELECT 1 FROM finance.reconciliation_adjustments a WHERE a.exception_id = x.id)"""
     )
     return count
