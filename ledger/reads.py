@@ -1,4 +1,5 @@
-"""Reading the ledger: balances (now and as of a past time), an account's entries, the trial balance."""
+"""Reading the ledger: balances (now and as of a past time), an account's entries, an entry's postings, the trial
+balance."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class AccountEntry:
     memo: str | None
     amount: int  # this account's net posted amount in the entry
     pending_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPosting:
+    account: str
+    currency: str
+    amount: int  # signed minor units: debits positive
+    pending: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,20 @@ async def account_entries(
         AccountEntry(r["id"], r["reference"], r["kind"], r["effective_at"], r["memo"], r["amount"], r["pending_amount"])
         for r in rows
     ]
+
+
+async def entry_postings(connection: asyncpg.Connection, reference: str) -> list[EntryPosting]:
+    """The postings of the entry with ``reference``, in the order written; empty when there is no such entry."""
+    rows = await connection.fetch(
+        """SELECT a.code, p.currency, p.amount, p.pending
+             FROM ledger.entries e
+             JOIN ledger.postings p ON p.entry_id = e.id
+             JOIN ledger.accounts a ON a.id = p.account_id
+            WHERE e.reference = $1
+            ORDER BY p.id""",
+        reference,
+    )
+    return [EntryPosting(r["code"], r["currency"].strip(), r["amount"], r["pending"]) for r in rows]
 
 
 async def trial_balance(connection: asyncpg.Connection) -> list[TrialBalanceLine]:

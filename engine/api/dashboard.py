@@ -19,7 +19,10 @@ import asyncpg
 from aiohttp import web
 
 from engine.api import dashboard_html
-from engine.finance import reconcile, reports
+from engine.finance.reconcile.history import latest_run, open_exception_count
+from engine.finance.reports.campaign_days import campaign_days
+from engine.finance.reports.donation_series import donations_per_minute
+from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
 from engine.state import KEYS, POOL
 
@@ -137,18 +140,18 @@ async def dashboard(request: web.Request) -> web.Response:
             return _redirect("/dashboard/login")
         # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
         async with connection.transaction(isolation="repeatable_read", readonly=True):
-            campaign_report = await reports.campaign_days(connection)
-            trial_balance_report = await reports.trial_balance(connection)
-            latest_run = await reconcile.latest_run(connection)
-            per_minute = await reports.donations_per_minute(connection)
-            open_exceptions = await reconcile.open_exception_count(connection)
+            campaign_report = await campaign_days(connection)
+            trial_balance_report = await trial_balance(connection)
+            last_run = await latest_run(connection)
+            per_minute = await donations_per_minute(connection)
+            open_exceptions = await open_exception_count(connection)
     return _html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
             key_label=signed_in[1],
             campaign_report=campaign_report,
             trial_balance_report=trial_balance_report,
-            latest_run=latest_run,
+            latest_run=last_run,
             per_minute=per_minute,
             open_exceptions=open_exceptions,
         )

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
-from engine.finance import reconcile, reports
+from engine.finance.reconcile.history import ExceptionView, RunView
+from engine.finance.reports.donation_series import MinuteCount
+from engine.finance.reports.report import Report
 from ledger.currencies import format_minor
 from toolkit.svg_chart import CHART_CSS, Series, render_chart
 
@@ -83,7 +85,7 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>{foot}</table>"
 
 
-def campaign_totals(report: reports.Report) -> str:
+def campaign_totals(report: Report) -> str:
     rows = []
     for campaign, by_currency in sorted(report.totals.items()):
         for currency, t in sorted(by_currency.items()):
@@ -112,7 +114,7 @@ def campaign_totals(report: reports.Report) -> str:
     return _table(headers, rows)
 
 
-def trial_balance(report: reports.Report) -> str:
+def trial_balance(report: Report) -> str:
     rows = [
         [
             escape(r["account"]),
@@ -137,11 +139,11 @@ def trial_balance(report: reports.Report) -> str:
     return table + (f'<ul id="trial-balance-totals">{"".join(checks)}</ul>' if checks else "")
 
 
-def _status(view: reconcile.ExceptionView) -> str:
+def _status(view: ExceptionView) -> str:
     return f'<span class="tag {view.status.value}">{escape(view.status.value)}</span>'
 
 
-def reconciliation(run: reconcile.RunView | None) -> str:
+def reconciliation(run: RunView | None) -> str:
     if run is None:
         return '<p class="muted" id="no-reconciliation">No reconciliation has been run yet.</p>'
     verdict = (
@@ -216,7 +218,7 @@ def _time(moment: datetime) -> str:
     return escape(moment.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def donations_chart(series: Sequence[reports.MinuteCount]) -> str:
+def donations_chart(series: Sequence[MinuteCount]) -> str:
     """Bars of posted donations per minute, with the count and amount of each minute in its tooltip."""
     tooltips = [
         f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
@@ -248,10 +250,10 @@ def dashboard_page(
     *,
     now: datetime,
     key_label: str,
-    campaign_report: reports.Report,
-    trial_balance_report: reports.Report,
-    latest_run: reconcile.RunView | None,
-    per_minute: Sequence[reports.MinuteCount],
+    campaign_report: Report,
+    trial_balance_report: Report,
+    latest_run: RunView | None,
+    per_minute: Sequence[MinuteCount],
     open_exceptions: int,
 ) -> str:
     plural = "s" if open_exceptions != 1 else ""

@@ -13,7 +13,15 @@ from aiohttp import web
 from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, int_param, json_body, parse_time
-from engine.finance import reconcile, reconciliation, reports
+from engine.finance import reconciliation
+from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
+from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
+from engine.finance.reconcile.model import Window
+from engine.finance.reports.campaign_days import campaign_days
+from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.report import Report
+from engine.finance.reports.schedule_a import schedule_a
+from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import Role
 from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 
@@ -35,7 +43,7 @@ def wants_csv(request: web.Request) -> bool:
     return requested == "csv"
 
 
-def report_response(request: web.Request, report: reports.Report) -> web.Response:
+def report_response(request: web.Request, report: Report) -> web.Response:
     if wants_csv(request):
         return web.Response(
             text=report.as_csv(),
@@ -88,14 +96,14 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         raise ApiError(
             400, "parameter_invalid", f"from must be before to, at most {WINDOW_DAYS_MAX} days apart", param="to"
         )
-    window = reconcile.Window(start, end, timedelta(seconds=slack_s))
+    window = Window(start, end, timedelta(seconds=slack_s))
     pool = request.app[POOL]
     try:
         run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, f"key:{key.id}")
     except reconciliation.ProcessorReadError as error:
         raise ApiError(503, "processor_unavailable", str(error), retry_after_s=30) from None
     async with pool.acquire() as connection:
-        run = await reconcile.run_view(connection, run_id)
+        run = await run_view(connection, run_id)
     if run is None:
         raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
     return json_response(reconciliation.run_json(run), status=201)
@@ -106,7 +114,7 @@ async def list_reconciliations(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     limit = int_param(request, "limit", 50, 1, 500)
     async with request.app[POOL].acquire() as connection:
-        runs = await reconcile.list_runs(connection, processor=request.query.get("processor"), limit=limit)
+        runs = await list_runs(connection, processor=request.query.get("processor"), limit=limit)
     data = [reconciliation.run_json(run, with_exceptions=False) for run in runs]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
 
@@ -116,14 +124,12 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     raw_status = request.query.get("status")
     try:
-        status = reconcile.ExceptionStatus(raw_status) if raw_status else None
+        status = ExceptionStatus(raw_status) if raw_status else None
     except ValueError:
         raise ApiError(400, "parameter_invalid", "status must be open, resolved or cleared", param="status") from None
     limit = int_param(request, "limit", 500, 1, 5000)
     async with request.app[POOL].acquire() as connection:
-        found = await reconcile.list_exceptions(
-            connection, processor=request.query.get("processor"), status=status, limit=limit
-        )
+        found = await list_exceptions(connection, processor=request.query.get("processor"), status=status, limit=limit)
     if wants_csv(request):
         return report_response(request, reconciliation.exceptions_report(found))
     data = [reconciliation.exception_json(x) for x in found]
@@ -135,7 +141,7 @@ async def read_reconciliation(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     run_id = int(request.match_info["id"])
     async with request.app[POOL].acquire() as connection:
-        run = await reconcile.run_view(connection, run_id)
+        run = await run_view(connection, run_id)
     if run is None:
         raise ApiError(404, "resource_missing", f"No such reconciliation: {run_id}", param="id")
     if wants_csv(request):
@@ -157,12 +163,12 @@ async def resolve_exception(request: web.Request) -> web.Response:
             await reconciliation.resolve(
                 connection, request.app[ACCOUNTS], exception_id, memo=memo, resolved_by=f"key:{key.id}", legs=legs
             )
-            view = await reconcile.exception_view(connection, exception_id)
-    except reconcile.ExceptionNotFoundError:
+            view = await exception_view(connection, exception_id)
+    except ExceptionNotFoundError:
         raise ApiError(404, "resource_missing", f"No such exception: {exception_id}", param="id") from None
-    except reconcile.AlreadyResolvedError as error:
+    except AlreadyResolvedError as error:
         raise ApiError(409, "exception_already_resolved", str(error), param="id") from None
-    except (reconciliation.LegsInvalidError, reconcile.AdjustmentRefusedError) as error:
+    except (reconciliation.LegsInvalidError, AdjustmentRefusedError) as error:
         raise ApiError(400, "adjustment_invalid", str(error), param="legs") from None
     if view is None:
         raise RuntimeError(f"exception {exception_id} vanished after it was resolved")
@@ -177,7 +183,7 @@ async def trial_balance_report(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     as_of = request.query.get("as_of")
     async with request.app[POOL].acquire() as connection:
-        report = await reports.trial_balance(connection, parse_time(as_of, "as_of") if as_of else None)
+        report = await trial_balance(connection, parse_time(as_of, "as_of") if as_of else None)
     return report_response(request, report)
 
 
@@ -185,7 +191,7 @@ async def trial_balance_report(request: web.Request) -> web.Response:
 async def campaign_days_report(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     async with request.app[POOL].acquire() as connection:
-        report = await reports.campaign_days(
+        report = await campaign_days(
             connection,
             campaign=request.query.get("campaign"),
             date_from=date_param(request, "from"),
@@ -198,7 +204,7 @@ async def campaign_days_report(request: web.Request) -> web.Response:
 async def donor_aggregates_report(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     async with request.app[POOL].acquire() as connection:
-        report = await reports.donor_aggregates(
+        report = await donor_aggregates(
             connection,
             campaign=request.query.get("campaign"),
             election=request.query.get("election"),
@@ -212,7 +218,7 @@ async def donor_aggregates_report(request: web.Request) -> web.Response:
 async def schedule_a_report(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     async with request.app[POOL].acquire() as connection:
-        report = await reports.schedule_a(
+        report = await schedule_a(
             connection,
             campaign=request.query.get("campaign"),
             election=request.query.get("election"),

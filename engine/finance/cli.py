@@ -25,7 +25,15 @@ import orjson
 
 from adapters.registry import build_processor
 from engine.database import run_with_pool
-from engine.finance import reconcile, reconciliation, reports
+from engine.finance import reconciliation
+from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
+from engine.finance.reconcile.history import ExceptionStatus, list_exceptions, list_runs, run_view
+from engine.finance.reconcile.model import Window
+from engine.finance.reports.campaign_days import campaign_days
+from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.report import Report
+from engine.finance.reports.schedule_a import schedule_a
+from engine.finance.reports.trial_balance import trial_balance
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
 
@@ -77,7 +85,7 @@ def _write(text: str, output: str | None) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
-def _render(report: reports.Report, args: argparse.Namespace) -> None:
+def _render(report: Report, args: argparse.Namespace) -> None:
     if args.format == "json":
         _write(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n", args.output)
     else:
@@ -94,7 +102,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         print(f"surge: no processor {args.processor!r}; configured: {', '.join(kinds)}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        window = reconcile.Window(args.start, args.end, timedelta(seconds=args.slack_s))
+        window = Window(args.start, args.end, timedelta(seconds=args.slack_s))
     except ValueError as error:
         print(f"surge: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -111,7 +119,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         finally:
             await processor.close()
         async with pool.acquire() as connection:
-            run = await reconcile.run_view(connection, run_id)
+            run = await run_view(connection, run_id)
         if run is None:
             raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
         if args.json:
@@ -128,7 +136,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _runs_list(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
-            runs = await reconcile.list_runs(connection, processor=args.processor, limit=args.limit)
+            runs = await list_runs(connection, processor=args.processor, limit=args.limit)
         for run in runs:
             print(
                 f"#{run.id}\t{run.processor}\t{run.window_from.isoformat()}\t{run.window_to.isoformat()}\t"
@@ -143,7 +151,7 @@ def _runs_list(args: argparse.Namespace) -> int:
 def _runs_show(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
-            run = await reconcile.run_view(connection, args.id)
+            run = await run_view(connection, args.id)
         if run is None:
             print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
             return EXIT_USAGE
@@ -157,9 +165,9 @@ def _runs_show(args: argparse.Namespace) -> int:
 
 def _exceptions_list(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        status = reconcile.ExceptionStatus(args.status) if args.status else None
+        status = ExceptionStatus(args.status) if args.status else None
         async with pool.acquire() as connection:
-            found = await reconcile.list_exceptions(connection, processor=args.processor, status=status)
+            found = await list_exceptions(connection, processor=args.processor, status=status)
         _write(reconciliation.exceptions_report(found).as_csv(), args.output)
         return EXIT_OK
 
@@ -179,12 +187,12 @@ def _resolve(args: argparse.Namespace) -> int:
                 adjustment = await reconciliation.resolve(
                     connection, AccountDirectory(), args.id, memo=args.memo, resolved_by=_author(args), legs=legs
                 )
-            except reconcile.ExceptionNotFoundError:
+            except ExceptionNotFoundError:
                 print(f"surge: no exception #{args.id}", file=sys.stderr)
                 return EXIT_USAGE
             except (
-                reconcile.AlreadyResolvedError,
-                reconcile.AdjustmentRefusedError,
+                AlreadyResolvedError,
+                AdjustmentRefusedError,
                 reconciliation.LegsInvalidError,
                 ValueError,
             ) as error:
@@ -202,7 +210,7 @@ def _resolve(args: argparse.Namespace) -> int:
 # ---- reports -----------------------------------------------------------------------------------------------------
 
 
-def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[reports.Report]]) -> Any:
+def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[Report]]) -> Any:
     def command(args: argparse.Namespace) -> int:
         async def work(pool: asyncpg.Pool) -> int:
             async with pool.acquire() as connection:
@@ -215,16 +223,16 @@ def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[
     return command
 
 
-async def _trial_balance(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
-    return await reports.trial_balance(connection, args.as_of)
+async def _trial_balance(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
+    return await trial_balance(connection, args.as_of)
 
 
-async def _campaign_days(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
-    return await reports.campaign_days(connection, campaign=args.campaign, date_from=args.start, date_to=args.end)
+async def _campaign_days(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
+    return await campaign_days(connection, campaign=args.campaign, date_from=args.start, date_to=args.end)
 
 
-async def _donor_aggregates(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
-    return await reports.donor_aggregates(
+async def _donor_aggregates(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
+    return await donor_aggregates(
         connection,
         campaign=args.campaign,
         election=args.election,
@@ -233,8 +241,8 @@ async def _donor_aggregates(connection: asyncpg.Connection, args: argparse.Names
     )
 
 
-async def _schedule_a(connection: asyncpg.Connection, args: argparse.Namespace) -> reports.Report:
-    return await reports.schedule_a(
+async def _schedule_a(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
+    return await schedule_a(
         connection,
         campaign=args.campaign,
         election=args.election,
@@ -268,7 +276,7 @@ def register(commands: Any) -> None:
     show.add_argument("--csv", metavar="FILE")
     show.set_defaults(run=_runs_show)
     exceptions = runs_commands.add_parser("exceptions", help="exceptions as CSV")
-    exceptions.add_argument("--status", choices=[s.value for s in reconcile.ExceptionStatus])
+    exceptions.add_argument("--status", choices=[s.value for s in ExceptionStatus])
     exceptions.add_argument("--processor")
     exceptions.add_argument("--output", metavar="FILE")
     exceptions.set_defaults(run=_exceptions_list)

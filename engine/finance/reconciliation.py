@@ -15,8 +15,19 @@ import asyncpg
 
 from adapters.base import Processor
 from engine import chart_of_accounts
-from engine.finance import reconcile
-from engine.finance.reports import Report
+from engine.finance.reconcile.adjustments import (
+    Adjustment,
+    AdjustmentUnavailableError,
+    ExceptionNotFoundError,
+    proposed_legs,
+    resolve_exception,
+)
+from engine.finance.reconcile.history import ExceptionView, RunView, exception_view, record_run
+from engine.finance.reconcile.ledger_side import AccountPrefixes, load_ledger_items, opening_clearing
+from engine.finance.reconcile.matching import reconcile
+from engine.finance.reconcile.model import Discrepancy, Window
+from engine.finance.reconcile.subjects import processor_item
+from engine.finance.reports.report import Report
 from ledger.accounts import AccountDirectory
 from ledger.currencies import format_minor
 from ledger.entries import Leg
@@ -32,13 +43,13 @@ class ProcessorReadError(RuntimeError):
     """The processor's record could not be read; no run was recorded. Try again later."""
 
 
-def account_prefixes(processor: str) -> reconcile.AccountPrefixes:
+def account_prefixes(processor: str) -> AccountPrefixes:
     # Account codes end with the currency (engine/chart_of_accounts.py): the code for an empty currency is their prefix.
-    return reconcile.AccountPrefixes(chart_of_accounts.clearing(processor, ""), chart_of_accounts.fees(processor, ""))
+    return AccountPrefixes(chart_of_accounts.clearing(processor, ""), chart_of_accounts.fees(processor, ""))
 
 
 async def run_reconciliation(
-    pool: asyncpg.Pool, processor: Processor, kind: str, window: reconcile.Window, requested_by: str
+    pool: asyncpg.Pool, processor: Processor, kind: str, window: Window, requested_by: str
 ) -> int:
     """Reconcile ``processor`` over ``window``, record the run and return its id."""
     started_at = datetime.now(UTC)
@@ -46,19 +57,19 @@ async def run_reconciliation(
     async with pool.acquire() as connection:
         # The ledger is read before the processor: the ledger lags the processor, never the other way round, so a
         # charge settling during the run shows as missing in the ledger (and clears next run), never as phantom.
-        ledger_items = await reconcile.load_ledger_items(connection, processor.name, prefixes, window)
+        ledger_items = await load_ledger_items(connection, processor.name, prefixes, window)
         opening = None
         if kind in SWEEPING_KINDS:
-            opening = await reconcile.opening_clearing(connection, prefixes, window.read_from)
+            opening = await opening_clearing(connection, prefixes, window.read_from)
     try:
         transactions = await processor.balance_transactions(window.read_from, window.read_to)
     except Exception as error:  # any adapter failure: the run cannot be made, and nothing was recorded
         raise ProcessorReadError(f"reading {processor.name}'s balance transactions failed: {error}") from error
-    processor_items = [reconcile.processor_item(t) for t in transactions]
-    result = reconcile.reconcile(window, processor_items, ledger_items, opening_clearing=opening)
+    processor_items = [processor_item(t) for t in transactions]
+    result = reconcile(window, processor_items, ledger_items, opening_clearing=opening)
     async with pool.acquire() as connection:
         proposals = await _proposals(connection, processor.name, result.discrepancies)
-        recorded = await reconcile.record_run(
+        recorded = await record_run(
             connection,
             processor.name,
             result,
@@ -89,7 +100,7 @@ def _counter_account(processor: str, subject: str, currency: str, campaign: str 
 
 
 async def _proposals(
-    connection: asyncpg.Connection, processor: str, discrepancies: Sequence[reconcile.Discrepancy]
+    connection: asyncpg.Connection, processor: str, discrepancies: Sequence[Discrepancy]
 ) -> dict[str, dict[str, Any]]:
     campaigns = await _campaigns(connection, {d.donation_id for d in discrepancies if d.donation_id})
     proposals: dict[str, dict[str, Any]] = {}
@@ -97,13 +108,13 @@ async def _proposals(
         currency = discrepancy.currency or ""
         campaign = campaigns.get(discrepancy.donation_id or "")
         try:
-            legs = reconcile.proposed_legs(
+            legs = proposed_legs(
                 discrepancy,
                 clearing_account=chart_of_accounts.clearing(processor, currency),
                 fees_account=chart_of_accounts.fees(processor, currency),
                 counter_account=_counter_account(processor, discrepancy.subject, currency, campaign),
             )
-        except reconcile.AdjustmentUnavailableError as error:
+        except AdjustmentUnavailableError as error:
             proposals[discrepancy.key] = {"proposed_adjustment": None, "proposal_note": str(error)}
             continue
         proposals[discrepancy.key] = {"proposed_adjustment": [_leg_json(leg) for leg in legs], "campaign": campaign}
@@ -143,26 +154,24 @@ async def resolve(
     memo: str,
     resolved_by: str,
     legs: tuple[Leg, ...] | None = None,
-) -> reconcile.Adjustment:
+) -> Adjustment:
     """Resolve with ``legs``, or with the adjustment proposed when the exception was found."""
     if legs is None:
-        found = await reconcile.exception_view(connection, exception_id)
+        found = await exception_view(connection, exception_id)
         if found is None:
-            raise reconcile.ExceptionNotFoundError(exception_id)
+            raise ExceptionNotFoundError(exception_id)
         proposed = found.detail.get("proposed_adjustment")
         if not proposed:
             note = found.detail.get("proposal_note") or "no adjustment was proposed"
             raise LegsInvalidError(f"{note}; give the legs of the adjusting entry")
         legs = legs_from_json(proposed)
-    return await reconcile.resolve_exception(
-        connection, directory, exception_id, legs, memo=memo, resolved_by=resolved_by
-    )
+    return await resolve_exception(connection, directory, exception_id, legs, memo=memo, resolved_by=resolved_by)
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------------
 
 
-def adjustment_json(adjustment: reconcile.Adjustment | None) -> dict[str, Any] | None:
+def adjustment_json(adjustment: Adjustment | None) -> dict[str, Any] | None:
     if adjustment is None:
         return None
     return {
@@ -177,7 +186,7 @@ def adjustment_json(adjustment: reconcile.Adjustment | None) -> dict[str, Any] |
     }
 
 
-def exception_json(view: reconcile.ExceptionView) -> dict[str, Any]:
+def exception_json(view: ExceptionView) -> dict[str, Any]:
     return {
         "object": "reconciliation_exception",
         "id": view.id,
@@ -202,7 +211,7 @@ def exception_json(view: reconcile.ExceptionView) -> dict[str, Any]:
     }
 
 
-def run_json(run: reconcile.RunView, *, with_exceptions: bool = True) -> dict[str, Any]:
+def run_json(run: RunView, *, with_exceptions: bool = True) -> dict[str, Any]:
     body: dict[str, Any] = {
         "object": "reconciliation",
         "id": run.id,
@@ -245,7 +254,7 @@ EXCEPTION_COLUMNS = (
 )
 
 
-def exceptions_report(exceptions: Sequence[reconcile.ExceptionView], run_id: int | None = None) -> Report:
+def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = None) -> Report:
     rows = []
     for view in exceptions:
         proposed = view.detail.get("proposed_adjustment") or []
@@ -285,7 +294,7 @@ def _amount(value: int | None, currency: str | None) -> str:
     return "-" if value is None else format_minor(value, currency or "USD")
 
 
-def summary_text(run: reconcile.RunView) -> str:
+def summary_text(run: RunView) -> str:
     """The run for a person at a terminal: window, totals per currency, then one line per exception."""
     lines = [
         f"Reconciliation #{run.id} of {run.processor}: {run.window_from.isoformat()} .. {run.window_to.isoformat()}"

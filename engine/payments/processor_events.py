@@ -2,9 +2,8 @@
 
 - charge succeeded / failed: settles a donation still open (the webhook can beat the lookup);
 - charge refunded: books a refund made outside Surge (the processor's dashboard), unless Surge already knows it;
-- dispute created: withdraws the disputed amount (disputes ← clearing) and books the dispute fee;
-- dispute won: reverses the withdrawal; dispute lost: the contribution no longer counts toward the donor's limit;
-- payout paid: moves money from processor clearing to the bank.
+- dispute created, won or lost: see engine/payments/disputes.py;
+- payout paid: moves money from processor clearing to the bank (engine/payments/payouts.py).
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ import asyncpg
 import orjson
 
 from adapters.base import EventType, ProcessorEvent
-from engine import chart_of_accounts
+from engine.payments.disputes import dispute_closed, dispute_created
+from engine.payments.payouts import payout_paid
 from engine.payments.refunds import Refund, book_refund
 from engine.pipeline.settlement import Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
-from ledger.entries import reverse, transfer
-from ledger.money import Money
-from ledger.posting import LedgerInvariantError, post_entries_or_raise
 
 _logger = logging.getLogger(__name__)
 
@@ -63,16 +60,7 @@ async def _apply(
     connection: asyncpg.Connection, directory: AccountDirectory, processor: str, event: ProcessorEvent
 ) -> None:
     if event.type is EventType.PAYOUT_PAID:
-        if event.amount is None:
-            raise LedgerInvariantError(f"payout event {event.id} has no amount")
-        payout = transfer(
-            f"payout:{processor}:{event.object_id or event.id}",
-            debit=chart_of_accounts.bank(processor, event.amount.currency),
-            credit=chart_of_accounts.clearing(processor, event.amount.currency),
-            money=event.amount,
-            memo="payout",
-        )
-        await post_entries_or_raise(connection, directory, [payout])
+        await payout_paid(connection, directory, processor, event)
         return
     if event.type is EventType.IGNORED:
         return
@@ -95,9 +83,9 @@ async def _apply(
     elif event.type is EventType.CHARGE_REFUNDED:
         await _external_refund(connection, directory, donation, event)
     elif event.type is EventType.DISPUTE_CREATED:
-        await _dispute_created(connection, directory, processor, donation, event)
+        await dispute_created(connection, directory, processor, donation, event)
     elif event.type in (EventType.DISPUTE_WON, EventType.DISPUTE_LOST):
-        await _dispute_closed(connection, directory, donation, event)
+        await dispute_closed(connection, directory, donation, event)
 
 
 async def _external_refund(
@@ -133,75 +121,3 @@ async def _external_refund(
         event.object_id,
     )
     await book_refund(connection, directory, Refund.from_row(created), row)
-
-
-async def _dispute_created(
-    connection: asyncpg.Connection,
-    directory: AccountDirectory,
-    processor: str,
-    donation: asyncpg.Record,
-    event: ProcessorEvent,
-) -> None:
-    amount = event.amount or Money(donation["amount_minor"], donation["currency"])
-    dispute = event.object_id or event.id
-    await connection.execute(
-        "UPDATE surge.donations SET disputed_minor = disputed_minor + $2, updated_at = now() WHERE id = $1",
-        donation["id"],
-        amount.amount_minor,
-    )
-    entries = [
-        transfer(
-            f"dispute:{dispute}",
-            debit=chart_of_accounts.disputes(donation["campaign"]),
-            credit=chart_of_accounts.clearing(processor, amount.currency),
-            money=amount,
-            memo="dispute: funds withdrawn",
-            metadata={"donation": donation["id"]},
-        )
-    ]
-    if event.fee is not None and event.fee.amount_minor > 0:
-        entries.append(
-            transfer(
-                f"dispute-fee:{dispute}",
-                debit=chart_of_accounts.fees(processor, event.fee.currency),
-                credit=chart_of_accounts.clearing(processor, event.fee.currency),
-                money=event.fee,
-                memo="dispute fee",
-                metadata={"donation": donation["id"]},
-            )
-        )
-    await post_entries_or_raise(connection, directory, entries)
-
-
-async def _dispute_closed(
-    connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
-    dispute = event.object_id or event.id
-    amount = await connection.fetchval(
-        """SELECT -p.amount FROM ledger.postings p JOIN ledger.entries e ON e.id = p.entry_id
-            JOIN ledger.accounts a ON a.id = p.account_id
-           WHERE e.reference = $1 AND a.code LIKE 'clearing:%'""",
-        f"dispute:{dispute}",
-    )
-    if amount is None:
-        _logger.warning("dispute %s closed but was never opened in the ledger", dispute)
-        return
-    if event.type is EventType.DISPUTE_WON:
-        await connection.execute(
-            "UPDATE surge.donations SET disputed_minor = disputed_minor - $2, updated_at = now() WHERE id = $1",
-            donation["id"],
-            amount,
-        )
-        await post_entries_or_raise(
-            connection, directory, [reverse(f"dispute-won:{dispute}", f"dispute:{dispute}", memo="dispute won")]
-        )
-    else:
-        await connection.execute(
-            """UPDATE surge.contribution_aggregates
-                  SET posted_minor = greatest(posted_minor - $4, 0), updated_at = now()
-                WHERE campaign = $1 AND election = $2 AND donor_key = $3""",
-            donation["campaign"],
-            donation["election"],
-            donation["donor_key"],
-            amount,
-        )

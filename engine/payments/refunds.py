@@ -20,6 +20,7 @@ import asyncpg
 from adapters.base import Processor, RefundRequest, RefundResult, RefundStatus
 from engine import chart_of_accounts
 from engine.api.errors import ApiError
+from engine.pipeline.aggregates import remove_contribution
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
 from ledger.money import Money
@@ -182,13 +183,8 @@ async def book_refund(
     connection: asyncpg.Connection, directory: AccountDirectory, refund: Refund, donation: asyncpg.Record
 ) -> None:
     # A refunded contribution no longer counts toward the donor's limit.
-    await connection.execute(
-        """UPDATE surge.contribution_aggregates SET posted_minor = posted_minor - $4, updated_at = now()
-            WHERE campaign = $1 AND election = $2 AND donor_key = $3""",
-        donation["campaign"],
-        donation["election"],
-        donation["donor_key"],
-        refund.amount_minor,
+    await remove_contribution(
+        connection, donation["campaign"], donation["election"], donation["donor_key"], refund.amount_minor
     )
     entry = transfer(
         refund.id,

@@ -23,8 +23,10 @@ async def test_a_donation_is_charged_and_posted(surge: Surge) -> None:
     assert body["amount"] == 2500 and body["currency"] == "usd" and body["processor"] == "simulated"
     assert body["processor_reference"]
     assert await ledger_balance(surge, "contributions:demo") == -2500
-    fee = body["fee"]
-    assert await ledger_balance(surge, "clearing:simulated:USD") == 2500 - (fee or 0)
+    # The simulated processor's default fee, 2.2 % + 30 cents: 55 + 30. A dropped fee (None, or not posted) fails here.
+    assert body["fee"] == 85
+    assert await ledger_balance(surge, "fees:simulated:USD") == 85
+    assert await ledger_balance(surge, "clearing:simulated:USD") == 2500 - 85
     response = await surge.client.get(f"/v1/donations/{body['id']}", headers=surge.auth())
     assert response.status == 200
     assert (await response.json())["status"] == "succeeded"

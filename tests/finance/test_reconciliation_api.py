@@ -173,7 +173,7 @@ async def test_discrepancies_are_found_reported_resolved_and_cleared(
     assert status == 201
     assert again["result_digest"] == run["result_digest"] and again["same_result_as"] == run["id"]
     assert sorted(x["id"] for x in again["exceptions"]) == sorted(x["id"] for x in run["exceptions"])
-    assert await surge.pool.fetchval("SELECT count(*) FROM ledger.reconciliation_exceptions") == 4
+    assert await surge.pool.fetchval("SELECT count(*) FROM finance.reconciliation_exceptions") == 4
 
     # The exceptions as CSV, from the run and from the open list.
     response = await surge.client.get(f"/v1/reconciliations/{run['id']}?format=csv", headers=surge.auth(Role.FINANCE))
@@ -240,7 +240,7 @@ async def test_discrepancies_are_found_reported_resolved_and_cleared(
         headers=surge.auth(Role.FINANCE),
     )
     assert response.status == 409
-    adjustments = await surge.pool.fetch("SELECT resolved_by, memo FROM ledger.reconciliation_adjustments ORDER BY id")
+    adjustments = await surge.pool.fetch("SELECT resolved_by, memo FROM finance.reconciliation_adjustments ORDER BY id")
     assert [a["resolved_by"] for a in adjustments][-1] == "ana"
     assert {a["memo"] for a in adjustments} >= {"fee per statement"}
 
@@ -261,7 +261,7 @@ async def test_discrepancies_are_found_reported_resolved_and_cleared(
     # Adjusting entries are immutable ledger entries, and so is their audit row.
     async with surge.pool.acquire() as connection:
         try:
-            await connection.execute("UPDATE ledger.reconciliation_adjustments SET memo = 'changed'")
+            await connection.execute("UPDATE finance.reconciliation_adjustments SET memo = 'changed'")
         except Exception as error:  # asyncpg raises the database's own error class
             assert "append-only" in str(error)
         else:

@@ -15,6 +15,16 @@ from tests.finance.conftest import Surge, donation, donor, insert_donation, simu
 from tests.finance.test_reconciliation_api import post_webhook, run_cli
 
 REPORTS = ("trial-balance", "campaign-days", "donor-aggregates", "schedule-a")
+# The chart's accounts for the demo campaign and the simulated processor, all at zero, in currency and code order.
+EMPTY_TRIAL_BALANCE_CSV = (
+    "account,type,currency,debit,credit\r\n"
+    "bank:simulated:USD,asset,USD,0.00,0.00\r\n"
+    "clearing:simulated:USD,asset,USD,0.00,0.00\r\n"
+    "contributions:demo,revenue,USD,0.00,0.00\r\n"
+    "disputes:demo,revenue,USD,0.00,0.00\r\n"
+    "fees:simulated:USD,expense,USD,0.00,0.00\r\n"
+    "refunds:demo,revenue,USD,0.00,0.00\r\n"
+)
 
 
 async def get(surge: Surge, path: str) -> tuple[int, Any]:
@@ -38,7 +48,10 @@ async def test_reports_on_an_empty_ledger(surge: Surge, database_url: str, tmp_p
         assert status == 200
         rows = list(csv.reader(io.StringIO(text)))
         assert rows[0] == body["columns"]
-        assert len(rows) == 1 or name == "trial-balance"
+        if name == "trial-balance":
+            assert text == EMPTY_TRIAL_BALANCE_CSV
+        else:
+            assert len(rows) == 1
     status, body = await get(surge, "/v1/reports/schedule-a?format=xml")
     assert status == 400 and body["error"]["param"] == "format"
     assert (await surge.client.get("/v1/reports/trial-balance", headers=surge.auth(Role.FORM))).status == 403
@@ -180,6 +193,19 @@ async def test_campaign_days_and_donor_aggregates_follow_the_books(surge: Surge)
     assert body["totals"]["USD"]["balanced"] is True
     accounts = {r["account"]: r for r in body["data"]}
     assert accounts["contributions:demo"]["credit"] == 13_000
+    # Fees 2.2 % + 30 cents: $1.40 (Jane) + $2.06 (Ann) + the $15.00 dispute fee; clearing keeps
+    # 130.00 - 30.00 refunded - 50.00 disputed - 18.46 fees.
+    assert (jane["fee"], ann["fee"]) == (140, 206)
+    status, text = await get(surge, "/v1/reports/trial-balance?format=csv")
+    assert text == (
+        "account,type,currency,debit,credit\r\n"
+        "bank:simulated:USD,asset,USD,0.00,0.00\r\n"
+        "clearing:simulated:USD,asset,USD,31.54,0.00\r\n"
+        "contributions:demo,revenue,USD,0.00,130.00\r\n"
+        "disputes:demo,revenue,USD,50.00,0.00\r\n"
+        "fees:simulated:USD,expense,USD,18.46,0.00\r\n"
+        "refunds:demo,revenue,USD,30.00,0.00\r\n"
+    )
     status, body = await get(surge, "/v1/reports/trial-balance?as_of=2020-01-01T00:00:00Z")
     assert status == 200
     assert all(r["debit"] == r["credit"] == 0 for r in body["data"])

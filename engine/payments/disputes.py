@@ -1,0 +1,83 @@
+"""Disputes: a donor's bank takes the money back until the dispute is decided.
+
+- created: withdraws the disputed amount (disputes ← clearing) and books the dispute fee;
+- won: reverses the withdrawal; lost: the contribution no longer counts toward the donor's limit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from adapters.base import EventType, ProcessorEvent
+from engine import chart_of_accounts
+from engine.pipeline.aggregates import remove_contribution
+from ledger import reads
+from ledger.accounts import AccountDirectory
+from ledger.entries import reverse, transfer
+from ledger.money import Money
+from ledger.posting import post_entries_or_raise
+
+_logger = logging.getLogger(__name__)
+
+
+async def dispute_created(
+    connection: asyncpg.Connection,
+    directory: AccountDirectory,
+    processor: str,
+    donation: asyncpg.Record,
+    event: ProcessorEvent,
+) -> None:
+    amount = event.amount or Money(donation["amount_minor"], donation["currency"])
+    dispute = event.object_id or event.id
+    await connection.execute(
+        "UPDATE surge.donations SET disputed_minor = disputed_minor + $2, updated_at = now() WHERE id = $1",
+        donation["id"],
+        amount.amount_minor,
+    )
+    entries = [
+        transfer(
+            f"dispute:{dispute}",
+            debit=chart_of_accounts.disputes(donation["campaign"]),
+            credit=chart_of_accounts.clearing(processor, amount.currency),
+            money=amount,
+            memo="dispute: funds withdrawn",
+            metadata={"donation": donation["id"]},
+        )
+    ]
+    if event.fee is not None and event.fee.amount_minor > 0:
+        entries.append(
+            transfer(
+                f"dispute-fee:{dispute}",
+                debit=chart_of_accounts.fees(processor, event.fee.currency),
+                credit=chart_of_accounts.clearing(processor, event.fee.currency),
+                money=event.fee,
+                memo="dispute fee",
+                metadata={"donation": donation["id"]},
+            )
+        )
+    await post_entries_or_raise(connection, directory, entries)
+
+
+async def dispute_closed(
+    connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
+) -> None:
+    dispute = event.object_id or event.id
+    # What the withdrawal took out of the processor's clearing account.
+    postings = await reads.entry_postings(connection, f"dispute:{dispute}")
+    amount = next((-p.amount for p in postings if p.account.startswith("clearing:")), None)
+    if amount is None:
+        _logger.warning("dispute %s closed but was never opened in the ledger", dispute)
+        return
+    if event.type is EventType.DISPUTE_WON:
+        await connection.execute(
+            "UPDATE surge.donations SET disputed_minor = disputed_minor - $2, updated_at = now() WHERE id = $1",
+            donation["id"],
+            amount,
+        )
+        await post_entries_or_raise(
+            connection, directory, [reverse(f"dispute-won:{dispute}", f"dispute:{dispute}", memo="dispute won")]
+        )
+    else:
+        await remove_contribution(connection, donation["campaign"], donation["election"], donation["donor_key"], amount)
