@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from engine.settings import ENVIRONMENT, ConfigError, Settings, load_settings
 from toolkit.settings import (
     EnvironmentSettings,
     SettingsError,
@@ -138,6 +140,40 @@ def test_the_environment_defaults_to_the_process_environment(monkeypatch: pytest
     monkeypatch.setenv("EXAMPLE_TOKEN_SECRET", "from-os")
 
     assert EXAMPLE.read()["token"] == "from-os"
+
+
+def test_the_engine_reads_one_variable_per_setting() -> None:
+    assert set(ENVIRONMENT.readers) == {item.name for item in fields(Settings)}
+    assert ENVIRONMENT.variables["database_url"] == "DATABASE_URL"
+    assert ENVIRONMENT.variables["pool_size_max"] == "SURGE_POOL_SIZE_MAX"
+
+
+def test_engine_settings_from_the_environment_then_flags(tmp_path: Path) -> None:
+    environment = {
+        "SURGE_HOME": str(tmp_path),
+        "SURGE_PORT": "9000",
+        "SURGE_BATCH_DELAY_MS": "0.5",
+        "SURGE_TRUST_FORWARDED_FOR": "on",
+        "SURGE_PROCESSORS": "main=stripe,simulated",
+        "DATABASE_URL": "postgresql://db/surge",
+    }
+
+    settings = load_settings(environment, port=9100, workers=None)
+
+    assert (settings.home, settings.port, settings.batch_delay_ms) == (tmp_path, 9100, 0.5)
+    assert settings.trust_forwarded_for is True
+    assert settings.processor_specs() == [("main", "stripe"), ("simulated", "simulated")]
+    assert settings.database_url == "postgresql://db/surge"
+
+
+def test_bad_engine_variables_are_all_named() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"SURGE_PORT": "eighty", "SURGE_TRUST_FORWARDED_FOR": "maybe"})
+
+    assert raised.value.problems == (
+        "SURGE_PORT must be an integer, got 'eighty'",
+        "SURGE_TRUST_FORWARDED_FOR must be true or false, got 'maybe'",
+    )
 
 
 def test_toolkit_imports_no_project_package() -> None:
