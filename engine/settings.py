@@ -11,9 +11,10 @@ from typing import Any
 
 import platformdirs
 
+from adapters.registry import KINDS
 from toolkit.settings import EnvironmentSettings, SettingsError, boolean, integer, number, path, text
 
-PROCESSOR_KINDS = frozenset({"simulated", "stripe"})
+PROCESSOR_KINDS = KINDS  # adapters/registry.py
 
 
 class ConfigError(SettingsError):
@@ -33,7 +34,7 @@ class Settings:
     queue_size_max: int = 20_000
     committers: int = 2
     log_level: str = "INFO"
-    # Processors in priority order, "name=kind" or "kind" (kinds: simulated, stripe); failover goes down the list.
+    # Processors in priority order, "name=kind" or "kind" (kinds: PROCESSOR_KINDS); failover goes down the list.
     processors: str = "simulated"
     processor_rate_per_s: float = 100.0  # per processor account, shared by all workers
     processor_concurrency_max: int = 64  # per worker
