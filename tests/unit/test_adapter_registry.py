@@ -59,12 +59,24 @@ def test_a_bad_setting_raises_the_adapters_own_error() -> None:
     assert raised.value.problems == ("SURGE_SIM_PRESET must be one of default, realistic, got 'fast'",)
 
 
-def test_adapters_import_nothing_from_the_engine() -> None:
-    for module in (ROOT / "adapters").rglob("*.py"):
+def _top_level_imports(package: str) -> dict[Path, set[str]]:
+    """The top-level packages each module of ``package`` imports (relative imports stay inside and are left out)."""
+    found = {}
+    for module in (ROOT / package).rglob("*.py"):
+        names = set()
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
-            names = []
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
+                names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            assert not any(name.split(".")[0] in ("engine", "loadtest") for name in names), f"{module}: {names}"
+                names.add(node.module.split(".")[0])
+        found[module] = names
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("adapters", {"engine", "loadtest"}), ("toolkit", {"engine", "adapters", "ledger", "loadtest"})],
+)
+def test_adapters_and_toolkit_import_nothing_above_them(package: str, forbidden: set[str]) -> None:
+    for module, names in _top_level_imports(package).items():
+        assert not names & forbidden, f"{module.relative_to(ROOT)} imports {sorted(names & forbidden)}"
