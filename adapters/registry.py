@@ -1,29 +1,24 @@
-"""The explicit registry of processor kinds: kind name → factory. Adding a processor means adding a line here."""
+"""The explicit registry of processor kinds. Adding a processor means writing its package with an ``ADAPTER``
+(adapters/spec.py) and adding it to ``REGISTRY`` below; the engine's list of kinds and reconciliation's payout
+treatment are derived from here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 
 from adapters.base import Processor
+from adapters.simulated import ADAPTER as SIMULATED
+from adapters.spec import AdapterSpec
+from adapters.stripe import ADAPTER as STRIPE
 
-ProcessorFactory = Callable[[str, asyncpg.Pool, Mapping[str, str]], Processor]
+REGISTRY: dict[str, AdapterSpec[Any]] = {adapter.kind: adapter for adapter in (SIMULATED, STRIPE)}
 
-
-def _simulated(name: str, pool: asyncpg.Pool, environment: Mapping[str, str]) -> Processor:
-    from adapters.simulated import SimulatedConfig, SimulatedProcessor
-
-    return SimulatedProcessor(pool, SimulatedConfig.from_environment(environment), name=name)
-
-
-def _stripe(name: str, pool: asyncpg.Pool, environment: Mapping[str, str]) -> Processor:
-    from adapters.stripe import StripeConfig, StripeProcessor
-
-    return StripeProcessor(StripeConfig.from_environment(environment), name=name)
-
-
-REGISTRY: dict[str, ProcessorFactory] = {"simulated": _simulated, "stripe": _stripe}
+KINDS = frozenset(REGISTRY)
+# Kinds whose payouts sweep the whole balance (reconciliation checks each payout against the clearing account).
+SWEEPING_KINDS = frozenset(kind for kind, adapter in REGISTRY.items() if adapter.payouts_sweep_balance)
 
 
 def processor_environment(name: str, environment: Mapping[str, str]) -> dict[str, str]:
@@ -37,17 +32,10 @@ def processor_environment(name: str, environment: Mapping[str, str]) -> dict[str
 
 def check_configuration(specs: list[tuple[str, str]], environment: Mapping[str, str]) -> list[str]:
     """Every problem with the processors' configuration, found before anything starts."""
-    from adapters.simulated import SimulatedConfig
-    from adapters.stripe import StripeConfig
-
-    readers: dict[str, Callable[[Mapping[str, str]], object]] = {
-        "simulated": SimulatedConfig.from_environment,
-        "stripe": StripeConfig.from_environment,
-    }
     problems = []
     for name, kind in specs:
         try:
-            readers[kind](processor_environment(name, environment))
+            REGISTRY[kind].read_settings(processor_environment(name, environment))
         except ValueError as error:
             problems.append(f"processor {name} ({kind}): {error}")
     return problems
@@ -55,7 +43,7 @@ def check_configuration(specs: list[tuple[str, str]], environment: Mapping[str, 
 
 def build_processor(kind: str, name: str, pool: asyncpg.Pool, environment: Mapping[str, str]) -> Processor:
     try:
-        factory = REGISTRY[kind]
+        adapter = REGISTRY[kind]
     except KeyError:
         raise ValueError(f"unknown processor kind {kind!r}; known: {sorted(REGISTRY)}") from None
-    return factory(name, pool, processor_environment(name, environment))
+    return adapter.create(name, pool, processor_environment(name, environment))

@@ -3,20 +3,22 @@ validated once at start-up with messages that name the setting."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-PROCESSOR_KINDS = frozenset({"simulated", "stripe"})
+from adapters.registry import KINDS
+from toolkit.settings import EnvironmentSettings, SettingsError, boolean, integer, number, path, text
+
+PROCESSOR_KINDS = KINDS  # adapters/registry.py
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(SettingsError):
+    """The engine's settings are unusable; the message names each bad variable."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Settings:
     queue_size_max: int = 20_000
     committers: int = 2
     log_level: str = "INFO"
-    # Processors in priority order, "name=kind" or "kind" (kinds: simulated, stripe); failover goes down the list.
+    # Processors in priority order, "name=kind" or "kind" (kinds: PROCESSOR_KINDS); failover goes down the list.
     processors: str = "simulated"
     processor_rate_per_s: float = 100.0  # per processor account, shared by all workers
     processor_concurrency_max: int = 64  # per worker
@@ -76,7 +78,7 @@ class Settings:
         if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
             problems.append("DATABASE_URL must start with postgresql:// or postgres://")
         if problems:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+            raise ConfigError.listing("invalid configuration", problems)
 
     def processor_specs(self) -> list[tuple[str, str]]:
         """(name, kind) pairs in priority order."""
@@ -102,37 +104,36 @@ class Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-_ENVIRONMENT_NAMES = {f.name: f"SURGE_{f.name.upper()}" for f in fields(Settings)} | {"database_url": "DATABASE_URL"}
+ENVIRONMENT = EnvironmentSettings(
+    "SURGE_",
+    {
+        "home": path(),
+        "database_url": text(),
+        "host": text(),
+        "port": integer(),
+        "workers": integer(),
+        "pool_size_max": integer(),
+        "batch_size_max": integer(),
+        "batch_delay_ms": number(),
+        "queue_size_max": integer(),
+        "committers": integer(),
+        "log_level": text(),
+        "processors": text(),
+        "processor_rate_per_s": number(),
+        "processor_concurrency_max": integer(),
+        "charge_timeout_ms": integer(),
+        "in_flight_max": integer(),
+        "queue_depth_max": integer(),
+        "velocity_declines_max": integer(),
+        "velocity_window_s": integer(),
+        "trust_forwarded_for": boolean(),
+    },
+    names={"database_url": "DATABASE_URL"},
+)
 
 
 def load_settings(environment: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, then ``overrides`` (flags); raises ConfigError with every problem found."""
-    environment = os.environ if environment is None else environment
-    values: dict[str, Any] = {}
-    for item in fields(Settings):
-        raw = environment.get(_ENVIRONMENT_NAMES[item.name])
-        if raw is None or raw == "":
-            continue
-        values[item.name] = _convert(item.name, item.type, raw)
+    values = ENVIRONMENT.read(environment, heading="invalid configuration", error=ConfigError)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
-
-
-def _convert(name: str, type_name: Any, raw: str) -> Any:
-    type_text = str(type_name)
-    if type_text == "bool":
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{_ENVIRONMENT_NAMES[name]} must be true or false, got {raw!r}")
-    try:
-        if type_text == "int":
-            return int(raw)
-        if type_text == "float":
-            return float(raw)
-        if type_text == "Path":
-            return Path(raw).expanduser()
-    except ValueError:
-        raise ConfigError(f"{_ENVIRONMENT_NAMES[name]} must be a number, got {raw!r}") from None
-    return raw

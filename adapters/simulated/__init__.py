@@ -6,10 +6,13 @@
     ...
     await processor.close()
 
-Modules: ``config`` (settings and presets), ``tokens`` (test payment methods and the plan for a charge), ``fees``,
-``faults`` (latency, rate cap, outages), ``record`` (what is on record), ``store`` (the SQL), ``webhooks`` (signing
-and event payloads), ``processor`` (the Processor implementation and the helpers for tests and audits).
+``ADAPTER`` declares the kind to the registry (adapters/spec.py). Modules: ``config`` (settings and presets),
+``tokens`` (test payment methods and the plan for a charge), ``fees``, ``faults`` (latency, rate cap, outages),
+``record`` (what is on record), ``store`` (the SQL), ``webhooks`` (signing and event payloads), ``processor`` (the
+Processor implementation and the helpers for tests and audits).
 """
+
+import asyncpg
 
 from adapters.simulated.config import OutageWindow, SimulatedConfig, SimulatedConfigError
 from adapters.simulated.processor import DISPUTE_FEE_MINOR, SimulatedProcessor
@@ -21,8 +24,18 @@ from adapters.simulated.record import (
     SimulatorError,
 )
 from adapters.simulated.webhooks import SIGNATURE_HEADER
+from adapters.spec import AdapterSpec
+
+
+def _build(name: str, pool: asyncpg.Pool, config: SimulatedConfig) -> SimulatedProcessor:
+    return SimulatedProcessor(pool, config, name=name)
+
+
+# Settings from SURGE_SIM_* variables; payouts pay out the whole balance (store.pay_out).
+ADAPTER = AdapterSpec("simulated", SimulatedConfig.from_environment, _build, payouts_sweep_balance=True)
 
 __all__ = [
+    "ADAPTER",
     "DISPUTE_FEE_MINOR",
     "SIGNATURE_HEADER",
     "ChargeRecordStatus",

@@ -8,18 +8,18 @@ the tests use (no latency, no cap, no faults); :meth:`SimulatedConfig.realistic`
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+from toolkit.settings import EnvironmentSettings, SettingsError, choice, custom, integer, number, optional, text
+
 ENVIRONMENT_PREFIX = "SURGE_SIM_"
-PRESET_VARIABLE = "SURGE_SIM_PRESET"
-_NO_CAP_WORDS = ("none", "off", "unlimited")
+_HEADING = "invalid simulated processor configuration"
 
 
-class SimulatedConfigError(ValueError):
-    pass
+class SimulatedConfigError(SettingsError):
+    """The simulated processor's settings are unusable; the message names each bad variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class SimulatedConfig:
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
-            raise SimulatedConfigError("invalid simulated processor configuration:\n  " + "\n  ".join(problems))
+            raise SimulatedConfigError.listing(_HEADING, problems)
 
     @classmethod
     def realistic(cls, **overrides: Any) -> SimulatedConfig:
@@ -85,58 +85,41 @@ class SimulatedConfig:
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> SimulatedConfig:
         """``SURGE_SIM_PRESET`` (default or realistic), then one ``SURGE_SIM_<FIELD>`` per field overriding it."""
-        environment = os.environ if environment is None else environment
-        preset = environment.get(PRESET_VARIABLE, "").strip().lower() or "default"
-        if preset not in ("default", "realistic"):
-            raise SimulatedConfigError(f"{PRESET_VARIABLE} must be default or realistic, got {preset!r}")
-        values: dict[str, Any] = {}
-        problems = []
-        for item in fields(cls):
-            name = environment_name(item.name)
-            raw = environment.get(name, "").strip()
-            if not raw:
-                continue
-            try:
-                values[item.name] = _PARSERS[item.name](raw)
-            except ValueError as error:
-                problems.append(f"{name}: cannot read {raw!r} ({error})")
-        if problems:
-            raise SimulatedConfigError("invalid simulated processor configuration:\n  " + "\n  ".join(problems))
+        values = ENVIRONMENT.read(environment, heading=_HEADING, error=SimulatedConfigError)
+        preset = values.pop("preset", "default")
         return cls.realistic(**values) if preset == "realistic" else cls(**values)
-
-
-def environment_name(field_name: str) -> str:
-    return ENVIRONMENT_PREFIX + field_name.upper()
-
-
-def _optional_float(raw: str) -> float | None:
-    return None if raw.lower() in _NO_CAP_WORDS else float(raw)
-
-
-def _optional_int(raw: str) -> int | None:
-    return None if raw.lower() in _NO_CAP_WORDS else int(raw)
 
 
 def _outages(raw: str) -> tuple[OutageWindow, ...]:
     return tuple(OutageWindow.parse(part) for part in raw.split(",") if part.strip())
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "latency_ms_median": float,
-    "latency_ms_p99": float,
-    "decline_rate": float,
-    "timeout_rate": float,
-    "timeout_charged_fraction": float,
-    "hang_s": float,
-    "outages": _outages,
-    "charges_per_s_max": _optional_float,
-    "charges_burst_max": _optional_int,
-    "fee_rate_bp": int,
-    "fee_fixed_minor": int,
-    "seed": _optional_int,
-    "webhook_secret": str,
-    "webhook_tolerance_s": int,
-}
+# One variable per field, and the preset they override.
+ENVIRONMENT = EnvironmentSettings(
+    ENVIRONMENT_PREFIX,
+    {
+        "preset": choice("default", "realistic"),
+        "latency_ms_median": number(),
+        "latency_ms_p99": number(),
+        "decline_rate": number(),
+        "timeout_rate": number(),
+        "timeout_charged_fraction": number(),
+        "hang_s": number(),
+        "outages": custom(_outages, "outage windows START-END separated by commas (+30-+45 or epoch seconds)"),
+        "charges_per_s_max": optional(number()),
+        "charges_burst_max": optional(integer()),
+        "fee_rate_bp": integer(),
+        "fee_fixed_minor": integer(),
+        "seed": optional(integer()),
+        "webhook_secret": text(),
+        "webhook_tolerance_s": integer(),
+    },
+)
+PRESET_VARIABLE = ENVIRONMENT.name("preset")
+
+
+def environment_name(field_name: str) -> str:
+    return ENVIRONMENT.name(field_name)
 
 
 def _problems(config: SimulatedConfig) -> list[str]:

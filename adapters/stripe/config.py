@@ -1,13 +1,14 @@
-"""Stripe adapter configuration, read from ``STRIPE_*`` environment variables and validated once, with every
-problem named by its variable. Secrets never appear in ``repr``."""
+"""Stripe adapter configuration, read from ``STRIPE_*`` environment variables (through toolkit.settings) and
+validated once, with every problem named by its variable. Secrets never appear in ``repr``."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from toolkit.settings import EnvironmentSettings, SettingsError, integer, number, required, text
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 
@@ -18,9 +19,10 @@ TEST_MODE_OPERATIONS_PER_SECOND = 25.0
 SEARCH_OPERATIONS_PER_SECOND = 20.0
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_HEADING = "invalid Stripe configuration"
 
 
-class StripeConfigError(ValueError):
+class StripeConfigError(SettingsError):
     """The Stripe configuration is unusable; the message lists every problem."""
 
 
@@ -42,7 +44,7 @@ class StripeConfig:
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
-            raise StripeConfigError("invalid Stripe configuration:\n  " + "\n  ".join(problems))
+            raise StripeConfigError.listing(_HEADING, problems)
 
     @property
     def live_mode(self) -> bool:
@@ -56,48 +58,30 @@ class StripeConfig:
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str]) -> StripeConfig:
-        """The configuration from ``STRIPE_*`` variables (see :data:`ENVIRONMENT_NAMES`); unset or empty ones take
-        their defaults, except ``STRIPE_SECRET_KEY`` which is required."""
-        problems: list[str] = []
-        values: dict[str, Any] = {}
-        for item in fields(cls):
-            name = ENVIRONMENT_NAMES[item.name]
-            raw = environment.get(name, "").strip()
-            if not raw:
-                continue
-            try:
-                values[item.name] = _convert(str(item.type), raw)
-            except ValueError:
-                problems.append(f"{name} must be a number, got {raw!r}")
-        if "secret_key" not in values:
-            problems.append("STRIPE_SECRET_KEY is required (a secret key sk_... or restricted key rk_...)")
-        if problems:
-            raise StripeConfigError("invalid Stripe configuration:\n  " + "\n  ".join(problems))
+        """The configuration from ``STRIPE_*`` variables (see :data:`ENVIRONMENT`); unset or empty ones take their
+        defaults, except ``STRIPE_SECRET_KEY`` which is required."""
+        values = ENVIRONMENT.read(environment, heading=_HEADING, error=StripeConfigError)
         return cls(**values)
 
 
-ENVIRONMENT_NAMES: dict[str, str] = {
-    "secret_key": "STRIPE_SECRET_KEY",
-    "webhook_secret": "STRIPE_WEBHOOK_SECRET",
-    "api_base": "STRIPE_API_BASE",
-    "connect_timeout_ms": "STRIPE_CONNECT_TIMEOUT_MS",
-    "request_timeout_ms": "STRIPE_REQUEST_TIMEOUT_MS",
-    "max_network_retries": "STRIPE_MAX_NETWORK_RETRIES",
-    "rate_limit_per_second": "STRIPE_RATE_LIMIT_PER_SECOND",
-    "search_rate_limit_per_second": "STRIPE_SEARCH_RATE_LIMIT_PER_SECOND",
-    "rate_limit_wait_max_ms": "STRIPE_RATE_LIMIT_WAIT_MAX_MS",
-    "webhook_tolerance_s": "STRIPE_WEBHOOK_TOLERANCE_S",
-    "lookup_window_s": "STRIPE_LOOKUP_WINDOW_S",
-    "lookup_scan_max": "STRIPE_LOOKUP_SCAN_MAX",
-}
-
-
-def _convert(type_text: str, raw: str) -> Any:
-    if type_text == "int":
-        return int(raw)
-    if type_text.startswith("float"):
-        return float(raw)
-    return raw
+ENVIRONMENT = EnvironmentSettings(
+    "STRIPE_",
+    {
+        "secret_key": required(text(), "a secret key sk_... or restricted key rk_..."),
+        "webhook_secret": text(),
+        "api_base": text(),
+        "connect_timeout_ms": integer(),
+        "request_timeout_ms": integer(),
+        "max_network_retries": integer(),
+        "rate_limit_per_second": number(),
+        "search_rate_limit_per_second": number(),
+        "rate_limit_wait_max_ms": integer(),
+        "webhook_tolerance_s": integer(),
+        "lookup_window_s": integer(),
+        "lookup_scan_max": integer(),
+    },
+)
+ENVIRONMENT_NAMES: dict[str, str] = ENVIRONMENT.variables
 
 
 def _problems(config: StripeConfig) -> list[str]:

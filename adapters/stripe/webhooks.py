@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import stripe
 
 from adapters.base import ProcessorEvent, WebhookPayloadError, WebhookSignatureError, header_value
-from adapters.stripe.transformers import processor_event_from_stripe_event
+from adapters.stripe.transformers.events import processor_event_from_stripe_event
 
 SIGNATURE_HEADER = "Stripe-Signature"
 

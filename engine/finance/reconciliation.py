@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Processor
+from adapters.registry import SWEEPING_KINDS as _SWEEPING_KINDS
 from engine import chart_of_accounts
 from engine.finance.reconcile.adjustments import (
     Adjustment,
@@ -35,7 +36,7 @@ from ledger.money import is_currency_code
 
 # Processors whose payouts sweep the whole balance, so that each payout can be checked against the clearing account.
 # Stripe pays out the *available* balance (charges become available days later): its payouts are matched one by one.
-SWEEPING_KINDS = frozenset({"simulated"})
+SWEEPING_KINDS = _SWEEPING_KINDS  # declared by each adapter (AdapterSpec.payouts_sweep_balance)
 LEGS_MAX = 10
 
 

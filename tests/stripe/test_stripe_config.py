@@ -70,7 +70,7 @@ def test_secrets_stay_out_of_repr():
         ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_API_BASE": "http://stripe.example.org"}, "localhost"),
         ({"STRIPE_SECRET_KEY": "sk_live_abcdefgh", "STRIPE_API_BASE": "http://localhost:8420"}, "live key"),
         ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_API_BASE": "https://a.org/v1"}, "no path"),
-        ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_REQUEST_TIMEOUT_MS": "soon"}, "must be a number"),
+        ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_REQUEST_TIMEOUT_MS": "soon"}, "must be an integer"),
         ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_REQUEST_TIMEOUT_MS": "0"}, "STRIPE_REQUEST_TIMEOUT_MS"),
         ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_MAX_NETWORK_RETRIES": "-1"}, "STRIPE_MAX_NETWORK_RETRIES"),
         ({"STRIPE_SECRET_KEY": "sk_test_abcdefgh", "STRIPE_RATE_LIMIT_PER_SECOND": "0"}, "positive number"),
