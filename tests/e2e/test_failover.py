@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from engine.app import create_app
 from engine.bootstrap import bootstrap
 from engine.keys import Role
 from tests.e2e.conftest import Surge, donation, surge_settings
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -44,13 +44,13 @@ async def test_an_outage_at_the_primary_fails_over_to_the_backup(surge_with_fail
     assert statuses[:5] == [202] * 5, statuses
     assert statuses[5:] == [201] * 5, statuses
     assert all(body["processor"] == "backup" for _, body in answers[5:])
+
     # The queued ones are retried by the queue runner, which skips the open breaker too.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        rows = await surge.pool.fetch("SELECT status, processor FROM surge.donations")
-        if all(row["status"] == "succeeded" for row in rows):
-            break
-        await asyncio.sleep(0.2)
+    async def all_succeeded() -> bool:
+        rows = await surge.pool.fetch("SELECT status FROM surge.donations")
+        return all(row["status"] == "succeeded" for row in rows)
+
+    await wait_until(all_succeeded, timeout=15, what="the queued donations charged at the backup")
     rows = await surge.pool.fetch("SELECT status, processor FROM surge.donations")
     assert [row["status"] for row in rows] == ["succeeded"] * 10
     assert {row["processor"] for row in rows} == {"backup"}

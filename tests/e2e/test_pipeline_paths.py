@@ -19,16 +19,16 @@ from ledger import reads
 from ledger.check import check_ledger
 from ledger.money import Money
 from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.waiting import wait_until
 
 
 async def wait_for_status(surge: Surge, donation_id: str, wanted: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def reached() -> dict[str, Any] | None:
         response = await surge.client.get(f"/v1/donations/{donation_id}", headers=surge.auth(Role.FINANCE))
-        body = await response.json()
-        if body["status"] == wanted or time.monotonic() > deadline:
-            return body
-        await asyncio.sleep(0.1)
+        body: dict[str, Any] = await response.json()
+        return body if body["status"] == wanted else None
+
+    return await wait_until(reached, timeout=timeout_s, what=f"donation {donation_id} to be {wanted}")
 
 
 async def balance(surge: Surge, account: str) -> int:

@@ -4,14 +4,14 @@ donor's limit, and a graceful SIGTERM. The exactly-once and never-over-the-limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,7 @@ from engine.bootstrap import bootstrap
 from engine.keys import Role
 from ledger.check import check_ledger
 from tests.e2e.conftest import donation
+from tests.waiting import wait_for_line, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,36 +33,68 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def engine_process(database_url: str, port: int, *args: str, **environment: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "DATABASE_URL": database_url, "SURGE_PORT": str(port), **environment}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+@dataclass
+class Engine:
+    """A running `surge serve`, its pids (one per worker, read from their "listening" log lines) and its log."""
+
+    process: asyncio.subprocess.Process
+    worker_pids: set[int]
+    log: list[str]
+
+    def send_signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+
+# A worker process logs its pid; a single-process engine logs with the CLI's format, without one.
+LISTENING = r"INFO (?:(\d+) )?\S+: listening on http://"
+
+
+@asynccontextmanager
+async def engine_process(
+    database_url: str, port: int, *, workers: int = 1, environment: dict[str, str] | None = None
+) -> AsyncIterator[Engine]:
+    """Start the engine and return once each of its ``workers`` has logged that it is listening (after its start-up:
+    its pool is open and its socket accepts), reading the engine's log for the rest of its life."""
+    env = {**os.environ, "DATABASE_URL": database_url, "SURGE_PORT": str(port), **(environment or {})}
+    worker_flags = ["--workers", str(workers)] if workers > 1 else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        "serve",
+        *worker_flags,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert process.stderr is not None
+    log: list[str] = []
+    drain: asyncio.Task[None] | None = None
     try:
-        yield process
+        pids: set[int] = set()
+        while len(pids) < workers:
+            listening = await wait_for_line(
+                process.stderr, LISTENING, timeout=60, what="the engine listening", seen=log
+            )
+            pids.add(int(listening.group(1) or process.pid))
+        drain = asyncio.create_task(_keep_reading(process.stderr, log))  # a full pipe would block the engine
+        yield Engine(process, pids, log)
     finally:
-        if process.poll() is None:
-            process.terminate()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it died (SIGKILL) but is not reaped yet
+                process.terminate()
             try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
                 process.kill()
-        process.wait(timeout=30)
+        await asyncio.wait_for(process.wait(), 30)
+        if drain is not None:
+            await drain
 
 
-async def wait_ready(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"engine on port {port} did not become ready")
+async def _keep_reading(stream: asyncio.StreamReader, log: list[str]) -> None:
+    while line := await stream.readline():
+        log.append(line.decode(errors="replace").rstrip("\n"))
 
 
 async def prepare(database_url: str) -> dict[Role, str]:
@@ -87,15 +120,23 @@ async def post(
         return None
 
 
-async def wait_until_settled(connection: asyncpg.Connection, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        open_count = await connection.fetchval(
+async def open_donations(connection: asyncpg.Connection) -> int:
+    return int(
+        await connection.fetchval(
             "SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"
         )
-        if open_count == 0 or time.monotonic() > deadline:
-            return int(open_count)
-        await asyncio.sleep(0.25)
+    )
+
+
+async def wait_until_settled(connection: asyncpg.Connection, timeout_s: float) -> None:
+    async def settled() -> bool:
+        return await open_donations(connection) == 0
+
+    await wait_until(
+        settled,
+        timeout=timeout_s,
+        what="every donation settled (none queued, charging or pending)",
+    )
 
 
 async def audit(connection: asyncpg.Connection, acknowledged: dict[str, int]) -> None:
@@ -136,23 +177,23 @@ async def test_sigkill_mid_flight_loses_nothing_and_charges_nothing_twice(databa
     }
     bodies = {f"crash-{n}": donation(1000 + n, first_name=f"Donor{n}") for n in range(60)}
     answers: dict[str, tuple[int, dict[str, Any]] | None] = {}
-    with engine_process(database_url, port, **slow) as process:
-        await wait_ready(port)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            tasks = {
-                key: asyncio.create_task(post(session, port, keys[Role.FORM], key, body))
-                for key, body in bodies.items()
-            }
-            await asyncio.sleep(1.2)  # some answered, some mid-charge
-            process.send_signal(signal.SIGKILL)
-            for key, task in tasks.items():
-                answers[key] = await task
+    async with (
+        engine_process(database_url, port, environment=slow) as engine,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session,
+    ):
+        tasks = {
+            key: asyncio.create_task(post(session, port, keys[Role.FORM], key, body)) for key, body in bodies.items()
+        }
+        # The kill lands mid-flight: some donations answered, the others still being charged.
+        await wait_until(lambda: sum(task.done() for task in tasks.values()) >= 5, what="the first donations answered")
+        engine.send_signal(signal.SIGKILL)
+        for key, task in tasks.items():
+            answers[key] = await task
     answered = {k: a for k, a in answers.items() if a is not None}
     assert answered and len(answered) < len(bodies), "the kill should land mid-flight"
     acknowledged = {a[1]["id"]: bodies[k]["amount"] for k, a in answered.items() if a[0] in (201, 202)}
 
-    with engine_process(database_url, port, **slow):
-        await wait_ready(port)
+    async with engine_process(database_url, port, environment=slow):
         # Clients retry what they never heard back about, with the same keys: each becomes exactly one donation.
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             for key, answer in answers.items():
@@ -161,7 +202,7 @@ async def test_sigkill_mid_flight_loses_nothing_and_charges_nothing_twice(databa
                     assert retried is not None and retried[0] in (201, 202, 409), retried
         connection = await asyncpg.connect(database_url)
         try:
-            assert await wait_until_settled(connection, timeout_s=60) == 0
+            await wait_until_settled(connection, timeout_s=60)
             assert await connection.fetchval("SELECT count(*) FROM surge.donations") == len(bodies)
             await audit(connection, acknowledged)
         finally:
@@ -171,18 +212,13 @@ async def test_sigkill_mid_flight_loses_nothing_and_charges_nothing_twice(databa
 async def test_two_workers_racing_on_one_donor_never_exceed_the_limit(database_url: str) -> None:
     keys = await prepare(database_url)
     port = free_port()
-    with engine_process(database_url, port, "--workers", "2", SURGE_PROCESSOR_RATE_PER_S="10000"):
-        await wait_ready(port)
+    async with engine_process(
+        database_url, port, workers=2, environment={"SURGE_PROCESSOR_RATE_PER_S": "10000"}
+    ) as engine:
+        # Both workers are up and sharing the port before the race: each logged that it listens.
+        assert len(engine.worker_pids) == 2, engine.log
         connector = aiohttp.TCPConnector(force_close=True)  # new connections spread across both workers
         async with aiohttp.ClientSession(connector=connector) as session:
-            # Both workers must be up and sharing the port before the race (each starts on its own).
-            pids: set[int] = set()
-            deadline = time.monotonic() + 30
-            while len(pids) < 2 and time.monotonic() < deadline:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    pids.add((await response.json())["pid"])
-                await asyncio.sleep(0.05)
-            assert len(pids) == 2, "both workers should serve"
             results = await asyncio.gather(
                 *(post(session, port, keys[Role.FORM], f"race-{n}", donation(40_000)) for n in range(40))
             )
@@ -201,24 +237,30 @@ async def test_two_workers_racing_on_one_donor_never_exceed_the_limit(database_u
 async def test_sigterm_finishes_in_flight_donations_then_exits(database_url: str) -> None:
     keys = await prepare(database_url)
     port = free_port()
-    with engine_process(
-        database_url, port, SURGE_SIM_LATENCY_MS_MEDIAN="600", SURGE_SIM_LATENCY_MS_P99="900"
-    ) as process:
-        await wait_ready(port)
-        async with aiohttp.ClientSession() as session:
-            tasks = [
-                asyncio.create_task(
-                    post(session, port, keys[Role.FORM], f"term-{n}", donation(500, first_name=f"T{n}"))
-                )
-                for n in range(10)
-            ]
-            await asyncio.sleep(0.3)
-            process.send_signal(signal.SIGTERM)
-            results = await asyncio.gather(*tasks)
-        assert all(r is not None and r[0] == 201 for r in results), results
-        assert process.wait(timeout=30) == 0
     connection = await asyncpg.connect(database_url)
     try:
-        assert await wait_until_settled(connection, timeout_s=1) == 0
+        async with engine_process(
+            database_url, port, environment={"SURGE_SIM_LATENCY_MS_MEDIAN": "600", "SURGE_SIM_LATENCY_MS_P99": "900"}
+        ) as engine:
+            async with aiohttp.ClientSession() as session:
+                tasks = [
+                    asyncio.create_task(
+                        post(session, port, keys[Role.FORM], f"term-{n}", donation(500, first_name=f"T{n}"))
+                    )
+                    for n in range(10)
+                ]
+
+                # Every donation is accepted (its intent recorded) and none answered yet: all ten are in flight.
+                async def all_accepted() -> bool:
+                    return await connection.fetchval("SELECT count(*) FROM surge.donations") == len(tasks)
+
+                await wait_until(all_accepted, what="all ten donations recorded by the engine")
+                in_flight = sum(not task.done() for task in tasks)
+                engine.send_signal(signal.SIGTERM)
+                results = await asyncio.gather(*tasks)
+            assert in_flight > 0, "SIGTERM should arrive while donations are being charged"
+            assert all(r is not None and r[0] == 201 for r in results), results
+            assert await asyncio.wait_for(engine.process.wait(), 30) == 0, engine.log
+        assert await open_donations(connection) == 0
     finally:
         await connection.close()

@@ -1,11 +1,13 @@
 """The finance dashboard: its sign-in over plain HTTP (cookie attributes, refusals, revocation), then the real
-thing in headless Chromium — redirected to sign in, signed in with the finance key, the page read and pictured."""
+thing in headless Chromium under Playwright — redirected to sign in, the key typed and submitted, the page read and
+pictured, signed out with its button."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -13,8 +15,10 @@ from adapters.base import ChargeRequest
 from engine.api.dashboard import COOKIE_NAME
 from engine.keys import Role
 from ledger.money import Money
-from tests.finance.browser import Browser, install_chromium
+from tests.finance.browser import install_chromium, launch_chromium
 from tests.finance.conftest import Surge, donation, simulated_processor
+
+PAGE_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="session")
@@ -100,38 +104,42 @@ async def test_the_dashboard_in_a_real_browser(surge: Surge, chromium: str, tmp_
     )
     assert response.status == 201
 
-    browser = await Browser.launch(chromium, tmp_path / "profile")
-    try:
-        await browser.navigate(str(surge.client.make_url("/dashboard")))
-        assert await browser.evaluate("location.pathname") == "/dashboard/login"
+    dashboard = str(surge.client.make_url("/dashboard"))
+    async with launch_chromium(chromium) as browser:
+        context = await browser.new_context(viewport={"width": 1280, "height": 1500})
+        page = await context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        await page.goto(dashboard)
+        assert urlparse(page.url).path == "/dashboard/login"
 
-        await browser.submit("document.getElementById('key').value = 'sk_fin_guess'; document.forms[0].submit()")
-        assert await browser.evaluate("document.getElementById('login-error').textContent") == (
-            "That is not a finance key."
-        )
+        # A wrong key, typed and submitted as a person would: the form says so.
+        await page.fill("#key", "sk_fin_guess")
+        async with page.expect_navigation():
+            await page.press("#key", "Enter")
+        assert await page.text_content("#login-error") == "That is not a finance key."
 
-        finance_key = surge.keys[Role.FINANCE]
-        await browser.submit(
-            f"document.getElementById('key').value = {finance_key!r}; document.getElementById('sign-in').click()"
-        )
-        assert await browser.evaluate("location.pathname") == "/dashboard"
-        assert await browser.evaluate("document.cookie") == ""  # HttpOnly: no script can read the session
-        totals = await browser.evaluate("document.getElementById('campaign-totals').innerText")
+        await page.fill("#key", surge.keys[Role.FINANCE])
+        async with page.expect_navigation():
+            await page.click("#sign-in")
+        assert urlparse(page.url).path == "/dashboard"
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script can read the session
+        [session] = await context.cookies()
+        assert session["name"] == COOKIE_NAME and session["httpOnly"] and session["sameSite"] == "Strict"
+        totals = await page.inner_text("#campaign-totals")
         assert "demo" in totals and "60.03 USD" in totals  # 20.00 + 20.01 + 20.02
-        trial = await browser.evaluate("document.getElementById('trial-balance').innerText")
+        trial = await page.inner_text("#trial-balance")
         assert "contributions:demo" in trial and "balanced" in trial and "NOT BALANCED" not in trial
-        reconciliation = await browser.evaluate("document.getElementById('reconciliation').innerText")
+        reconciliation = await page.inner_text("#reconciliation")
         assert "missing_in_ledger" in reconciliation and "charge:don_lost" in reconciliation
-        bars = await browser.evaluate(
-            "[...document.querySelectorAll('#donations-chart rect.bar')].map(r => +r.dataset.count)"
-        )
+        bars = await page.eval_on_selector_all("#donations-chart rect.bar", "rects => rects.map(r => +r.dataset.count)")
         assert len(bars) == 60 and sum(bars) == 3
-        image = await browser.screenshot(tmp_path / "dashboard.png")
+        image = await page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
         assert image.startswith(b"\x89PNG") and len(image) > 20_000
 
-        await browser.submit("document.querySelector('form[action=\"/dashboard/logout\"]').submit()")
-        assert await browser.evaluate("location.pathname") == "/dashboard/login"
-        await browser.navigate(str(surge.client.make_url("/dashboard")))
-        assert await browser.evaluate("location.pathname") == "/dashboard/login"
-    finally:
-        await browser.close()
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Sign out").click()
+        assert urlparse(page.url).path == "/dashboard/login"
+        assert await context.cookies() == []  # the session cookie is gone with the session
+        await page.goto(dashboard)
+        assert urlparse(page.url).path == "/dashboard/login"
+        await context.close()

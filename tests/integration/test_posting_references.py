@@ -71,8 +71,20 @@ async def test_accounts_are_permanent(pool: asyncpg.Pool, accounts: dict[str, in
 
 
 async def test_an_account_keeps_an_editable_campaign(pool: asyncpg.Pool, accounts: dict[str, int]) -> None:
+    """The campaign is a label, not part of the account's identity: the guard that keeps accounts permanent lets it
+    change, and the change leaves the account's id, code, type and currency as they were."""
+    columns = "id, code, type, currency, campaign"
     async with pool.acquire() as connection:
-        await connection.execute("UPDATE ledger.accounts SET campaign = 'renamed' WHERE code = 'contributions:demo'")
+        before = await connection.fetchrow(f"SELECT {columns} FROM ledger.accounts WHERE code = 'contributions:demo'")
+        status = await connection.execute(
+            "UPDATE ledger.accounts SET campaign = 'renamed' WHERE code = 'contributions:demo'"
+        )
+        after = await connection.fetchrow(f"SELECT {columns} FROM ledger.accounts WHERE code = 'contributions:demo'")
+    assert status == "UPDATE 1"
+    assert before is not None and after is not None
+    assert before["campaign"] == "demo" and after["campaign"] == "renamed"
+    assert {**dict(after), "campaign": "demo"} == dict(before)
+    assert after["id"] == accounts["contributions"]
 
 
 async def test_a_batch_mixing_metadata_and_none_keeps_every_field(pool: asyncpg.Pool, accounts: dict[str, int]) -> None:

@@ -29,6 +29,7 @@ from adapters.simulated import (
     SimulatorError,
 )
 from ledger.money import Money
+from tests.waiting import wait_until
 
 USD = "USD"
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -240,7 +241,9 @@ async def test_random_timeouts_and_declines_are_recorded_truthfully(pool: asyncp
 async def test_a_caller_that_gives_up_during_the_write_still_finds_the_charge(pool: asyncpg.Pool) -> None:
     async with SimulatedProcessor(pool) as processor:
         task = asyncio.create_task(processor.charge(charge_request("k1")))
-        await asyncio.sleep(0)  # the write is queued
+        # The caller gives up once its write is handed to the record (and before that write commits: the poll
+        # yields one loop turn at a time, fewer than a commit takes).
+        await wait_until(lambda: "k1" in processor._in_flight, interval=0, what="the charge's write handed over")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -7,7 +7,6 @@ the real algorithm (HMAC-SHA256 over "timestamp.payload"); payment_intent events
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from ledger.check import check_ledger
 from tests.e2e.conftest import Surge, donation, surge_settings
 from tests.stripe.conftest import WEBHOOK_SECRET, stripe_config
 from tests.stripe.test_stripe_webhooks import DISPUTE, PAYOUT, event, sign
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -136,12 +136,9 @@ async def test_localstripe_delivers_payment_intent_events_to_the_engine(
     # of other tests' charges may arrive here too: only this donation's PaymentIntent counts.
     mine = """SELECT type FROM surge.processor_events
                WHERE processor = 'stripe' AND payload -> 'data' -> 'object' ->> 'id' = $1"""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        types = await surge.pool.fetch(mine, gift["processor_reference"])
-        if types:
-            break
-        await asyncio.sleep(0.2)
+    types = await wait_until(
+        lambda: surge.pool.fetch(mine, gift["processor_reference"]), timeout=10, what="localstripe's webhook event"
+    )
     assert [row["type"] for row in types] == ["charge_succeeded"]
     # The donation was already settled by the charge's answer: the event confirms it and posts nothing twice.
     assert await balance(surge, "contributions:demo") == -1200
