@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from adapters import registry
@@ -15,8 +12,6 @@ from adapters.stripe import ADAPTER as STRIPE
 from adapters.stripe import StripeConfig
 from engine.finance.reconciliation import SWEEPING_KINDS
 from engine.settings import PROCESSOR_KINDS
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_kind_is_registered_under_its_own_name() -> None:
@@ -57,26 +52,3 @@ def test_a_bad_setting_raises_the_adapters_own_error() -> None:
         SIMULATED.read_settings({"SURGE_SIM_PRESET": "fast"})
 
     assert raised.value.problems == ("SURGE_SIM_PRESET must be one of default, realistic, got 'fast'",)
-
-
-def _top_level_imports(package: str) -> dict[Path, set[str]]:
-    """The top-level packages each module of ``package`` imports (relative imports stay inside and are left out)."""
-    found = {}
-    for module in (ROOT / package).rglob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(module.read_text(), str(module))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-        found[module] = names
-    return found
-
-
-@pytest.mark.parametrize(
-    ("package", "forbidden"),
-    [("adapters", {"engine", "loadtest"}), ("toolkit", {"engine", "adapters", "ledger", "loadtest"})],
-)
-def test_adapters_and_toolkit_import_nothing_above_them(package: str, forbidden: set[str]) -> None:
-    for module, names in _top_level_imports(package).items():
-        assert not names & forbidden, f"{module.relative_to(ROOT)} imports {sorted(names & forbidden)}"
