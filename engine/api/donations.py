@@ -5,12 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from adapters.base import RefundStatus
-from engine.api.errors import ApiError, json_response
+from engine.api.errors import (
+    ApiError,
+    api_error,
+    donation_status,
+    error_response,
+    json_response,
+    payment_error,
+    refund_status,
+)
 from engine.api.requests import authorized, client_ip, int_param, json_body
 from engine.keys import Role
 from engine.payments.refunds import finish_refund, reserve_refund, send_refund
 from engine.pipeline.donation_request import validate_donation, validate_idempotency_key
 from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation
+from engine.pipeline.outcomes import Refusal
 from engine.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
 
 routes = web.RouteTableDef()
@@ -39,13 +48,13 @@ async def create_donation(request: web.Request) -> web.Response:
             "is made from their own funds (donor.citizenship_attested: true).",
             param="donor.citizenship_attested",
         )
-    answer = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
-    if answer.error is not None:
-        headers = {"Retry-After": str(answer.error.retry_after_s)} if answer.error.retry_after_s else None
-        return json_response(answer.error.body(), answer.error.status, headers)
-    if answer.donation is None:
-        raise RuntimeError("pipeline answered without donation or error")
-    return json_response(answer.donation.as_json(), answer.status)
+    outcome = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
+    if isinstance(outcome, Refusal):
+        return error_response(api_error(outcome))
+    error = payment_error(outcome)
+    if error is not None:
+        return error_response(error)
+    return json_response(outcome.as_json(), donation_status(outcome))
 
 
 async def _visible_donation(request: web.Request) -> Donation:
@@ -114,4 +123,4 @@ async def refund_donation(request: web.Request) -> web.Response:
                     result.processor_reference,
                     result.message,
                 )
-    return json_response(refund.as_json(), refund.http_status())
+    return json_response(refund.as_json(), refund_status(refund))

@@ -1,4 +1,4 @@
-"""Helpers every handler uses: authentication, the client address, reading a JSON body."""
+"""Helpers every handler uses: authentication (the bearer token), the client address, reading a JSON body."""
 
 from __future__ import annotations
 
@@ -13,8 +13,17 @@ from engine.pipeline.donation_request import parse_json_object
 from engine.state import KEYS, SETTINGS
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The secret of ``Authorization: Bearer <secret>``, or ``None`` when the header is absent or of another kind."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
 async def authorized(request: web.Request, *roles: Role) -> ApiKey:
-    key = await authenticate(request, request.app[KEYS])
+    """The request's key, if it has one of ``roles``; otherwise a 401 or 403 (via ``engine.api.errors``)."""
+    key = await authenticate(request.app[KEYS], bearer_token(request))
     require_role(key, *roles)
     return key
 

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from adapters.base import ChargeRequest, ChargeResult, ChargeStatus, Processor
-from engine.api.errors import ApiError
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
 from engine.metrics import Metrics
@@ -30,6 +29,7 @@ from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation, new_donation_id
 from engine.pipeline.gate import ProcessorGate
 from engine.pipeline.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
+from engine.pipeline.outcomes import Overload, OverloadError, Refusal, RefusalReason
 from engine.pipeline.settlement import Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherFullError, BatcherLimits, GroupCommitter
@@ -58,15 +58,6 @@ class PipelineLimits:
     @property
     def lease(self) -> timedelta:
         return timedelta(milliseconds=self.charge_timeout_ms + self.lease_grace_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the API answers: a donation with its HTTP status, or an error."""
-
-    status: int
-    donation: Donation | None = None
-    error: ApiError | None = None
 
 
 def processor_idempotency_key(donation_id: str) -> str:
@@ -140,13 +131,14 @@ class Pipeline:
 
     async def submit(
         self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
-    ) -> Answer:
+    ) -> Donation | Refusal:
+        """Accept, charge (or queue) a donation; raises :class:`OverloadError` when it cannot be taken now."""
         if self._stopping:
-            raise ApiError(503, "shutting_down", "The engine is restarting; retry shortly.", retry_after_s=2)
+            raise OverloadError(Overload.SHUTTING_DOWN)
         if self._in_flight >= self.limits.in_flight_max:
-            raise ApiError(503, "overloaded", "Too many donations in progress; retry shortly.", retry_after_s=1)
+            raise OverloadError(Overload.IN_FLIGHT_FULL)
         if self._queue_depth >= self.limits.queue_depth_max:
-            raise ApiError(503, "queue_full", "The donation queue is full; retry shortly.", retry_after_s=5)
+            raise OverloadError(Overload.QUEUE_FULL)
         self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
@@ -157,7 +149,7 @@ class Pipeline:
 
     async def _submit(
         self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
-    ) -> Answer:
+    ) -> Donation | Refusal:
         chosen = self._acquire_any()
         now = datetime.now(UTC)
         item = IntakeItem(
@@ -176,7 +168,7 @@ class Pipeline:
             result = await self._intake.submit_nowait(item)
         except BatcherFullError:
             self._return_unused(chosen)
-            raise ApiError(503, "overloaded", "Intake is saturated; retry shortly.", retry_after_s=1) from None
+            raise OverloadError(Overload.INTAKE_SATURATED) from None
         except BaseException:
             self._return_unused(chosen)
             raise
@@ -187,10 +179,10 @@ class Pipeline:
         if chosen is None:
             self._queue_depth += 1
             self._wake.set()
-            return Answer(202, donation)
+            return donation
         processor, gate = chosen
         charge = await self._call_charge(processor, gate, donation)
-        return _answer(await self._apply(donation, processor.name, charge))
+        return await self._apply(donation, processor.name, charge)
 
     def _acquire_any(self) -> tuple[Processor, ProcessorGate] | None:
         for processor, gate in self._processors:
@@ -423,60 +415,20 @@ def _donation_from_item(item: IntakeItem) -> Donation:
     )
 
 
-def _answer(donation: Donation) -> Answer:
-    error = donation.payment_error()
-    return Answer(error.status if error else donation.http_status(), donation, error)
-
-
-def _refusal(result: IntakeResult, campaign: Campaign) -> Answer:
+def _refusal(result: IntakeResult, campaign: Campaign) -> Donation | Refusal:
     outcome = result.outcome
     if outcome is IntakeOutcome.REPLAY:
         donation = result.donation
         if donation is None or donation.status == "charging":
-            error = ApiError(
-                409,
-                "idempotency_in_progress",
-                "A request with this Idempotency-Key is still being processed; retry shortly.",
-                retry_after_s=1,
-            )
-            return Answer(409, donation, error)
-        return _answer(donation)
-    if outcome is IntakeOutcome.IDEMPOTENCY_MISMATCH:
-        error = ApiError(
-            409,
-            "idempotency_key_reused",
-            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-            param="Idempotency-Key",
-        )
-        return Answer(409, None, error)
-    if outcome is IntakeOutcome.LIMIT_EXCEEDED:
-        room = result.room_minor or 0
-        error = ApiError(
-            422,
-            "contribution_limit_exceeded",
-            f"This donation would take the donor past the {campaign.contribution_limit_minor} "
-            f"{campaign.currency} limit for {campaign.election}; {room} remains.",
-            param="amount",
-            limit=campaign.contribution_limit_minor,
-            aggregate=result.aggregate_minor,
-            remaining=room,
-        )
-        return Answer(422, None, error)
-    if outcome is IntakeOutcome.EMPLOYER_REQUIRED:
-        error = ApiError(
-            400,
-            "parameter_missing",
-            f"Employer and occupation are required once a donor's total for {campaign.election} passes "
-            f"{campaign.itemization_threshold_minor} {campaign.currency}.",
-            param="donor.employer",
-        )
-        return Answer(400, None, error)
-    if outcome is IntakeOutcome.VELOCITY_EXCEEDED:
-        error = ApiError(
-            429,
-            "card_testing_suspected",
-            "Too many declined payments from this source recently; try again later.",
-            retry_after_s=60,
-        )
-        return Answer(429, None, error)
-    raise RuntimeError(f"unhandled intake outcome {outcome}")
+            return Refusal(RefusalReason.IDEMPOTENCY_IN_PROGRESS, campaign, donation)
+        return donation
+    reasons = {
+        IntakeOutcome.IDEMPOTENCY_MISMATCH: RefusalReason.IDEMPOTENCY_MISMATCH,
+        IntakeOutcome.LIMIT_EXCEEDED: RefusalReason.LIMIT_EXCEEDED,
+        IntakeOutcome.EMPLOYER_REQUIRED: RefusalReason.EMPLOYER_REQUIRED,
+        IntakeOutcome.VELOCITY_EXCEEDED: RefusalReason.VELOCITY_EXCEEDED,
+    }
+    reason = reasons.get(outcome)
+    if reason is None:
+        raise RuntimeError(f"unhandled intake outcome {outcome}")
+    return Refusal(reason, campaign, aggregate_minor=result.aggregate_minor, room_minor=result.room_minor)

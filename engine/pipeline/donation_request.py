@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from engine.api.errors import ApiError
 from engine.pipeline.card_numbers import find_card_number
+from engine.validation import ValidationProblem
 from ledger.money import is_currency_code
 
 AMOUNT_MINOR_MAX = 100_000_000  # $1,000,000.00: far above any legal individual contribution
@@ -50,15 +50,13 @@ class DonationRequest:
         return bool(self.donor.get("employer")) and bool(self.donor.get("occupation"))
 
 
-def _invalid(message: str, param: str, code: str = "parameter_invalid") -> ApiError:
-    return ApiError(400, code, message, param=param)
+def _invalid(message: str, param: str, code: str = "parameter_invalid") -> ValidationProblem:
+    return ValidationProblem(param, code, message)
 
 
 def validate_idempotency_key(value: str | None) -> str:
     if value is None:
-        raise ApiError(
-            400, "idempotency_key_missing", "An Idempotency-Key header is required.", param="Idempotency-Key"
-        )
+        raise _invalid("An Idempotency-Key header is required.", "Idempotency-Key", "idempotency_key_missing")
     if not _IDEMPOTENCY_KEY.match(value):
         raise _invalid("Idempotency-Key must be 1-255 printable ASCII characters.", "Idempotency-Key")
     return value
@@ -68,17 +66,16 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ValidationProblem(None, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ValidationProblem(None, "invalid_json", "The request body must be a JSON object.")
     card_field = find_card_number(parsed)
     if card_field is not None:
-        raise ApiError(
-            400,
-            "card_number_refused",
+        raise _invalid(
             "This looks like a raw card number. Surge accepts processor tokens only (for example pm_card_visa): "
             "tokenize the card in the browser with your processor's library.",
-            param=card_field,
+            card_field,
+            "card_number_refused",
         )
     return parsed
 
@@ -139,11 +136,10 @@ def validate_donation(body: dict[str, Any]) -> DonationRequest:
         )
     lowered = payment_method.lower()
     if any(word in lowered for word in BLOCKED_PAYMENT_METHOD_WORDS):
-        raise ApiError(
-            400,
-            "payment_method_not_allowed",
+        raise _invalid(
             "Cash-like and anonymous payment methods cannot be used for contributions.",
-            param="payment_method",
+            "payment_method",
+            "payment_method_not_allowed",
         )
     metadata = _metadata(body.get("metadata"))
     unknown_top = set(body) - {"amount", "currency", "campaign", "donor", "payment_method", "metadata"}
