@@ -12,7 +12,7 @@ from aiohttp import web
 
 from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param, json_body, parse_time
+from engine.api.requests import authorized, int_param, json_body, parse_date, parse_time
 from engine.finance import reconcile, reconciliation, reports
 from engine.keys import Role
 from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
@@ -50,10 +50,7 @@ def date_param(request: web.Request, name: str) -> date | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, "parameter_invalid", f"{name} must be a date, YYYY-MM-DD", param=name) from None
+    return parse_date(raw, name)
 
 
 def optional_int(request: web.Request, name: str) -> int | None:
