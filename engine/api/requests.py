@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.errors import ApiError
+from engine.api.validation import parse_json_object
 from engine.keys import ApiKey, Role, authenticate, require_role
-from engine.pipeline.donation_request import parse_json_object
 from engine.state import KEYS, SETTINGS
 from toolkit.times import parse_day, parse_instant
 
