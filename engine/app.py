@@ -16,6 +16,7 @@ from engine import chart_of_accounts
 from engine.api import admin, dashboard, donations, finance, health, ledger_routes, observability, openapi, webhooks
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
+from engine.api.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
@@ -24,7 +25,6 @@ from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.intake import VelocityLimits
 from engine.settings import Settings
-from engine.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
 

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from engine import chart_of_accounts
-from engine.api.errors import ApiError
+from engine.validation import ValidationProblem
 from ledger.money import is_currency_code
 
 FEDERAL_LIMIT_PER_ELECTION_MINOR = 350_000  # US federal individual limit for 2025-26: $3,500 per election
@@ -48,27 +48,27 @@ def campaign_from_json(body: dict[str, Any]) -> Campaign:
     def need(name: str, kind: type) -> Any:
         value = body.get(name)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ApiError(400, "parameter_invalid", f"{name} must be a {kind.__name__}.", param=name)
+            raise ValidationProblem(name, "parameter_invalid", f"{name} must be a {kind.__name__}.")
         return value
 
     slug = need("slug", str)
     if not _SLUG.match(slug):
-        raise ApiError(400, "parameter_invalid", "slug must be lower-case letters, digits and dashes.", param="slug")
+        raise ValidationProblem("slug", "parameter_invalid", "slug must be lower-case letters, digits and dashes.")
     currency = str(body.get("currency", "USD")).upper()
     if not is_currency_code(currency):
-        raise ApiError(400, "parameter_invalid", "currency must be an ISO 4217 code.", param="currency")
+        raise ValidationProblem("currency", "parameter_invalid", "currency must be an ISO 4217 code.")
     origins = body.get("allowed_origins", [])
     if not isinstance(origins, list) or not all(isinstance(o, str) and o.startswith("http") for o in origins):
-        raise ApiError(400, "parameter_invalid", "allowed_origins must be a list of origins.", param="allowed_origins")
+        raise ValidationProblem("allowed_origins", "parameter_invalid", "allowed_origins must be a list of origins.")
     limit = body.get("contribution_limit", FEDERAL_LIMIT_PER_ELECTION_MINOR)
     threshold = body.get("itemization_threshold", ITEMIZATION_THRESHOLD_MINOR)
     for name, value in (("contribution_limit", limit), ("itemization_threshold", threshold)):
         if type(value) is not int or value < 0 or (name == "contribution_limit" and value == 0):
-            raise ApiError(400, "parameter_invalid", f"{name} must be a positive integer (minor units).", param=name)
+            raise ValidationProblem(name, "parameter_invalid", f"{name} must be a positive integer (minor units).")
     attestation = body.get("require_attestation", True)
     if not isinstance(attestation, bool):
-        raise ApiError(
-            400, "parameter_invalid", "require_attestation must be true or false.", param="require_attestation"
+        raise ValidationProblem(
+            "require_attestation", "parameter_invalid", "require_attestation must be true or false."
         )
     return Campaign(
         slug=slug,

@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 
 from engine import chart_of_accounts, database
-from engine.api.errors import ApiError
 from engine.campaigns import (
     FEDERAL_LIMIT_PER_ELECTION_MINOR,
     ITEMIZATION_THRESHOLD_MINOR,
@@ -24,6 +23,7 @@ from engine.database import DatabaseStartError, run_with_pool
 from engine.finance import cli as finance_cli
 from engine.keys import Role, create_key
 from engine.settings import ConfigError, Settings, load_settings
+from engine.validation import ValidationProblem
 from ledger.check import check_ledger
 from toolkit import migrations
 
@@ -86,7 +86,7 @@ def _campaigns_create(args: argparse.Namespace) -> int:
                 "allowed_origins": args.allowed_origin or [],
             }
         )
-    except ApiError as error:
+    except ValidationProblem as error:
         print(f"surge: {error.message}", file=sys.stderr)
         return 2
 

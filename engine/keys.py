@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import asyncpg
-from aiohttp import web
-
-from engine.api.errors import ApiError
 
 KEY_CACHE_TTL_S = 30.0
 
@@ -75,27 +72,36 @@ class KeyVerifier:
         return key
 
 
-API_KEY = "surge.api_key"
+class KeyProblem(StrEnum):
+    MISSING = "missing"  # no key was presented
+    INVALID = "invalid"  # unknown or revoked
 
 
-async def authenticate(request: web.Request, verifier: KeyVerifier) -> ApiKey:
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise ApiError(
-            401, "api_key_missing", "Provide your API key as 'Authorization: Bearer <key>'.", param="Authorization"
-        )
+class KeyRefusedError(Exception):
+    def __init__(self, problem: KeyProblem) -> None:
+        super().__init__(problem.value)
+        self.problem = problem
+
+
+class RoleRefusedError(Exception):
+    """A valid key whose role may not do this."""
+
+    def __init__(self, role: Role, roles_needed: tuple[Role, ...]) -> None:
+        super().__init__(f"role {role.value} is not one of {', '.join(r.value for r in roles_needed)}")
+        self.role = role
+        self.roles_needed = roles_needed
+
+
+async def authenticate(verifier: KeyVerifier, secret: str | None) -> ApiKey:
+    """The key for a presented secret (``None`` when none was presented); raises :class:`KeyRefusedError`."""
+    if secret is None or not secret.strip():
+        raise KeyRefusedError(KeyProblem.MISSING)
     key = await verifier.verify(secret.strip())
     if key is None:
-        raise ApiError(401, "api_key_invalid", "Invalid API key provided.", param="Authorization")
+        raise KeyRefusedError(KeyProblem.INVALID)
     return key
 
 
 def require_role(key: ApiKey, *roles: Role) -> None:
     if key.role is not Role.ADMIN and key.role not in roles:
-        raise ApiError(
-            403,
-            "permission_denied",
-            f"This endpoint needs a key with role {' or '.join(r.value for r in roles)}; this key has role "
-            f"{key.role.value}.",
-        )
+        raise RoleRefusedError(key.role, roles)

@@ -187,46 +187,15 @@ RULES = {
     )
 }
 
-# Rules the code breaks today, with the files that break them: another worktree (wt-api) is taking ApiError and
-# HTTP types out of the domain code. Remove a mark once its files are clean; strict xfail fails when that happens.
-FAILING_TODAY = {
-    "only-the-api-serves-http": ("engine/keys.py", "engine/state.py"),
-    "only-the-app-imports-the-api": (
-        "engine/campaigns.py",
-        "engine/cli.py",
-        "engine/keys.py",
-        "engine/payments/refunds.py",
-        "engine/pipeline/charging.py",
-        "engine/pipeline/donation_request.py",
-        "engine/pipeline/donations.py",
-    ),
-}
-
-
-def rule_case(name: str) -> object:
-    offenders = FAILING_TODAY.get(name)
-    if offenders is None:
-        return pytest.param(name, id=name)
-    reason = f"until wt-api lands: {', '.join(offenders)}"
-    return pytest.param(name, id=name, marks=pytest.mark.xfail(strict=True, reason=reason))
-
 
 @pytest.fixture(scope="module")
 def imports() -> list[Import]:
     return project_imports()
 
 
-@pytest.mark.parametrize("name", [rule_case(name) for name in RULES])
+@pytest.mark.parametrize("name", list(RULES))
 def test_import_rule(imports: list[Import], name: str) -> None:
     found = RULES[name].violations(imports)
-    assert not found, "forbidden imports:\n" + "\n".join(found)
-
-
-@pytest.mark.parametrize("name", sorted(FAILING_TODAY))
-def test_no_new_offender_of_a_rule_broken_today(imports: list[Import], name: str) -> None:
-    """While a rule is marked as failing, no file beyond the known offenders may start breaking it."""
-    known = FAILING_TODAY[name]
-    found = [v for v in RULES[name].violations(imports) if v.split(":", 1)[0] not in known]
     assert not found, "forbidden imports:\n" + "\n".join(found)
 
 

@@ -6,10 +6,12 @@ from aiohttp import web
 
 from engine import chart_of_accounts
 from engine.api.errors import ApiError, json_response
+from engine.api.models import CampaignCreate, KeyCreate
 from engine.api.requests import authorized, json_body
+from engine.api.state import POOL, PROCESSORS
+from engine.api.validation import decode
 from engine.campaigns import CampaignExistsError, campaign_from_json, create_campaign, list_campaigns
 from engine.keys import Role, create_key
-from engine.state import POOL, PROCESSORS
 
 routes = web.RouteTableDef()
 
@@ -17,7 +19,9 @@ routes = web.RouteTableDef()
 @routes.post("/v1/campaigns")
 async def post_campaign(request: web.Request) -> web.Response:
     await authorized(request, Role.ADMIN)
-    campaign = campaign_from_json(await json_body(request))
+    raw = await json_body(request)
+    decode(raw, CampaignCreate)  # the shape; campaign_from_json (shared with the CLI) keeps the domain's rules
+    campaign = campaign_from_json(raw)
     async with request.app[POOL].acquire() as connection:
         try:
             await create_campaign(connection, campaign)
@@ -38,14 +42,7 @@ async def get_campaigns(request: web.Request) -> web.Response:
 @routes.post("/v1/keys")
 async def post_key(request: web.Request) -> web.Response:
     await authorized(request, Role.ADMIN)
-    body = await json_body(request)
-    try:
-        role = Role(str(body.get("role")))
-    except ValueError:
-        raise ApiError(400, "parameter_invalid", "role must be form, finance or admin.", param="role") from None
-    label = body.get("label")
-    if label is not None and not isinstance(label, str):
-        raise ApiError(400, "parameter_invalid", "label must be a string.", param="label")
+    body = decode(await json_body(request), KeyCreate)
     async with request.app[POOL].acquire() as connection:
-        key, secret = await create_key(connection, role, label)
+        key, secret = await create_key(connection, Role(body.role), body.label)
     return json_response({"object": "api_key", "id": key.id, "role": key.role.value, "secret": secret}, 201)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.api.handler import Handler
-from engine.state import CAMPAIGNS
+from engine.api.state import CAMPAIGNS
 
 _ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 

@@ -19,12 +19,12 @@ import asyncpg
 from aiohttp import web
 
 from engine.api import dashboard_html
+from engine.api.state import KEYS, POOL
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donation_series import donations_per_minute
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
-from engine.state import KEYS, POOL
 
 routes = web.RouteTableDef()
 

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from aiohttp import web
 
 from adapters.base import RefundStatus
-from engine.api.errors import ApiError, json_response
+from engine.api.errors import (
+    ApiError,
+    api_error,
+    donation_status,
+    error_response,
+    json_response,
+    payment_error,
+    refund_status,
+)
+from engine.api.models import DonationCreate, RefundCreate
 from engine.api.requests import authorized, client_ip, int_param, json_body
+from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
+from engine.api.validation import decode
 from engine.keys import Role
 from engine.payments.refunds import finish_refund, reserve_refund, send_refund
-from engine.pipeline.donation_request import validate_donation, validate_idempotency_key
+from engine.pipeline.donation_request import (
+    DonationRequest,
+    new_donation_request,
+    request_fingerprint,
+    validate_idempotency_key,
+)
 from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation
-from engine.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
+from engine.pipeline.outcomes import Refusal
 
 routes = web.RouteTableDef()
+
+
+def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
+    """Validate a donation body: its shape by the model, the rest by the domain."""
+    body = decode(raw, DonationCreate)
+    return new_donation_request(
+        amount_minor=body.amount,
+        currency=body.currency,
+        campaign=body.campaign,
+        donor=msgspec.structs.asdict(body.donor),
+        payment_method=body.payment_method,
+        metadata=body.metadata,
+        fingerprint=request_fingerprint(raw),
+    )
 
 
 @routes.post("/v1/donations")
 async def create_donation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FORM)
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    donation_request = validate_donation(await json_body(request))
+    donation_request = read_donation_request(await json_body(request))
     campaign = await request.app[CAMPAIGNS].get(donation_request.campaign)
     if campaign is None:
         raise ApiError(400, "resource_missing", f"No such campaign: '{donation_request.campaign}'", param="campaign")
@@ -39,13 +72,13 @@ async def create_donation(request: web.Request) -> web.Response:
             "is made from their own funds (donor.citizenship_attested: true).",
             param="donor.citizenship_attested",
         )
-    answer = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
-    if answer.error is not None:
-        headers = {"Retry-After": str(answer.error.retry_after_s)} if answer.error.retry_after_s else None
-        return json_response(answer.error.body(), answer.error.status, headers)
-    if answer.donation is None:
-        raise RuntimeError("pipeline answered without donation or error")
-    return json_response(answer.donation.as_json(), answer.status)
+    outcome = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
+    if isinstance(outcome, Refusal):
+        return error_response(api_error(outcome))
+    error = payment_error(outcome)
+    if error is not None:
+        return error_response(error)
+    return json_response(outcome.as_json(), donation_status(outcome))
 
 
 async def _visible_donation(request: web.Request) -> Donation:
@@ -86,13 +119,7 @@ async def list_donations(request: web.Request) -> web.Response:
 async def refund_donation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    body = await json_body(request, allow_empty=True)
-    amount = body.get("amount")
-    if amount is not None and type(amount) is not int:
-        raise ApiError(400, "parameter_invalid", "amount must be an integer number of minor units.", param="amount")
-    unknown = set(body) - {"amount", "reason"}
-    if unknown:
-        raise ApiError(400, "parameter_unknown", f"Unknown parameter: {sorted(unknown)[0]}.", param=sorted(unknown)[0])
+    amount = decode(await json_body(request, allow_empty=True), RefundCreate).amount
     pool = request.app[POOL]
     async with pool.acquire() as connection:
         refund, processor_name, charge_reference = await reserve_refund(
@@ -114,4 +141,4 @@ async def refund_donation(request: web.Request) -> web.Response:
                     result.processor_reference,
                     result.message,
                 )
-    return json_response(refund.as_json(), refund.http_status())
+    return json_response(refund.as_json(), refund_status(refund))

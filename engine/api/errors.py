@@ -1,7 +1,9 @@
 """Stripe-shaped errors on the wire: ``{"error": {"type", "code", "message", "param", ...}}``.
 
-Handlers raise :class:`ApiError`; the middleware turns it (and aiohttp's own HTTP errors) into the JSON body and
-status. Anything else is a bug: logged with its traceback and answered 500 with no detail.
+Domain code raises or returns outcomes (validation problems, refusals, overload, key problems); :func:`api_error`
+is the one place that turns each into an HTTP status and a Stripe-shaped error. Handlers raise :class:`ApiError`
+for HTTP-level problems; the middleware turns it, the domain exceptions and aiohttp's own HTTP errors into the JSON
+body and status. Anything else is a bug: logged with its traceback and answered 500 with no detail.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import orjson
 from aiohttp import web
 
 from engine.api.handler import Handler
+from engine.keys import KeyProblem, KeyRefusedError, RoleRefusedError
+from engine.payments.refunds import Refund, RefundRefusal, RefundRefusedError
+from engine.pipeline.donations import PROCESSING_STATUSES, Donation
+from engine.pipeline.outcomes import Overload, OverloadError, Refusal, RefusalReason
+from engine.validation import ValidationProblem
 
 _logger = logging.getLogger(__name__)
 
@@ -59,6 +66,149 @@ class ApiError(Exception):
         return {"error": error}
 
 
+_IDEMPOTENCY_MISMATCH_MESSAGE = (
+    "Keys for idempotent requests can only be used with the same parameters they were first used with."
+)
+
+# code, message, Retry-After seconds
+_OVERLOAD: dict[Overload, tuple[str, str, int]] = {
+    Overload.SHUTTING_DOWN: ("shutting_down", "The engine is restarting; retry shortly.", 2),
+    Overload.IN_FLIGHT_FULL: ("overloaded", "Too many donations in progress; retry shortly.", 1),
+    Overload.QUEUE_FULL: ("queue_full", "The donation queue is full; retry shortly.", 5),
+    Overload.INTAKE_SATURATED: ("overloaded", "Intake is saturated; retry shortly.", 1),
+}
+
+DomainError = ValidationProblem | KeyRefusedError | RoleRefusedError | RefundRefusedError | OverloadError
+DOMAIN_ERRORS = (ValidationProblem, KeyRefusedError, RoleRefusedError, RefundRefusedError, OverloadError)
+
+
+def api_error(outcome: DomainError | Refusal) -> ApiError:
+    """The one mapping from a domain outcome to its HTTP status and Stripe-shaped error."""
+    match outcome:
+        case ValidationProblem():
+            return ApiError(400, outcome.code, outcome.message, param=outcome.param)
+        case KeyRefusedError(problem=KeyProblem.MISSING):
+            return ApiError(
+                401, "api_key_missing", "Provide your API key as 'Authorization: Bearer <key>'.", param="Authorization"
+            )
+        case KeyRefusedError():
+            return ApiError(401, "api_key_invalid", "Invalid API key provided.", param="Authorization")
+        case RoleRefusedError():
+            return ApiError(
+                403,
+                "permission_denied",
+                f"This endpoint needs a key with role {' or '.join(r.value for r in outcome.roles_needed)}; this key "
+                f"has role {outcome.role.value}.",
+            )
+        case RefundRefusedError():
+            return _refund_error(outcome)
+        case OverloadError():
+            code, message, retry_after_s = _OVERLOAD[outcome.overload]
+            return ApiError(503, code, message, retry_after_s=retry_after_s)
+        case Refusal():
+            return _refusal_error(outcome)
+    raise TypeError(f"no API error for {outcome!r}")
+
+
+def _refund_error(error: RefundRefusedError) -> ApiError:
+    match error.refusal:
+        case RefundRefusal.DONATION_MISSING:
+            return ApiError(404, "resource_missing", f"No such donation: '{error.donation_id}'", param="id")
+        case RefundRefusal.IDEMPOTENCY_MISMATCH:
+            return ApiError(409, "idempotency_key_reused", _IDEMPOTENCY_MISMATCH_MESSAGE, param="Idempotency-Key")
+        case RefundRefusal.NOT_REFUNDABLE:
+            return ApiError(
+                400,
+                "donation_not_refundable",
+                f"Only succeeded donations can be refunded; this one is {error.donation_status}.",
+            )
+        case RefundRefusal.AMOUNT_OUT_OF_RANGE:
+            amount = error.amount_minor or 0
+            return ApiError(
+                400,
+                "amount_too_large" if amount > 0 else "parameter_invalid",
+                f"Refund amount ({amount}) must be between 1 and the unrefunded amount ({error.refundable_minor}).",
+                param="amount",
+            )
+    raise TypeError(f"unhandled refund refusal {error.refusal}")
+
+
+def _refusal_error(refusal: Refusal) -> ApiError:
+    campaign = refusal.campaign
+    match refusal.reason:
+        case RefusalReason.IDEMPOTENCY_IN_PROGRESS:
+            return ApiError(
+                409,
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                retry_after_s=1,
+            )
+        case RefusalReason.IDEMPOTENCY_MISMATCH:
+            return ApiError(409, "idempotency_key_reused", _IDEMPOTENCY_MISMATCH_MESSAGE, param="Idempotency-Key")
+        case RefusalReason.LIMIT_EXCEEDED:
+            room = refusal.room_minor or 0
+            return ApiError(
+                422,
+                "contribution_limit_exceeded",
+                f"This donation would take the donor past the {campaign.contribution_limit_minor} "
+                f"{campaign.currency} limit for {campaign.election}; {room} remains.",
+                param="amount",
+                limit=campaign.contribution_limit_minor,
+                aggregate=refusal.aggregate_minor,
+                remaining=room,
+            )
+        case RefusalReason.EMPLOYER_REQUIRED:
+            return ApiError(
+                400,
+                "parameter_missing",
+                f"Employer and occupation are required once a donor's total for {campaign.election} passes "
+                f"{campaign.itemization_threshold_minor} {campaign.currency}.",
+                param="donor.employer",
+            )
+        case RefusalReason.VELOCITY_EXCEEDED:
+            return ApiError(
+                429,
+                "card_testing_suspected",
+                "Too many declined payments from this source recently; try again later.",
+                retry_after_s=60,
+            )
+    raise TypeError(f"unhandled refusal {refusal.reason}")
+
+
+def payment_error(donation: Donation) -> ApiError | None:
+    """The 402 card error for a declined or failed donation, carrying the donation id."""
+    if donation.status == "declined":
+        return ApiError(
+            402,
+            "card_declined",
+            donation.failure_message or "Your card was declined.",
+            decline_code=donation.decline_code or "generic_decline",
+            donation=donation.as_json(),
+        )
+    if donation.status == "failed":
+        return ApiError(
+            402,
+            "payment_failed",
+            donation.failure_message or "The payment could not be processed.",
+            type="card_error",
+            donation=donation.as_json(),
+        )
+    return None
+
+
+def donation_status(donation: Donation) -> int:
+    """succeeded → 201; still processing → 202; declined or failed → 402."""
+    if donation.status == "succeeded":
+        return 201
+    if donation.status in PROCESSING_STATUSES:
+        return 202
+    return 402
+
+
+def refund_status(refund: Refund) -> int:
+    return {"succeeded": 200, "pending": 202}.get(refund.status, 402)
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
@@ -77,6 +227,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return error_response(error)
+    except DOMAIN_ERRORS as error:
+        return error_response(api_error(error))
     except web.HTTPException as http_error:
         if http_error.status < 400:
             raise

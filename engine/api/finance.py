@@ -6,13 +6,15 @@ Every list and report answers JSON (money in minor units) or, with ``?format=csv
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
 
 from aiohttp import web
 
 from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param, json_body, parse_time
+from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
+from engine.api.requests import authorized, int_param, json_body, parse_date, parse_time
+from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
+from engine.api.validation import decode
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
@@ -23,13 +25,9 @@ from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import Role
-from engine.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 
 routes = web.RouteTableDef()
 
-SLACK_S_DEFAULT = 3600
-SLACK_S_MAX = 7 * 86400
-WINDOW_DAYS_MAX = 366
 AMOUNT_PARAM_MAX = 10**12
 
 
@@ -58,10 +56,7 @@ def date_param(request: web.Request, name: str) -> date | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, "parameter_invalid", f"{name} must be a date, YYYY-MM-DD", param=name) from None
+    return parse_date(raw, name)
 
 
 def optional_int(request: web.Request, name: str) -> int | None:
@@ -70,9 +65,7 @@ def optional_int(request: web.Request, name: str) -> int | None:
     return int_param(request, name, 0, 0, AMOUNT_PARAM_MAX)
 
 
-def _processor(request: web.Request, name: Any) -> tuple[Processor, str]:
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "parameter_missing", "processor is required", param="processor")
+def _processor(request: web.Request, name: str) -> tuple[Processor, str]:
     kinds = dict(request.app[SETTINGS].processor_specs())
     for processor, _ in request.app[PROCESSORS]:
         if processor.name == name:
@@ -86,12 +79,10 @@ def _processor(request: web.Request, name: Any) -> tuple[Processor, str]:
 @routes.post("/v1/reconciliations")
 async def create_reconciliation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
-    body = await json_body(request)
-    processor, kind = _processor(request, body.get("processor"))
-    start, end = parse_time(body.get("from"), "from"), parse_time(body.get("to"), "to")
-    slack_s = body.get("slack_s", SLACK_S_DEFAULT)
-    if type(slack_s) is not int or not 0 <= slack_s <= SLACK_S_MAX:
-        raise ApiError(400, "parameter_invalid", f"slack_s must be an integer 0-{SLACK_S_MAX}", param="slack_s")
+    body = decode(await json_body(request), ReconciliationCreate)
+    processor, kind = _processor(request, body.processor)
+    start, end = parse_time(body.start, "from"), parse_time(body.end, "to")
+    slack_s = body.slack_s
     if not start < end or end - start > timedelta(days=WINDOW_DAYS_MAX):
         raise ApiError(
             400, "parameter_invalid", f"from must be before to, at most {WINDOW_DAYS_MAX} days apart", param="to"
@@ -153,12 +144,10 @@ async def read_reconciliation(request: web.Request) -> web.Response:
 async def resolve_exception(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
     exception_id = int(request.match_info["id"])
-    body = await json_body(request)
-    memo = body.get("memo")
-    if not isinstance(memo, str) or not memo.strip() or len(memo) > 2000:
-        raise ApiError(400, "parameter_invalid", "memo must say why, in 1-2000 characters", param="memo")
+    body = decode(await json_body(request), ExceptionResolve)
+    memo = body.memo
     try:
-        legs = reconciliation.legs_from_json(body["legs"]) if body.get("legs") is not None else None
+        legs = reconciliation.legs_from_json(body.legs) if body.legs is not None else None
         async with request.app[POOL].acquire() as connection:
             await reconciliation.resolve(
                 connection, request.app[ACCOUNTS], exception_id, memo=memo, resolved_by=f"key:{key.id}", legs=legs

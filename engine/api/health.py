@@ -6,7 +6,7 @@ import os
 from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
-from engine.state import POOL
+from engine.api.state import POOL
 
 routes = web.RouteTableDef()
 

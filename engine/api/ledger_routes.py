@@ -6,8 +6,8 @@ from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, int_param, parse_time
+from engine.api.state import POOL
 from engine.keys import Role
-from engine.state import POOL
 from ledger import reads
 
 routes = web.RouteTableDef()

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.api.handler import Handler
-from engine.state import METRICS, PIPELINE
+from engine.api.state import METRICS, PIPELINE
 
 routes = web.RouteTableDef()
 

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from adapters.base import WebhookPayloadError, WebhookSignatureError
 from engine.api.errors import ApiError, json_response
+from engine.api.state import ACCOUNTS, POOL, PROCESSORS
 from engine.payments.processor_events import process_event
-from engine.state import ACCOUNTS, POOL, PROCESSORS
 
 routes = web.RouteTableDef()
 

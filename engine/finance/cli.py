@@ -6,8 +6,8 @@
     surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv
 
 Dates name whole UTC days, both inclusive (``--to 2026-03-31`` runs to the end of that day); a full ISO 8601 time
-is taken as is (UTC when it has no zone). ``surge reconcile`` exits 0 when the ledger agrees with the processor, 1
-when it found exceptions, so that a scheduled run can alert.
+must carry its zone (``Z`` or ``+hh:mm``): one without is refused, not guessed. ``surge reconcile`` exits 0 when
+the ledger agrees with the processor, 1 when it found exceptions, so that a scheduled run can alert.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -36,6 +36,7 @@ from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
+from toolkit.times import day_start, parse_day, parse_instant
 
 EXIT_OK = 0
 EXIT_EXCEPTIONS_FOUND = 1
@@ -43,18 +44,18 @@ EXIT_USAGE = 2
 
 
 def _moment(value: str, *, end_of_day: bool) -> datetime:
-    """A date (a whole UTC day: its start, or with ``end_of_day`` the next day's start) or an ISO 8601 time."""
+    """A date (a whole UTC day: its start, or with ``end_of_day`` the next day's start) or an ISO 8601 time with a
+    time zone (``toolkit.times``: a time without one is refused, not guessed)."""
     try:
-        day = date.fromisoformat(value)
+        day = parse_day(value)
     except ValueError:
         pass
     else:
-        return datetime.combine(day + timedelta(days=1) if end_of_day else day, time(0), UTC)
+        return day_start(day + timedelta(days=1) if end_of_day else day)
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_instant(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date or ISO 8601 time: {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise argparse.ArgumentTypeError(f"not a date or an ISO 8601 time with a time zone: {value!r}") from None
 
 
 def _start(value: str) -> datetime:
@@ -67,7 +68,7 @@ def _end(value: str) -> datetime:
 
 def _day(value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        return parse_day(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
@@ -257,8 +258,10 @@ def register(commands: Any) -> None:
     """Add the finance commands to the ``surge`` parser's sub-commands."""
     run = commands.add_parser("reconcile", help="reconcile the ledger against a processor's record")
     run.add_argument("--processor", required=True, help="processor name, as in SURGE_PROCESSORS")
-    run.add_argument("--from", dest="start", required=True, type=_start, help="date (UTC day) or ISO 8601 time")
-    run.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or ISO 8601 time")
+    run.add_argument(
+        "--from", dest="start", required=True, type=_start, help="date (UTC day) or ISO 8601 time with zone"
+    )
+    run.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or ISO 8601 time with zone")
     run.add_argument("--slack-s", type=int, default=3600, help="seconds read beyond each edge (default 3600)")
     run.add_argument("--csv", metavar="FILE", help="write the exceptions as CSV ('-' for standard output)")
     run.add_argument("--json", action="store_true", help="print the run as JSON instead of the summary")
@@ -300,7 +303,7 @@ def register(commands: Any) -> None:
         return parser
 
     trial = add("trial-balance", "every account's balance, debits and credits", _trial_balance)
-    trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time (default: now)")
+    trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time with zone (default: now)")
     days = add("campaign-days", "per campaign and day: gross, refunds, disputes, fees, net", _campaign_days)
     aggregates = add("donor-aggregates", "per donor and election: aggregate, held, limit, room", _donor_aggregates)
     schedule = add("schedule-a", "itemized receipts, FEC Form 3 Schedule A shape", _schedule_a)

@@ -13,13 +13,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
 from adapters.base import Processor, RefundRequest, RefundResult, RefundStatus
 from engine import chart_of_accounts
-from engine.api.errors import ApiError
 from engine.pipeline.aggregates import remove_contribution
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
@@ -57,8 +57,30 @@ class Refund:
             "created": self.created_at.isoformat(),
         }
 
-    def http_status(self) -> int:
-        return {"succeeded": 200, "pending": 202}.get(self.status, 402)
+
+class RefundRefusal(StrEnum):
+    DONATION_MISSING = "donation_missing"
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # the key was used for another donation or amount
+    NOT_REFUNDABLE = "not_refundable"  # the donation did not succeed
+    AMOUNT_OUT_OF_RANGE = "amount_out_of_range"  # not between 1 and the unrefunded amount
+
+
+class RefundRefusedError(Exception):
+    def __init__(
+        self,
+        refusal: RefundRefusal,
+        donation_id: str,
+        *,
+        donation_status: str | None = None,
+        amount_minor: int | None = None,
+        refundable_minor: int | None = None,
+    ) -> None:
+        super().__init__(f"{refusal.value}: {donation_id}")
+        self.refusal = refusal
+        self.donation_id = donation_id
+        self.donation_status = donation_status
+        self.amount_minor = amount_minor
+        self.refundable_minor = refundable_minor
 
 
 _REFUND_COLUMNS = "id, donation_id, amount_minor, currency, status, processor_reference, failure_message, created_at"
@@ -67,7 +89,10 @@ _REFUND_COLUMNS = "id, donation_id, amount_minor, currency, status, processor_re
 async def reserve_refund(
     connection: asyncpg.Connection, api_key_id: str, idempotency_key: str, donation_id: str, amount_minor: int | None
 ) -> tuple[Refund, str, str]:
-    """Claim the key and reserve the amount; returns the refund, the processor name and the charge reference."""
+    """Claim the key and reserve the amount; returns the refund, the processor name and the charge reference.
+
+    Raises :class:`RefundRefusedError` when the refund cannot be made (nothing is changed then).
+    """
     async with connection.transaction():
         existing = await connection.fetchrow(
             f"SELECT {_REFUND_COLUMNS} FROM surge.refunds WHERE api_key_id = $1 AND idempotency_key = $2",
@@ -81,31 +106,19 @@ async def reserve_refund(
             donation_id,
         )
         if donation is None:
-            raise ApiError(404, "resource_missing", f"No such donation: '{donation_id}'", param="id")
+            raise RefundRefusedError(RefundRefusal.DONATION_MISSING, donation_id)
         if existing is not None:
             refund = Refund.from_row(existing)
             if refund.donation_id != donation_id or (amount_minor is not None and amount_minor != refund.amount_minor):
-                raise ApiError(
-                    409,
-                    "idempotency_key_reused",
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                    param="Idempotency-Key",
-                )
+                raise RefundRefusedError(RefundRefusal.IDEMPOTENCY_MISMATCH, donation_id)
             return refund, donation["processor"], donation["processor_reference"]
         if donation["status"] != "succeeded":
-            raise ApiError(
-                400,
-                "donation_not_refundable",
-                f"Only succeeded donations can be refunded; this one is {donation['status']}.",
-            )
+            raise RefundRefusedError(RefundRefusal.NOT_REFUNDABLE, donation_id, donation_status=donation["status"])
         refundable = donation["refundable"]
         amount = refundable if amount_minor is None else amount_minor
         if amount <= 0 or amount > refundable:
-            raise ApiError(
-                400,
-                "amount_too_large" if amount > 0 else "parameter_invalid",
-                f"Refund amount ({amount}) must be between 1 and the unrefunded amount ({refundable}).",
-                param="amount",
+            raise RefundRefusedError(
+                RefundRefusal.AMOUNT_OUT_OF_RANGE, donation_id, amount_minor=amount, refundable_minor=refundable
             )
         await connection.execute(
             """UPDATE surge.donations SET refund_reserved_minor = refund_reserved_minor + $2, updated_at = now()

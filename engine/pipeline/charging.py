@@ -1,76 +1,39 @@
 """The donation pipeline: intake → charge (now, or from the durable queue) → settle, exactly once.
 
-A request that finds processor capacity (a rate token, a free slot, a closed breaker) is recorded as ``charging``
-with a lease and charged at once; otherwise it is recorded ``queued`` and answered 202. The queue runner of every
-engine process claims due rows with ``FOR UPDATE SKIP LOCKED`` and charges them in order as the budget allows. A
-row whose lease expired while ``charging`` (crash, timeout) or that is ``pending`` is first looked up at the
-processor by its idempotency key — never charged blindly — and charged only when the processor has no record of it.
-The idempotency key sent to the processor is derived from the donation id, so even that charge cannot double.
+:class:`Pipeline` assembles the parts and admits requests (bounded in-flight count and queue depth):
+
+- ``submission``: record the intent in an intake batch, then charge at once or leave it ``queued``;
+- ``charger``: one processor call under a timeout, and recording its outcome (settled through the settle batch);
+- ``queue``: the durable queue, claimed with ``FOR UPDATE SKIP LOCKED`` by every engine process;
+- ``recovery``: a claimed row that may already have a charge is looked up before it is charged, never blindly.
+
+The idempotency key sent to the processor is derived from the donation id, so even a repeated charge cannot double.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import logging
-import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 
 import asyncpg
 
-from adapters.base import ChargeRequest, ChargeResult, ChargeStatus, Processor
-from engine.api.errors import ApiError
+from adapters.base import Processor
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
 from engine.metrics import Metrics
+from engine.pipeline.charger import Charger, processor_idempotency_key
 from engine.pipeline.donation_request import DonationRequest
-from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation, new_donation_id
+from engine.pipeline.donations import Donation
 from engine.pipeline.gate import ProcessorGate
-from engine.pipeline.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
+from engine.pipeline.intake import IntakeItem, IntakeResult, commit_intake
+from engine.pipeline.limits import PipelineLimits
+from engine.pipeline.outcomes import Overload, OverloadError, Refusal
+from engine.pipeline.queue import DurableQueue
 from engine.pipeline.settlement import Settlement, commit_settlements
+from engine.pipeline.submission import Submission
 from ledger.accounts import AccountDirectory
-from ledger.batcher import BatcherFullError, BatcherLimits, GroupCommitter
-from ledger.money import Money
+from ledger.batcher import BatcherLimits, GroupCommitter
 
-_logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineLimits:
-    charge_timeout_ms: int = 8_000
-    lease_grace_ms: int = 5_000  # a charging row is recovered this long after its charge would have timed out
-    in_flight_max: int = 2_000  # donation requests inside the pipeline at once (per process)
-    queue_depth_max: int = 200_000  # durable queue rows before intake sheds load with 503
-    queue_poll_ms: int = 200
-    claim_batch_max: int = 100
-    retry_delay_ms: int = 2_000  # first delay before retrying a retryable charge or looking up an unknown one
-    retry_delay_max_ms: int = 300_000
-    velocity: VelocityLimits = field(default_factory=VelocityLimits)
-
-    def __post_init__(self) -> None:
-        for name in ("charge_timeout_ms", "in_flight_max", "queue_depth_max", "queue_poll_ms", "claim_batch_max"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-
-    @property
-    def lease(self) -> timedelta:
-        return timedelta(milliseconds=self.charge_timeout_ms + self.lease_grace_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the API answers: a donation with its HTTP status, or an error."""
-
-    status: int
-    donation: Donation | None = None
-    error: ApiError | None = None
-
-
-def processor_idempotency_key(donation_id: str) -> str:
-    return f"surge-{donation_id}"
+__all__ = ["Pipeline", "PipelineLimits", "processor_idempotency_key"]
 
 
 class Pipeline:
@@ -85,9 +48,6 @@ class Pipeline:
     ) -> None:
         if not processors:
             raise ValueError("at least one processor is needed")
-        self._pool = pool
-        self._processors = list(processors)  # in priority order: failover goes down the list
-        self._by_name = {p.name: (p, g) for p, g in processors}
         self.limits = limits
         self.metrics = metrics
         self._intake: GroupCommitter[IntakeItem, IntakeResult] = GroupCommitter(
@@ -104,379 +64,49 @@ class Pipeline:
             name="settle",
             observer=metrics.observe_batch,
         )
+        self._charger = Charger(pool, processors, self._settle, limits, metrics)
+        self._queue = DurableQueue(pool, self._charger, limits, metrics)
+        self._submission = Submission(self._intake, self._charger, self._queue, limits)
         self._in_flight = 0
-        self._queue_depth = 0
-        self._wake = asyncio.Event()
         self._stopping = False
-        self._runner: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._intake.start()
         self._settle.start()
-        self._runner = asyncio.create_task(self._run_queue(), name="queue-runner")
+        self._queue.start()
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         """Stop claiming; let in-flight charges finish (their rows stay leased and are recovered if they don't)."""
         self._stopping = True
-        self._wake.set()
-        if self._runner is not None:
-            await self._runner
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._queue.stop(timeout_s)
         await self._intake.stop()
         await self._settle.stop()
 
     @property
     def queue_depth(self) -> int:
-        return self._queue_depth
+        return self._queue.depth
 
-    # -- intake -----------------------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._queue.wake()
+
+    # -- admission --------------------------------------------------------------------------------------------------
 
     async def submit(
         self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
-    ) -> Answer:
+    ) -> Donation | Refusal:
+        """Accept, charge (or queue) a donation; raises :class:`OverloadError` when it cannot be taken now."""
         if self._stopping:
-            raise ApiError(503, "shutting_down", "The engine is restarting; retry shortly.", retry_after_s=2)
+            raise OverloadError(Overload.SHUTTING_DOWN)
         if self._in_flight >= self.limits.in_flight_max:
-            raise ApiError(503, "overloaded", "Too many donations in progress; retry shortly.", retry_after_s=1)
-        if self._queue_depth >= self.limits.queue_depth_max:
-            raise ApiError(503, "queue_full", "The donation queue is full; retry shortly.", retry_after_s=5)
+            raise OverloadError(Overload.IN_FLIGHT_FULL)
+        if self._queue.depth >= self.limits.queue_depth_max:
+            raise OverloadError(Overload.QUEUE_FULL)
         self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            return await self._submit(key, idempotency_key, request, campaign, client_ip)
+            return await self._submission.submit(key, idempotency_key, request, campaign, client_ip)
         finally:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
-
-    async def _submit(
-        self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
-    ) -> Answer:
-        chosen = self._acquire_any()
-        now = datetime.now(UTC)
-        item = IntakeItem(
-            donation_id=new_donation_id(),
-            api_key_id=key.id,
-            idempotency_key=idempotency_key,
-            request=request,
-            campaign=campaign,
-            status="charging" if chosen else "queued",
-            next_attempt_at=now + self.limits.lease if chosen else now,
-            processor=chosen[0].name if chosen else None,
-            client_ip=client_ip,
-            created_at=now,
-        )
-        try:
-            result = await self._intake.submit_nowait(item)
-        except BatcherFullError:
-            self._return_unused(chosen)
-            raise ApiError(503, "overloaded", "Intake is saturated; retry shortly.", retry_after_s=1) from None
-        except BaseException:
-            self._return_unused(chosen)
-            raise
-        if result.outcome is not IntakeOutcome.ACCEPTED:
-            self._return_unused(chosen)
-            return _refusal(result, campaign)
-        donation = _donation_from_item(item)
-        if chosen is None:
-            self._queue_depth += 1
-            self._wake.set()
-            return Answer(202, donation)
-        processor, gate = chosen
-        charge = await self._call_charge(processor, gate, donation)
-        return _answer(await self._apply(donation, processor.name, charge))
-
-    def _acquire_any(self) -> tuple[Processor, ProcessorGate] | None:
-        for processor, gate in self._processors:
-            if gate.try_acquire():
-                return processor, gate
-        return None
-
-    @staticmethod
-    def _return_unused(chosen: tuple[Processor, ProcessorGate] | None) -> None:
-        if chosen is not None:
-            chosen[1].return_unused()
-
-    # -- charging ---------------------------------------------------------------------------------------------------
-
-    async def _call_charge(self, processor: Processor, gate: ProcessorGate, donation: Donation) -> ChargeResult:
-        request = ChargeRequest(
-            idempotency_key=processor_idempotency_key(donation.id),
-            donation_id=donation.id,
-            amount=Money(donation.amount_minor, donation.currency),
-            payment_method=donation.payment_method,
-            campaign=donation.campaign,
-            metadata={"donation_id": donation.id, "campaign": donation.campaign},
-        )
-        result = await self._call(processor, "charge", processor.charge(request))
-        gate.release(result.status)
-        return result
-
-    async def _call_lookup(self, processor: Processor, gate: ProcessorGate, donation: Donation) -> ChargeResult:
-        result = await self._call(
-            processor, "lookup", processor.lookup(processor_idempotency_key(donation.id), donation.processor_reference)
-        )
-        gate.release(result.status)
-        return result
-
-    async def _call(self, processor: Processor, call: str, awaitable: Awaitable[ChargeResult]) -> ChargeResult:
-        try:
-            async with asyncio.timeout(self.limits.charge_timeout_ms / 1000):
-                result = await awaitable
-        except TimeoutError:
-            result = ChargeResult(ChargeStatus.UNKNOWN, message=f"{processor.name} did not answer in time")
-        except Exception:
-            _logger.exception("%s.%s raised; treating the outcome as unknown", processor.name, call)
-            result = ChargeResult(ChargeStatus.UNKNOWN, message=f"{processor.name} call failed")
-        self.metrics.processor_outcomes.labels(processor.name, call, result.status.value).inc()
-        return result
-
-    async def _apply(self, donation: Donation, processor: str, result: ChargeResult) -> Donation:
-        """Record a charge or lookup outcome; returns the donation as it now stands."""
-        status = result.status
-        if status in (ChargeStatus.SUCCEEDED, ChargeStatus.DECLINED, ChargeStatus.FAILED):
-            settlement = Settlement(
-                donation.id,
-                status.value,
-                processor,
-                processor_reference=result.processor_reference,
-                fee_minor=result.fee.amount_minor if result.fee else None,
-                decline_code=result.decline_code,
-                failure_message=result.message if status is not ChargeStatus.SUCCEEDED else None,
-            )
-            settled = await self._settle.submit(settlement)
-            if not settled:  # someone else (a webhook, another process) settled it first: theirs is the truth
-                current = await fetch_donation(self._pool, donation.id)
-                return current or donation
-            self.metrics.time_to_charge.observe((datetime.now(UTC) - donation.created_at).total_seconds())
-            return dataclasses.replace(
-                donation,
-                status=status.value,
-                processor=processor,
-                processor_reference=result.processor_reference,
-                fee_minor=settlement.fee_minor,
-                decline_code=result.decline_code,
-                failure_message=settlement.failure_message,
-                settled_at=datetime.now(UTC),
-                updated_at=datetime.now(UTC),
-            )
-        # Not final: pending / unknown are looked up later; retryable goes back to the queue (any processor).
-        next_status = "queued" if status is ChargeStatus.RETRYABLE else "pending"
-        delay_ms = min(self.limits.retry_delay_ms * 2 ** min(donation.attempts, 10), self.limits.retry_delay_max_ms)
-        await self._pool.execute(
-            """UPDATE surge.donations
-                  SET status = $2, processor = CASE WHEN $2 = 'queued' THEN NULL ELSE $3 END,
-                      processor_reference = coalesce($4, processor_reference), failure_message = $5,
-                      next_attempt_at = now() + make_interval(secs => $6), updated_at = now()
-                WHERE id = $1 AND status = 'charging'""",
-            donation.id,
-            next_status,
-            processor,
-            result.processor_reference,
-            result.message,
-            delay_ms / 1000,
-        )
-        return dataclasses.replace(donation, status=next_status, processor=processor, updated_at=datetime.now(UTC))
-
-    # -- the durable queue and recovery -----------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run_queue(self) -> None:
-        last_count = 0.0
-        while not self._stopping:
-            try:
-                if time.monotonic() - last_count > 1.0:
-                    await self._count_queue()
-                    last_count = time.monotonic()
-                claimed = await self._claim_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                _logger.warning("queue runner: %s; retrying", error)
-                claimed = 0
-            except Exception:
-                _logger.exception("queue runner failed; retrying")
-                claimed = 0
-            if claimed == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.limits.queue_poll_ms / 1000)
-
-    async def _count_queue(self) -> None:
-        self._queue_depth = await self._pool.fetchval(
-            "SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"
-        )
-        self.metrics.queue_depth.labels("durable").set(self._queue_depth)
-
-    async def _claim_due(self) -> int:
-        capacity = sum(gate.capacity() for _, gate in self._processors)
-        if capacity == 0:
-            return 0
-        rows = await self._pool.fetch(
-            f"""WITH due AS (
-                    SELECT id, status AS previous_status FROM surge.donations
-                     WHERE status IN ('queued', 'charging', 'pending') AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at, created_at
-                     LIMIT $1 FOR UPDATE SKIP LOCKED)
-                UPDATE surge.donations d
-                   SET status = 'charging', attempts = d.attempts + 1, updated_at = now(),
-                       next_attempt_at = now() + make_interval(secs => $2)
-                  FROM due WHERE d.id = due.id
-             RETURNING due.previous_status, {", ".join("d." + c.strip() for c in DONATION_COLUMNS.split(","))}""",
-            min(capacity, self.limits.claim_batch_max),
-            self.limits.lease.total_seconds(),
-        )
-        for row in rows:
-            task = asyncio.create_task(self._process_claimed(Donation.from_row(row), row["previous_status"]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return len(rows)
-
-    async def _process_claimed(self, donation: Donation, previous_status: str) -> None:
-        try:
-            await self._process(donation, previous_status)
-        except Exception:
-            # The row keeps its lease and is retried after it expires.
-            _logger.exception("processing queued donation %s failed", donation.id)
-
-    async def _process(self, donation: Donation, previous_status: str) -> None:
-        may_exist = previous_status in ("charging", "pending") and donation.processor is not None
-        if may_exist:
-            chosen = self._by_name.get(donation.processor or "")
-            if chosen is None:
-                _logger.error("donation %s was sent to unknown processor %s", donation.id, donation.processor)
-                return
-            if not chosen[1].try_acquire():
-                await self._reschedule(donation.id, previous_status)
-                return
-            found = await self._call_lookup(chosen[0], chosen[1], donation)
-            if found.status is not ChargeStatus.NOT_FOUND:
-                await self._apply(donation, chosen[0].name, found)
-                return
-            if not chosen[1].try_acquire():
-                # Stay with this processor: a request it never answered may still land there, and only the same
-                # processor deduplicates by our idempotency key.
-                await self._reschedule(donation.id, "pending")
-                return
-        else:
-            acquired = self._acquire_any()
-            if acquired is None:
-                await self._reschedule(donation.id, previous_status)
-                return
-            chosen = acquired
-            try:
-                # Recorded before the call, so that recovery knows where to look the charge up.
-                await self._pool.execute(
-                    "UPDATE surge.donations SET processor = $2 WHERE id = $1", donation.id, chosen[0].name
-                )
-            except BaseException:
-                self._return_unused(chosen)
-                raise
-        result = await self._call_charge(chosen[0], chosen[1], donation)
-        await self._apply(donation, chosen[0].name, result)
-
-    async def _reschedule(self, donation_id: str, status: str) -> None:
-        await self._pool.execute(
-            # No processor call was made: the claim's attempt is given back, so that it does not lengthen the
-            # backoff of the next real retry.
-            """UPDATE surge.donations
-                  SET status = $2, attempts = attempts - 1, next_attempt_at = now() + interval '200 milliseconds'
-                WHERE id = $1 AND status = 'charging'""",
-            donation_id,
-            status,
-        )
-
-
-def _donation_from_item(item: IntakeItem) -> Donation:
-    request = item.request
-    return Donation(
-        id=item.donation_id,
-        api_key_id=item.api_key_id,
-        idempotency_key=item.idempotency_key,
-        request_fingerprint=request.fingerprint,
-        campaign=item.campaign.slug,
-        election=item.campaign.election,
-        donor_key=request.donor_key,
-        amount_minor=request.amount_minor,
-        currency=request.currency,
-        payment_method=request.payment_method,
-        donor=request.donor,
-        metadata=request.metadata,
-        status=item.status,
-        processor=item.processor,
-        processor_reference=None,
-        decline_code=None,
-        failure_message=None,
-        fee_minor=None,
-        refunded_minor=0,
-        disputed_minor=0,
-        attempts=0,
-        created_at=item.created_at,
-        updated_at=item.created_at,
-        settled_at=None,
-    )
-
-
-def _answer(donation: Donation) -> Answer:
-    error = donation.payment_error()
-    return Answer(error.status if error else donation.http_status(), donation, error)
-
-
-def _refusal(result: IntakeResult, campaign: Campaign) -> Answer:
-    outcome = result.outcome
-    if outcome is IntakeOutcome.REPLAY:
-        donation = result.donation
-        if donation is None or donation.status == "charging":
-            error = ApiError(
-                409,
-                "idempotency_in_progress",
-                "A request with this Idempotency-Key is still being processed; retry shortly.",
-                retry_after_s=1,
-            )
-            return Answer(409, donation, error)
-        return _answer(donation)
-    if outcome is IntakeOutcome.IDEMPOTENCY_MISMATCH:
-        error = ApiError(
-            409,
-            "idempotency_key_reused",
-            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-            param="Idempotency-Key",
-        )
-        return Answer(409, None, error)
-    if outcome is IntakeOutcome.LIMIT_EXCEEDED:
-        room = result.room_minor or 0
-        error = ApiError(
-            422,
-            "contribution_limit_exceeded",
-            f"This donation would take the donor past the {campaign.contribution_limit_minor} "
-            f"{campaign.currency} limit for {campaign.election}; {room} remains.",
-            param="amount",
-            limit=campaign.contribution_limit_minor,
-            aggregate=result.aggregate_minor,
-            remaining=room,
-        )
-        return Answer(422, None, error)
-    if outcome is IntakeOutcome.EMPLOYER_REQUIRED:
-        error = ApiError(
-            400,
-            "parameter_missing",
-            f"Employer and occupation are required once a donor's total for {campaign.election} passes "
-            f"{campaign.itemization_threshold_minor} {campaign.currency}.",
-            param="donor.employer",
-        )
-        return Answer(400, None, error)
-    if outcome is IntakeOutcome.VELOCITY_EXCEEDED:
-        error = ApiError(
-            429,
-            "card_testing_suspected",
-            "Too many declined payments from this source recently; try again later.",
-            retry_after_s=60,
-        )
-        return Answer(429, None, error)
-    raise RuntimeError(f"unhandled intake outcome {outcome}")

@@ -1,4 +1,9 @@
-"""Validating a donation request body and identifying the donor.
+"""A donation request in domain terms: the rules the request model cannot express, and identifying the donor.
+
+The body's shape (types, required fields, lengths, amount bounds, patterns, unknown fields) is checked by decoding
+it into ``engine.api.models.DonationCreate``; :func:`new_donation_request` takes the decoded values and applies what
+is left: the ISO 4217 table, trimming of texts (a blank optional field is absent), refusing cash-like and anonymous
+payment methods, the digit count of integer metadata values; and derives the donor key and the request fingerprint.
 
 Donor identity for contribution limits follows how campaign-finance aggregation works (FEC: same name and
 address): the donor key is ``last|first|zip5`` where names are Unicode-normalised (NFKD, accents dropped),
@@ -18,8 +23,7 @@ from typing import Any
 
 import orjson
 
-from engine.api.errors import ApiError
-from engine.pipeline.card_numbers import find_card_number
+from engine.validation import ValidationProblem
 from ledger.money import is_currency_code
 
 AMOUNT_MINOR_MAX = 100_000_000  # $1,000,000.00: far above any legal individual contribution
@@ -27,8 +31,8 @@ DONOR_FIELDS_REQUIRED = ("first_name", "last_name", "email", "address_line1", "c
 DONOR_FIELDS_OPTIONAL = ("address_line2", "employer", "occupation", "phone", "citizenship_attested")
 TEXT_LENGTH_MAX = 200
 METADATA_KEYS_MAX = 20
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PAYMENT_METHOD = re.compile(r"^pm_[A-Za-z0-9_]{1,200}$")
+METADATA_KEY_LENGTH_MAX = 40
+METADATA_VALUE_LENGTH_MAX = 500  # characters of a string, digits (with sign) of an integer
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Cash-like and anonymous instruments are refused (contributions must be traceable to a named donor).
 BLOCKED_PAYMENT_METHOD_WORDS = ("cash", "prepaid", "gift", "crypto", "anonymous", "moneyorder")
@@ -50,130 +54,76 @@ class DonationRequest:
         return bool(self.donor.get("employer")) and bool(self.donor.get("occupation"))
 
 
-def _invalid(message: str, param: str, code: str = "parameter_invalid") -> ApiError:
-    return ApiError(400, code, message, param=param)
+def _invalid(message: str, param: str, code: str = "parameter_invalid") -> ValidationProblem:
+    return ValidationProblem(param, code, message)
 
 
 def validate_idempotency_key(value: str | None) -> str:
     if value is None:
-        raise ApiError(
-            400, "idempotency_key_missing", "An Idempotency-Key header is required.", param="Idempotency-Key"
-        )
+        raise _invalid("An Idempotency-Key header is required.", "Idempotency-Key", "idempotency_key_missing")
     if not _IDEMPOTENCY_KEY.match(value):
         raise _invalid("Idempotency-Key must be 1-255 printable ASCII characters.", "Idempotency-Key")
     return value
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
-    if not isinstance(parsed, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
-    card_field = find_card_number(parsed)
-    if card_field is not None:
-        raise ApiError(
-            400,
-            "card_number_refused",
-            "This looks like a raw card number. Surge accepts processor tokens only (for example pm_card_visa): "
-            "tokenize the card in the browser with your processor's library.",
-            param=card_field,
-        )
-    return parsed
+def request_fingerprint(body: Mapping[str, Any]) -> bytes:
+    """The request body's identity for idempotent replays (key order does not matter)."""
+    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-def _text(source: Mapping[str, Any], name: str, param: str, *, required: bool) -> str | None:
-    value = source.get(name)
-    if value is None or value == "":
-        if required:
-            raise _invalid(f"Missing required parameter: {param}.", param, "parameter_missing")
-        return None
-    if not isinstance(value, str):
-        raise _invalid(f"{param} must be a string.", param)
-    value = value.strip()
-    if not value and required:
-        raise _invalid(f"Missing required parameter: {param}.", param, "parameter_missing")
-    if len(value) > TEXT_LENGTH_MAX:
-        raise _invalid(f"{param} must be at most {TEXT_LENGTH_MAX} characters.", param)
-    return value
-
-
-def validate_donation(body: dict[str, Any]) -> DonationRequest:
-    amount = body.get("amount")
-    if amount is None:
-        raise _invalid("Missing required parameter: amount.", "amount", "parameter_missing")
-    if type(amount) is not int:
-        raise _invalid("amount must be an integer number of minor units (cents), e.g. 2500 for $25.00.", "amount")
-    if not 0 < amount <= AMOUNT_MINOR_MAX:
-        raise _invalid(f"amount must be between 1 and {AMOUNT_MINOR_MAX} minor units.", "amount")
-    currency = body.get("currency")
-    if isinstance(currency, str):
-        currency = currency.upper()
-    if not isinstance(currency, str) or not is_currency_code(currency):
+def new_donation_request(
+    *,
+    amount_minor: int,
+    currency: str,
+    campaign: str,
+    donor: Mapping[str, Any],
+    payment_method: str,
+    metadata: Mapping[str, str | int] | None,
+    fingerprint: bytes,
+) -> DonationRequest:
+    """A request from values already shaped by the request model; raises :class:`ValidationProblem`."""
+    currency = currency.upper()
+    if not is_currency_code(currency):
         raise _invalid("currency must be a three-letter ISO 4217 code such as usd.", "currency")
-    campaign = _text(body, "campaign", "campaign", required=True)
-    donor_source = body.get("donor")
-    if not isinstance(donor_source, dict):
-        raise _invalid("donor must be an object with the donor's name and address.", "donor", "parameter_missing")
-    donor: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
     for name in DONOR_FIELDS_REQUIRED:
-        donor[name] = _text(donor_source, name, f"donor.{name}", required=True)
+        kept[name] = str(donor[name]).strip()
     for name in DONOR_FIELDS_OPTIONAL:
+        value = donor.get(name)
         if name == "citizenship_attested":
-            attested = donor_source.get(name)
-            if attested is not None and not isinstance(attested, bool):
-                raise _invalid("donor.citizenship_attested must be true or false.", "donor.citizenship_attested")
-            donor[name] = attested is True
+            kept[name] = value is True
         else:
-            donor[name] = _text(donor_source, name, f"donor.{name}", required=False)
-    unknown = set(donor_source) - set(DONOR_FIELDS_REQUIRED) - set(DONOR_FIELDS_OPTIONAL)
-    if unknown:
-        raise _invalid(f"Unknown donor field: {sorted(unknown)[0]}.", f"donor.{sorted(unknown)[0]}")
-    if not _EMAIL.match(donor["email"]):
-        raise _invalid("donor.email is not a valid email address.", "donor.email")
-    payment_method = body.get("payment_method")
-    if not isinstance(payment_method, str) or not _PAYMENT_METHOD.match(payment_method):
-        raise _invalid(
-            "payment_method must be a processor token such as pm_card_visa.", "payment_method", "payment_method_invalid"
-        )
+            kept[name] = None if value is None or value == "" else str(value).strip()
     lowered = payment_method.lower()
     if any(word in lowered for word in BLOCKED_PAYMENT_METHOD_WORDS):
-        raise ApiError(
-            400,
-            "payment_method_not_allowed",
+        raise _invalid(
             "Cash-like and anonymous payment methods cannot be used for contributions.",
-            param="payment_method",
+            "payment_method",
+            "payment_method_not_allowed",
         )
-    metadata = _metadata(body.get("metadata"))
-    unknown_top = set(body) - {"amount", "currency", "campaign", "donor", "payment_method", "metadata"}
-    if unknown_top:
-        name = sorted(unknown_top)[0]
-        raise _invalid(f"Unknown parameter: {name}.", name, "parameter_unknown")
-    if campaign is None:
-        raise RuntimeError("required campaign came back empty")  # _text(required=True) never returns None
     return DonationRequest(
-        amount_minor=amount,
+        amount_minor=amount_minor,
         currency=currency,
-        campaign=campaign,
-        donor=donor,
+        campaign=campaign.strip(),
+        donor=kept,
         payment_method=payment_method,
-        metadata=metadata,
-        donor_key=donor_key(donor["first_name"], donor["last_name"], donor["postal_code"]),
-        fingerprint=hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16).digest(),
+        metadata=_metadata(metadata or {}),
+        donor_key=donor_key(kept["first_name"], kept["last_name"], kept["postal_code"]),
+        fingerprint=fingerprint,
     )
 
 
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > METADATA_KEYS_MAX:
-        raise _invalid(f"metadata must be an object with at most {METADATA_KEYS_MAX} keys.", "metadata")
+def _metadata(value: Mapping[str, str | int]) -> dict[str, str]:
     result = {}
     for key, item in value.items():
-        if not isinstance(item, str | int) or isinstance(item, bool) or len(str(key)) > 40 or len(str(item)) > 500:
-            raise _invalid("metadata values must be strings or integers (keys up to 40, values up to 500).", "metadata")
-        result[str(key)] = str(item)
+        text = str(item)
+        if len(text) > METADATA_VALUE_LENGTH_MAX:  # an integer's digits: a string's length is the model's rule
+            raise _invalid(
+                f"metadata values must be strings or integers (keys up to {METADATA_KEY_LENGTH_MAX}, values up to "
+                f"{METADATA_VALUE_LENGTH_MAX}).",
+                "metadata",
+            )
+        result[key] = text
     return result
 
 

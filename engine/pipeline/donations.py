@@ -1,8 +1,7 @@
 """A donation as stored, and how it looks on the wire.
 
-Internal status → API status and HTTP status:
-queued / charging / pending → ``processing`` (202); succeeded → ``succeeded`` (201); declined → ``declined`` (402);
-failed → ``failed`` (402: the processor refused the payment method for a non-card reason).
+Internal status → API status: queued / charging / pending → ``processing``; the final ones keep their name
+(succeeded, declined, failed). ``engine.api.errors`` maps them to HTTP (201, 202, 402).
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-
-from engine.api.errors import ApiError
 
 PROCESSING_STATUSES = frozenset({"queued", "charging", "pending"})
 DONATION_COLUMNS = """id, api_key_id, idempotency_key, request_fingerprint, campaign, election, donor_key, amount_minor,
@@ -84,33 +81,6 @@ class Donation:
             "updated": self.updated_at.isoformat(),
             "settled": self.settled_at.isoformat() if self.settled_at else None,
         }
-
-    def http_status(self) -> int:
-        if self.status == "succeeded":
-            return 201
-        if self.status in PROCESSING_STATUSES:
-            return 202
-        return 402
-
-    def payment_error(self) -> ApiError | None:
-        """The 402 card error for a declined or failed donation, carrying the donation id."""
-        if self.status == "declined":
-            return ApiError(
-                402,
-                "card_declined",
-                self.failure_message or "Your card was declined.",
-                decline_code=self.decline_code or "generic_decline",
-                donation=self.as_json(),
-            )
-        if self.status == "failed":
-            return ApiError(
-                402,
-                "payment_failed",
-                self.failure_message or "The payment could not be processed.",
-                type="card_error",
-                donation=self.as_json(),
-            )
-        return None
 
 
 async def fetch_donation(connection: asyncpg.Connection | asyncpg.Pool, donation_id: str) -> Donation | None:

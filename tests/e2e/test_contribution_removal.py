@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from adapters.simulated import SimulatedProcessor
+from engine.api.state import PROCESSORS
 from engine.keys import Role
-from engine.state import PROCESSORS
 from ledger.money import Money
 from tests.e2e.conftest import Surge, donation
 

@@ -13,8 +13,8 @@ import pytest
 
 from adapters.base import RefundRequest
 from adapters.simulated import SIGNATURE_HEADER, SimulatedProcessor
+from engine.api.state import PROCESSORS
 from engine.keys import Role
-from engine.state import PROCESSORS
 from ledger import reads
 from ledger.check import check_ledger
 from ledger.money import Money

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from adapters.simulated import SimulatedProcessor
-from engine.state import PROCESSORS
+from engine.api.state import PROCESSORS
 from tests.e2e.conftest import Surge, donation, surge  # noqa: F401  (the fixture, re-exported for these tests)
 
 __all__ = ["Surge", "donation", "insert_donation", "simulated_processor"]

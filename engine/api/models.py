@@ -1,0 +1,320 @@
+"""Request and response bodies, declared once as msgspec Structs.
+
+Request bodies are validated by decoding into these (``engine.api.validation.decode``) and ``/openapi.json`` is
+generated from them (``engine.api.openapi``), so the schema cannot drift from what the server checks. Each request
+Struct carries its ``wording``: the Stripe-style code and message for each field's problems, so that clients see the
+same errors as before the models existed.
+
+Rules a Struct cannot express stay in the domain validator and are stated in the schema where possible
+(``extra_json_schema``): a refund's amount is at most what is left unrefunded; a payment method must not be a
+cash-like or anonymous instrument; an integer metadata value has at most 500 digits; the reconciliation window
+(``from`` before ``to``, at most 366 days) and its times (``toolkit.times``: a zone is required).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from msgspec import Meta, Struct, field
+
+from engine.api.validation import Unknown, Wording, invalid_only, required_text
+from engine.campaigns import FEDERAL_LIMIT_PER_ELECTION_MINOR, ITEMIZATION_THRESHOLD_MINOR
+from engine.finance.reconciliation import LEGS_MAX
+from engine.pipeline.donation_request import (
+    AMOUNT_MINOR_MAX,
+    BLOCKED_PAYMENT_METHOD_WORDS,
+    METADATA_KEY_LENGTH_MAX,
+    METADATA_KEYS_MAX,
+    METADATA_VALUE_LENGTH_MAX,
+    TEXT_LENGTH_MAX,
+)
+
+SLACK_S_DEFAULT = 3600
+SLACK_S_MAX = 7 * 86400
+WINDOW_DAYS_MAX = 366
+MEMO_LENGTH_MAX = 2000
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+
+# Non-blank: "\S" is searched, so a value of spaces only is refused (the domain trims what it keeps).
+RequiredText = Annotated[str, Meta(min_length=1, max_length=TEXT_LENGTH_MAX, pattern=r"\S")]
+OptionalText = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX)] | None
+Email = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
+CurrencyCode = Annotated[str, Meta(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$", description="ISO 4217")]
+PaymentMethod = Annotated[
+    str,
+    Meta(
+        pattern=r"^pm_[A-Za-z0-9_]{1,200}$",
+        max_length=203,
+        description="A processor token such as pm_card_visa, never a card number. Refused when it names a "
+        f"cash-like or anonymous instrument (contains any of: {', '.join(BLOCKED_PAYMENT_METHOD_WORDS)}).",
+    ),
+]
+MetadataValue = (
+    Annotated[str, Meta(max_length=METADATA_VALUE_LENGTH_MAX)]
+    | Annotated[int, Meta(description=f"At most {METADATA_VALUE_LENGTH_MAX} digits.")]
+)
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=METADATA_KEY_LENGTH_MAX)], MetadataValue], Meta(max_length=METADATA_KEYS_MAX)
+]
+Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time", "description": "ISO 8601 with a time zone"})]
+
+
+# ---- requests ------------------------------------------------------------------------------------------------------
+
+
+class Donor(Struct, forbid_unknown_fields=True, kw_only=True):
+    first_name: RequiredText
+    last_name: RequiredText
+    email: Email
+    address_line1: RequiredText
+    city: RequiredText
+    state: RequiredText
+    postal_code: RequiredText
+    country: RequiredText
+    address_line2: OptionalText = None
+    employer: OptionalText = None
+    occupation: OptionalText = None
+    phone: OptionalText = None
+    citizenship_attested: bool | None = None
+
+    wording: ClassVar[dict[str, Wording]] = {
+        **{
+            name: required_text()
+            for name in ("first_name", "last_name", "address_line1", "city", "state", "postal_code", "country")
+        },
+        "email": required_text(pattern="{param} is not a valid email address."),
+        **{name: required_text(optional=True) for name in ("address_line2", "employer", "occupation", "phone")},
+        "citizenship_attested": invalid_only("{param} must be true or false."),
+    }
+    unknown: ClassVar[Unknown | None] = Unknown("parameter_invalid", "Unknown donor field: {name}.")
+
+
+class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
+    amount: Annotated[int, Meta(ge=1, le=AMOUNT_MINOR_MAX, description="Minor units (cents).")]
+    currency: CurrencyCode
+    campaign: RequiredText
+    donor: Donor
+    payment_method: PaymentMethod
+    metadata: Metadata | None = None
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "amount": Wording(
+            invalid="amount must be an integer number of minor units (cents), e.g. 2500 for $25.00.",
+            out_of_range=f"amount must be between 1 and {AMOUNT_MINOR_MAX} minor units.",
+            missing="Missing required parameter: amount.",
+        ),
+        "currency": invalid_only("currency must be a three-letter ISO 4217 code such as usd."),
+        "campaign": required_text(),
+        "donor": invalid_only("donor must be an object with the donor's name and address.", code="parameter_missing"),
+        "payment_method": invalid_only(
+            "payment_method must be a processor token such as pm_card_visa.", code="payment_method_invalid"
+        ),
+        "metadata": invalid_only(
+            f"metadata must be an object with at most {METADATA_KEYS_MAX} keys.",
+            item=f"metadata values must be strings or integers (keys up to {METADATA_KEY_LENGTH_MAX}, values up to "
+            f"{METADATA_VALUE_LENGTH_MAX}).",
+        ),
+    }
+    unknown: ClassVar[Unknown | None] = Unknown("parameter_unknown", "Unknown parameter: {name}.")
+
+
+class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
+    # The upper bound is the donation's unrefunded amount: checked by engine.payments.refunds, not here.
+    amount: (
+        Annotated[int, Meta(extra_json_schema={"minimum": 1, "description": "Minor units; default: all that is left"})]
+        | None
+    ) = None
+    reason: Any = None
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "amount": invalid_only("amount must be an integer number of minor units."),
+    }
+    unknown: ClassVar[Unknown | None] = Unknown("parameter_unknown", "Unknown parameter: {name}.")
+
+
+class CampaignCreate(Struct, kw_only=True):
+    """Unknown fields are ignored (a campaign read from the API can be posted back as it is)."""
+
+    slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    currency: CurrencyCode = "USD"
+    allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
+    contribution_limit: Annotated[int, Meta(gt=0)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
+    itemization_threshold: Annotated[int, Meta(ge=0)] = ITEMIZATION_THRESHOLD_MINOR
+    require_attestation: bool = True
+    name: str
+    election: str
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
+        "currency": invalid_only("currency must be an ISO 4217 code."),
+        "allowed_origins": invalid_only("allowed_origins must be a list of origins."),
+        "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
+        "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
+        "require_attestation": invalid_only("require_attestation must be true or false."),
+        "name": invalid_only("name must be a str."),
+        "election": invalid_only("election must be a str."),
+    }
+    unknown: ClassVar[Unknown | None] = None
+
+
+class KeyCreate(Struct, kw_only=True):
+    """Unknown fields are ignored."""
+
+    role: Literal["form", "finance", "admin"]
+    label: str | None = None
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "role": invalid_only("role must be form, finance or admin."),
+        "label": invalid_only("label must be a string."),
+    }
+    unknown: ClassVar[Unknown | None] = None
+
+
+class ReconciliationCreate(Struct, kw_only=True):
+    """Unknown fields are ignored. ``from`` must be before ``to``, at most 366 days apart (checked by the handler)."""
+
+    processor: Annotated[str, Meta(min_length=1)]
+    start: Instant = field(name="from")
+    end: Instant = field(name="to")
+    slack_s: Annotated[int, Meta(ge=0, le=SLACK_S_MAX)] = SLACK_S_DEFAULT
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "processor": invalid_only("processor is required", code="parameter_missing"),
+        "from": invalid_only("from must be an ISO 8601 time with a time zone"),
+        "to": invalid_only("to must be an ISO 8601 time with a time zone"),
+        "slack_s": invalid_only(f"slack_s must be an integer 0-{SLACK_S_MAX}"),
+    }
+    unknown: ClassVar[Unknown | None] = None
+
+
+_LEGS_SCHEMA = {
+    "type": ["array", "null"],
+    "minItems": 2,
+    "maxItems": LEGS_MAX,
+    "items": {
+        "type": "object",
+        "required": ["account", "amount", "currency"],
+        "properties": {
+            "account": {"type": "string", "minLength": 1},
+            "amount": {"type": "integer", "not": {"const": 0}, "description": "Minor units, debits positive"},
+            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+        },
+    },
+}
+
+
+class ExceptionResolve(Struct, kw_only=True):
+    """Unknown fields are ignored. Without legs, the proposed adjustment is posted."""
+
+    memo: Annotated[str, Meta(min_length=1, max_length=MEMO_LENGTH_MAX, pattern=r"\S")]
+    # Validated by engine.finance.reconciliation.legs_from_json (its own messages); the schema states its rules.
+    legs: Annotated[Any, Meta(extra_json_schema=_LEGS_SCHEMA)] = None
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "memo": invalid_only(f"memo must say why, in 1-{MEMO_LENGTH_MAX} characters"),
+    }
+    unknown: ClassVar[Unknown | None] = None
+
+
+REQUEST_MODELS: tuple[type[Struct], ...] = (
+    DonationCreate,
+    RefundCreate,
+    CampaignCreate,
+    KeyCreate,
+    ReconciliationCreate,
+    ExceptionResolve,
+)
+
+
+# ---- responses -----------------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(Struct, kw_only=True):
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    decline_code: str | None = None
+
+
+class Error(Struct, kw_only=True):
+    """Stripe-shaped: 400 invalid, 401/403 auth, 402 declined, 409 idempotency, 422 limit, 429/503 Retry-After."""
+
+    error: ErrorDetail
+
+
+class Donation(Struct, kw_only=True):
+    id: str
+    object: Literal["donation"]
+    status: Literal["processing", "succeeded", "declined", "failed"]
+    amount: int
+    amount_refunded: int
+    amount_disputed: int
+    currency: str
+    campaign: str
+    election: str
+    fee: int | None
+    processor: str | None
+    processor_reference: str | None
+    payment_method: str
+    decline_code: str | None
+    failure_message: str | None
+    donor: dict[str, Any]
+    metadata: dict[str, str]
+    created: str
+    updated: str
+    settled: str | None
+
+
+class DonationList(Struct, kw_only=True):
+    object: Literal["list"]
+    data: list[Donation]
+    has_more: bool
+
+
+class Refund(Struct, kw_only=True):
+    id: str
+    object: Literal["refund"]
+    donation: str
+    amount: int
+    currency: str
+    status: Literal["pending", "succeeded", "failed"]
+    processor_reference: str | None
+    failure_message: str | None
+    created: str
+
+
+class Campaign(Struct, kw_only=True):
+    object: Literal["campaign"]
+    slug: str
+    name: str
+    currency: str
+    election: str
+    contribution_limit: int
+    itemization_threshold: int
+    require_attestation: bool
+    allowed_origins: list[str]
+
+
+class CampaignList(Struct, kw_only=True):
+    object: Literal["list"]
+    data: list[Campaign]
+    has_more: bool
+
+
+class ApiKeyCreated(Struct, kw_only=True):
+    object: Literal["api_key"]
+    id: str
+    role: Literal["form", "finance", "admin"]
+    secret: str
+
+
+RESPONSE_MODELS: tuple[type[Struct], ...] = (
+    Error,
+    Donation,
+    DonationList,
+    Refund,
+    Campaign,
+    CampaignList,
+    ApiKeyCreated,
+)

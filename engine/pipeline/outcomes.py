@@ -1,0 +1,46 @@
+"""What the pipeline answers besides a donation: refusals (expected, per request) and overload (shed load).
+
+``Pipeline.submit`` returns a :class:`~engine.pipeline.donations.Donation` (accepted, charged, declined, failed or
+still processing) or a :class:`Refusal`; it raises :class:`OverloadError` when it will not take the request at all.
+Only ``engine.api.errors`` turns these into HTTP statuses and error bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.campaigns import Campaign
+from engine.pipeline.donations import Donation
+
+
+class RefusalReason(StrEnum):
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"  # the first request with this key is still charging
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # the key was used with another body
+    LIMIT_EXCEEDED = "limit_exceeded"  # the donor's aggregate for the election would pass the limit
+    EMPLOYER_REQUIRED = "employer_required"  # past the itemization threshold without employer and occupation
+    VELOCITY_EXCEEDED = "velocity_exceeded"  # too many declines from this source: card testing suspected
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: RefusalReason
+    campaign: Campaign
+    donation: Donation | None = None  # the replayed donation, when there is one
+    aggregate_minor: int | None = None
+    room_minor: int | None = None
+
+
+class Overload(StrEnum):
+    SHUTTING_DOWN = "shutting_down"
+    IN_FLIGHT_FULL = "in_flight_full"
+    QUEUE_FULL = "queue_full"
+    INTAKE_SATURATED = "intake_saturated"
+
+
+class OverloadError(Exception):
+    """The pipeline will not take this request now; the client should retry later."""
+
+    def __init__(self, overload: Overload) -> None:
+        super().__init__(overload.value)
+        self.overload = overload

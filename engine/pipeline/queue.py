@@ -1,0 +1,108 @@
+"""The durable queue: donations accepted without processor capacity wait as ``queued`` rows in the database.
+
+The queue runner of every engine process claims due rows with ``FOR UPDATE SKIP LOCKED`` (as many as the processors
+have room for), leases them as ``charging`` and hands each to recovery, which looks up or charges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+
+from engine.metrics import Metrics
+from engine.pipeline.charger import Charger
+from engine.pipeline.donations import DONATION_COLUMNS, Donation
+from engine.pipeline.limits import PipelineLimits
+from engine.pipeline.recovery import process_claimed
+
+_logger = logging.getLogger(__name__)
+
+
+class DurableQueue:
+    def __init__(self, pool: asyncpg.Pool, charger: Charger, limits: PipelineLimits, metrics: Metrics) -> None:
+        self._pool = pool
+        self._charger = charger
+        self.limits = limits
+        self.metrics = metrics
+        self.depth = 0  # rows queued, charging or pending, as last counted (plus those enqueued since)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="queue-runner")
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop claiming; let in-flight charges finish (their rows stay leased and are recovered if they don't)."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def enqueued(self) -> None:
+        """A row was just recorded ``queued``: count it and wake the runner."""
+        self.depth += 1
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        last_count = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() - last_count > 1.0:
+                    await self._count()
+                    last_count = time.monotonic()
+                claimed = await self._claim_due()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                _logger.warning("queue runner: %s; retrying", error)
+                claimed = 0
+            except Exception:
+                _logger.exception("queue runner failed; retrying")
+                claimed = 0
+            if claimed == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.limits.queue_poll_ms / 1000)
+
+    async def _count(self) -> None:
+        self.depth = await self._pool.fetchval(
+            "SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"
+        )
+        self.metrics.queue_depth.labels("durable").set(self.depth)
+
+    async def _claim_due(self) -> int:
+        capacity = self._charger.capacity()
+        if capacity == 0:
+            return 0
+        rows = await self._pool.fetch(
+            f"""WITH due AS (
+                    SELECT id, status AS previous_status FROM surge.donations
+                     WHERE status IN ('queued', 'charging', 'pending') AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at, created_at
+                     LIMIT $1 FOR UPDATE SKIP LOCKED)
+                UPDATE surge.donations d
+                   SET status = 'charging', attempts = d.attempts + 1, updated_at = now(),
+                       next_attempt_at = now() + make_interval(secs => $2)
+                  FROM due WHERE d.id = due.id
+             RETURNING due.previous_status, {", ".join("d." + c.strip() for c in DONATION_COLUMNS.split(","))}""",
+            min(capacity, self.limits.claim_batch_max),
+            self.limits.lease.total_seconds(),
+        )
+        for row in rows:
+            donation = Donation.from_row(row)
+            task = asyncio.create_task(process_claimed(self._pool, self._charger, donation, row["previous_status"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(rows)
