@@ -20,7 +20,6 @@ from engine.api.errors import (
 from engine.api.models import DonationCreate, RefundCreate
 from engine.api.requests import authorized, client_ip, int_param, json_body
 from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
-from engine.api.validation import decode
 from engine.keys import Role
 from engine.payments.refunds import finish_refund, reserve_refund, send_refund
 from engine.pipeline.donation_request import (
@@ -31,6 +30,7 @@ from engine.pipeline.donation_request import (
 )
 from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation
 from engine.pipeline.outcomes import Refusal
+from engine.validation import decode
 
 routes = web.RouteTableDef()
 

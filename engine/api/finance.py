@@ -14,7 +14,6 @@ from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
 from engine.api.requests import authorized, int_param, json_body, parse_date, parse_time
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
-from engine.api.validation import decode
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
@@ -25,6 +24,7 @@ from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import Role
+from engine.validation import decode
 
 routes = web.RouteTableDef()
 

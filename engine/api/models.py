@@ -1,6 +1,6 @@
 """Request and response bodies, declared once as msgspec Structs.
 
-Request bodies are validated by decoding into these (``engine.api.validation.decode``) and ``/openapi.json`` is
+Request bodies are validated by decoding into these (``engine.validation.decode``) and ``/openapi.json`` is
 generated from them (``engine.api.openapi``), so the schema cannot drift from what the server checks. Each request
 Struct carries its ``wording``: the Stripe-style code and message for each field's problems, so that clients see the
 same errors as before the models existed.
@@ -17,8 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct, field
 
-from engine.api.validation import Unknown, Wording, invalid_only, required_text
-from engine.campaigns import FEDERAL_LIMIT_PER_ELECTION_MINOR, ITEMIZATION_THRESHOLD_MINOR
+from engine.campaigns import CampaignCreate
 from engine.finance.reconciliation import LEGS_MAX
 from engine.pipeline.donation_request import (
     AMOUNT_MINOR_MAX,
@@ -28,6 +27,7 @@ from engine.pipeline.donation_request import (
     METADATA_VALUE_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
+from engine.validation import CurrencyCode, Unknown, Wording, invalid_only, required_text
 
 SLACK_S_DEFAULT = 3600
 SLACK_S_MAX = 7 * 86400
@@ -39,7 +39,6 @@ IDEMPOTENCY_KEY_LENGTH_MAX = 255
 RequiredText = Annotated[str, Meta(min_length=1, max_length=TEXT_LENGTH_MAX, pattern=r"\S")]
 OptionalText = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX)] | None
 Email = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
-CurrencyCode = Annotated[str, Meta(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$", description="ISO 4217")]
 PaymentMethod = Annotated[
     str,
     Meta(
@@ -130,31 +129,6 @@ class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         "amount": invalid_only("amount must be an integer number of minor units."),
     }
     unknown: ClassVar[Unknown | None] = Unknown("parameter_unknown", "Unknown parameter: {name}.")
-
-
-class CampaignCreate(Struct, kw_only=True):
-    """Unknown fields are ignored (a campaign read from the API can be posted back as it is)."""
-
-    slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    currency: CurrencyCode = "USD"
-    allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
-    contribution_limit: Annotated[int, Meta(gt=0)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
-    itemization_threshold: Annotated[int, Meta(ge=0)] = ITEMIZATION_THRESHOLD_MINOR
-    require_attestation: bool = True
-    name: str
-    election: str
-
-    wording: ClassVar[dict[str, Wording]] = {
-        "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
-        "currency": invalid_only("currency must be an ISO 4217 code."),
-        "allowed_origins": invalid_only("allowed_origins must be a list of origins."),
-        "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
-        "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
-        "require_attestation": invalid_only("require_attestation must be true or false."),
-        "name": invalid_only("name must be a str."),
-        "election": invalid_only("election must be a str."),
-    }
-    unknown: ClassVar[Unknown | None] = None
 
 
 class KeyCreate(Struct, kw_only=True):
