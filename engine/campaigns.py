@@ -11,7 +11,7 @@ from msgspec import Meta, Struct
 
 from engine import chart_of_accounts
 from engine.validation import CurrencyCode, Unknown, ValidationProblem, Wording, decode, invalid_only
-from ledger.money import is_currency_code
+from ledger.currencies import MINOR_UNIT_EXPONENTS
 
 FEDERAL_LIMIT_PER_ELECTION_MINOR = 350_000  # US federal individual limit for 2025-26: $3,500 per election
 ITEMIZATION_THRESHOLD_MINOR = 20_000  # FEC: employer and occupation past $200 aggregate
@@ -73,7 +73,7 @@ def campaign_from_json(body: dict[str, Any]) -> Campaign:
     """The campaign ``body`` describes (the API's body, or the CLI's flags as one), or its first ValidationProblem."""
     settings = decode(body, CampaignCreate)
     currency = settings.currency.upper()
-    if not is_currency_code(currency):
+    if currency not in MINOR_UNIT_EXPONENTS:  # not only three letters: one the books can format and report
         raise ValidationProblem("currency", "parameter_invalid", "currency must be an ISO 4217 code.")
     return Campaign(
         slug=settings.slug,
