@@ -337,7 +337,7 @@ def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = 
                 "ledger_references": " ".join(view.detail.get("ledger_references", [])),
                 "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
                 "proposed_adjustment": "; ".join(
-                    f"{leg['account']} {format_minor(leg['amount'], leg['currency'])}" for leg in proposed
+                    f"{leg['account']} {_amount(leg['amount'], leg['currency'])}" for leg in proposed
                 ),
                 "resolved_by": view.adjustment.resolved_by if view.adjustment else None,
                 "resolved_at": view.adjustment.resolved_at if view.adjustment else None,
@@ -354,7 +354,11 @@ def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = 
 
 
 def _amount(value: int | None, currency: str | None) -> str:
-    return "-" if value is None else format_minor(value, currency or "USD")
+    if value is None:
+        return "-"
+    if not currency:  # no currency, no decimals to place: the raw minor units, said plainly
+        return f"{value} minor units"
+    return f"{format_minor(value, currency)} {currency}"
 
 
 def summary_text(run: RunView) -> str:
