@@ -43,7 +43,11 @@ class Settings:
     queue_depth_max: int = 200_000
     velocity_declines_max: int = 5
     velocity_window_s: int = 600
+    # Deprecated spelling of one trusted hop (SURGE_TRUSTED_PROXY_HOPS=1); kept so existing deployments still work.
     trust_forwarded_for: bool = False
+    # Proxies in front of the engine that each append the address they saw to X-Forwarded-For. The client is the
+    # address that many entries from the right; 0 trusts no header and uses the connection's peer address.
+    trusted_proxy_hops: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +75,8 @@ class Settings:
             problems.append("SURGE_IN_FLIGHT_MAX and SURGE_QUEUE_DEPTH_MAX must be at least 1")
         if self.velocity_declines_max < 1 or self.velocity_window_s < 1:
             problems.append("SURGE_VELOCITY_DECLINES_MAX and SURGE_VELOCITY_WINDOW_S must be at least 1")
+        if not 0 <= self.trusted_proxy_hops <= 16:
+            problems.append(f"SURGE_TRUSTED_PROXY_HOPS must be 0-16, got {self.trusted_proxy_hops}")
         try:
             self.processor_specs()
         except ValueError as error:
@@ -95,6 +101,13 @@ class Settings:
         if len({name for name, _ in specs}) != len(specs):
             raise ValueError("SURGE_PROCESSORS names must be unique")
         return specs
+
+    @property
+    def forwarded_hops(self) -> int:
+        """How many X-Forwarded-For entries, counted from the right, were appended by proxies we trust."""
+        if self.trusted_proxy_hops:
+            return self.trusted_proxy_hops
+        return 1 if self.trust_forwarded_for else 0
 
     @property
     def postgres_folder(self) -> Path:
@@ -127,6 +140,7 @@ ENVIRONMENT = EnvironmentSettings(
         "velocity_declines_max": integer(),
         "velocity_window_s": integer(),
         "trust_forwarded_for": boolean(),
+        "trusted_proxy_hops": integer(),
     },
     names={"database_url": "DATABASE_URL"},
 )

@@ -10,7 +10,7 @@ from datetime import datetime
 from html import escape
 
 from engine.finance.reconcile.history import ExceptionView, RunView
-from engine.finance.reports.donation_series import MinuteCount
+from engine.finance.reports.donation_series import MinuteCount, currency_totals
 from engine.finance.reports.report import Report
 from ledger.currencies import format_minor
 from toolkit.svg_chart import CHART_CSS, Series, render_chart
@@ -65,9 +65,16 @@ def login_page(error: str | None = None) -> str:
 
 
 def money(amount: int | None, currency: str | None) -> str:
+    """An amount in its currency's own decimals (ISO 4217: 3 for BHD, 0 for JPY), with the code after it."""
     if amount is None:
         return '<span class="muted">—</span>'
-    return escape(f"{format_minor(amount, currency or 'USD')} {currency or ''}".strip())
+    if not currency:  # no currency, no decimals to place: the raw minor units, said plainly
+        return f'<span class="muted">{amount} minor units, currency unknown</span>'
+    return escape(money_text(amount, currency))
+
+
+def money_text(amount: int, currency: str) -> str:
+    return f"{format_minor(amount, currency)} {currency}"
 
 
 def _table(
@@ -219,9 +226,11 @@ def _time(moment: datetime) -> str:
 
 
 def donations_chart(series: Sequence[MinuteCount]) -> str:
-    """Bars of posted donations per minute, with the count and amount of each minute in its tooltip."""
+    """Bars of posted donations per minute (a count), each minute's amounts per currency in its tooltip, and one
+    figure per currency below: amounts in different currencies are never added up."""
     tooltips = [
-        f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
+        f"{minute.minute:%H:%M} UTC: {minute.donations} donations"
+        + "".join(f", {money_text(amount, currency)}" for currency, amount in sorted(minute.amounts.items()))
         for minute in series
     ]
 
@@ -243,7 +252,12 @@ def donations_chart(series: Sequence[MinuteCount]) -> str:
     )
     total = sum(m.donations for m in series)
     caption = f'<p class="muted">{total} donations in the last {len(series)} minutes (UTC).</p>'
-    return chart + caption
+    figures = "".join(
+        f'<li data-currency="{escape(currency)}">{escape(currency)}: {count} donation{"" if count == 1 else "s"}, '
+        f"<strong>{money(amount, currency)}</strong></li>"
+        for currency, (count, amount) in currency_totals(list(series)).items()
+    )
+    return chart + caption + (f'<ul id="donations-per-currency">{figures}</ul>' if figures else "")
 
 
 def dashboard_page(

@@ -15,7 +15,7 @@ from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationC
 from engine.api.requests import authorized, int_param, json_body, parse_date, parse_time
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
-from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
+from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
 from engine.finance.reports.campaign_days import campaign_days
@@ -155,8 +155,8 @@ async def resolve_exception(request: web.Request) -> web.Response:
             view = await exception_view(connection, exception_id)
     except ExceptionNotFoundError:
         raise ApiError(404, "resource_missing", f"No such exception: {exception_id}", param="id") from None
-    except AlreadyResolvedError as error:
-        raise ApiError(409, "exception_already_resolved", str(error), param="id") from None
+    except ExceptionNotOpenError as error:  # resolved already, cleared by a later run, or the ledger agrees now
+        raise ApiError(409, error.code, str(error), param="id") from None
     except (reconciliation.LegsInvalidError, AdjustmentRefusedError) as error:
         raise ApiError(400, "adjustment_invalid", str(error), param="legs") from None
     if view is None:
