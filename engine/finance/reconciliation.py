@@ -249,11 +249,10 @@ def adjustment_json(adjustment: Adjustment | None) -> dict[str, Any] | None:
     }
 
 
-def exception_json(view: ExceptionView) -> dict[str, Any]:
+def _exception_fields(view: ExceptionView) -> dict[str, Any]:
+    """What the JSON view and the CSV row of an exception both say, as values."""
     return {
-        "object": "reconciliation_exception",
         "id": view.id,
-        "processor": view.processor,
         "status": view.status.value,
         "kind": view.kind.value,
         "subject": view.subject,
@@ -261,11 +260,21 @@ def exception_json(view: ExceptionView) -> dict[str, Any]:
         "processor_amount": view.processor_amount,
         "ledger_amount": view.ledger_amount,
         "difference": view.difference,
-        "occurred_at": view.occurred_at.isoformat(),
+        "occurred_at": view.occurred_at,
         "donation": view.detail.get("donation"),
         "processor_ids": view.detail.get("processor_ids", []),
         "ledger_references": view.detail.get("ledger_references", []),
         "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+    }
+
+
+def exception_json(view: ExceptionView) -> dict[str, Any]:
+    fields = _exception_fields(view)
+    return {
+        "object": "reconciliation_exception",
+        **fields,
+        "processor": view.processor,
+        "occurred_at": view.occurred_at.isoformat(),
         "proposed_adjustment": view.detail.get("proposed_adjustment"),
         "first_run": view.first_run_id,
         "last_run": view.last_run_id,
@@ -321,21 +330,12 @@ def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = 
     rows = []
     for view in exceptions:
         proposed = view.detail.get("proposed_adjustment") or []
+        fields = _exception_fields(view)
         rows.append(
             {
-                "id": view.id,
-                "status": view.status.value,
-                "kind": view.kind.value,
-                "subject": view.subject,
-                "currency": view.currency,
-                "processor_amount": view.processor_amount,
-                "ledger_amount": view.ledger_amount,
-                "difference": view.difference,
-                "occurred_at": view.occurred_at,
-                "donation": view.detail.get("donation"),
-                "processor_ids": " ".join(view.detail.get("processor_ids", [])),
-                "ledger_references": " ".join(view.detail.get("ledger_references", [])),
-                "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+                **fields,
+                "processor_ids": " ".join(fields["processor_ids"]),
+                "ledger_references": " ".join(fields["ledger_references"]),
                 "proposed_adjustment": "; ".join(
                     f"{leg['account']} {_amount(leg['amount'], leg['currency'])}" for leg in proposed
                 ),
