@@ -74,6 +74,7 @@ class EventType(StrEnum):
     CHARGE_SUCCEEDED = "charge_succeeded"
     CHARGE_FAILED = "charge_failed"
     CHARGE_REFUNDED = "charge_refunded"
+    CHARGE_UPDATED = "charge_updated"  # a charge's fee reported after the charge (late fee); ``fee`` carries it
     DISPUTE_CREATED = "dispute_created"
     DISPUTE_WON = "dispute_won"
     DISPUTE_LOST = "dispute_lost"

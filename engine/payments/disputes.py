@@ -12,6 +12,7 @@ import asyncpg
 
 from adapters.base import EventType, ProcessorEvent
 from engine import chart_of_accounts
+from engine.payments.fees import Fee, post_with_fees
 from engine.pipeline.aggregates import remove_contribution
 from ledger import reads
 from ledger.accounts import AccountDirectory
@@ -31,33 +32,23 @@ async def dispute_created(
 ) -> None:
     amount = event.amount or Money(donation["amount_minor"], donation["currency"])
     dispute = event.object_id or event.id
+    metadata = {"donation": donation["id"]}
     await connection.execute(
         "UPDATE surge.donations SET disputed_minor = disputed_minor + $2, updated_at = now() WHERE id = $1",
         donation["id"],
         amount.amount_minor,
     )
-    entries = [
-        transfer(
-            f"dispute:{dispute}",
-            debit=chart_of_accounts.disputes(donation["campaign"]),
-            credit=chart_of_accounts.clearing(processor, amount.currency),
-            money=amount,
-            memo="dispute: funds withdrawn",
-            metadata={"donation": donation["id"]},
-        )
-    ]
-    if event.fee is not None and event.fee.amount_minor > 0:
-        entries.append(
-            transfer(
-                f"dispute-fee:{dispute}",
-                debit=chart_of_accounts.fees(processor, event.fee.currency),
-                credit=chart_of_accounts.clearing(processor, event.fee.currency),
-                money=event.fee,
-                memo="dispute fee",
-                metadata={"donation": donation["id"]},
-            )
-        )
-    await post_entries_or_raise(connection, directory, entries)
+    withdrawal = transfer(
+        f"dispute:{dispute}",
+        debit=chart_of_accounts.disputes(donation["campaign"]),
+        credit=chart_of_accounts.clearing(processor, amount.currency),
+        money=amount,
+        memo="dispute: funds withdrawn",
+        metadata={"donation": donation["id"]},
+    )
+    # The fee is in the balance's currency, maybe not the dispute's: its own entry, its accounts opened on demand.
+    fee = [] if event.fee is None else [Fee(f"dispute-fee:{dispute}", processor, event.fee, "dispute fee", metadata)]
+    await post_with_fees(connection, directory, [withdrawal], fee)
 
 
 async def dispute_closed(

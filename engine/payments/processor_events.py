@@ -16,6 +16,7 @@ import orjson
 
 from adapters.base import EventType, ProcessorEvent
 from engine.payments.disputes import dispute_closed, dispute_created
+from engine.payments.fees import record_late_fee
 from engine.payments.payouts import payout_paid
 from engine.payments.refunds import Refund, book_refund
 from engine.pipeline.settlement import Settlement, commit_settlements
@@ -75,11 +76,13 @@ async def _apply(
             "succeeded" if succeeded else "declined",
             processor,
             processor_reference=event.processor_reference or donation["processor_reference"],
-            fee_minor=event.fee.amount_minor if event.fee and succeeded else None,
+            fee=event.fee if succeeded else None,
             decline_code=event.decline_code,
             failure_message=None if succeeded else "declined (processor event)",
         )
         await commit_settlements(connection, directory, [settlement])
+    elif event.type is EventType.CHARGE_UPDATED and event.fee is not None:
+        await record_late_fee(connection, directory, donation["id"], event.fee)
     elif event.type is EventType.CHARGE_REFUNDED:
         await _external_refund(connection, directory, donation, event)
     elif event.type is EventType.DISPUTE_CREATED:

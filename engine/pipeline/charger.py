@@ -105,7 +105,7 @@ class Charger:
                 status.value,
                 processor,
                 processor_reference=result.processor_reference,
-                fee_minor=result.fee.amount_minor if result.fee else None,
+                fee=result.fee,
                 decline_code=result.decline_code,
                 failure_message=result.message if status is not ChargeStatus.SUCCEEDED else None,
             )
@@ -119,7 +119,7 @@ class Charger:
                 status=status.value,
                 processor=processor,
                 processor_reference=result.processor_reference,
-                fee_minor=settlement.fee_minor,
+                fee_minor=result.fee.amount_minor if result.fee else None,
                 decline_code=result.decline_code,
                 failure_message=settlement.failure_message,
                 settled_at=datetime.now(UTC),

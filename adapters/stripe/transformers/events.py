@@ -11,7 +11,7 @@ from typing import Any
 from adapters.base import EventType, ProcessorEvent, WebhookPayloadError
 from adapters.stripe.transformers.amounts import from_stripe_amount
 from adapters.stripe.transformers.balance_transactions import balance_transaction_fee
-from adapters.stripe.transformers.charges import charge_fee, payment_intent_amount
+from adapters.stripe.transformers.charges import charge_fee, charge_updated_fields, payment_intent_amount
 from adapters.stripe.transformers.objects import donation_id_of, id_of, list_data
 from ledger.money import Money
 
@@ -137,6 +137,7 @@ _EVENT_TRANSLATIONS = {
     "payment_intent.succeeded": _payment_intent_succeeded,
     "payment_intent.payment_failed": _payment_intent_failed,
     "charge.refunded": _charge_refunded,
+    "charge.updated": lambda charge, data: charge_updated_fields(charge),
     "charge.dispute.created": _dispute_created,
     "charge.dispute.closed": _dispute_closed,
     "payout.paid": _payout_paid,
