@@ -21,6 +21,7 @@ from ledger import reads
 from ledger.accounts import AccountDirectory
 from ledger.check import check_ledger
 from ledger.money import Money
+from tests.commands import run_cli
 from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
 from tests.waiting import wait_until
 
@@ -118,3 +119,26 @@ async def test_accounts_opened_in_a_rolled_back_batch_are_not_remembered(surge: 
     assert await posted(surge, "clearing:simulated:USD") == 5000
     async with surge.pool.acquire() as connection:
         assert (await check_ledger(connection)).ok
+
+
+async def test_surge_fees_sweep_books_a_late_fee_from_the_command_line(
+    surge: Surge, database_url: str, tmp_path: Path
+) -> None:
+    donation_id, reference = await pending_donation(surge, 5000)
+    assert await settle(surge, AccountDirectory(), Settlement(donation_id, "succeeded", "simulated", reference)) == [
+        True
+    ]
+    async with SimulatedProcessor(surge.pool) as simulated:
+        await simulated.resolve_pending(reference, succeeded=True)
+    sweep = ("fees", "sweep", "--processor", "simulated", "--from", "2000-01-01", "--to", "2100-01-01")
+
+    first = await run_cli(database_url, tmp_path, *sweep)
+    again = await run_cli(database_url, tmp_path, *sweep)
+
+    assert first.returncode == 0, first.stderr
+    assert "1 late fees booked" in first.stdout and "0 late fees booked" in again.stdout
+    assert await posted(surge, "fees:simulated:USD") == 5000 * 220 // 10_000 + 30
+    unknown = await run_cli(
+        database_url, tmp_path, "fees", "sweep", "--processor", "nope", "--from", "2000-01-01", "--to", "2000-01-02"
+    )
+    assert unknown.returncode == 2 and "no processor 'nope'" in unknown.stderr
