@@ -2,6 +2,9 @@
 
 - created: withdraws the disputed amount (disputes ← clearing) and books the dispute fee;
 - won: reverses the withdrawal; lost: the contribution no longer counts toward the donor's limit.
+
+Each returns the event's outcome: a dispute opened twice is a duplicate, and a closing that arrives before its
+opening is not yet applicable (parked, applied once the opening is).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncpg
 
 from adapters.base import EventType, ProcessorEvent
 from engine import chart_of_accounts
+from engine.payments.parked_events import APPLIED, EventOutcome, WaitingFor, duplicate, not_yet
 from engine.pipeline.aggregates import remove_contribution
 from ledger import reads
 from ledger.accounts import AccountDirectory
@@ -28,9 +32,11 @@ async def dispute_created(
     processor: str,
     donation: asyncpg.Record,
     event: ProcessorEvent,
-) -> None:
+) -> EventOutcome:
     amount = event.amount or Money(donation["amount_minor"], donation["currency"])
     dispute = event.object_id or event.id
+    if await reads.entry_postings(connection, f"dispute:{dispute}"):
+        return duplicate(f"dispute {dispute} already opened")
     await connection.execute(
         "UPDATE surge.donations SET disputed_minor = disputed_minor + $2, updated_at = now() WHERE id = $1",
         donation["id"],
@@ -58,19 +64,21 @@ async def dispute_created(
             )
         )
     await post_entries_or_raise(connection, directory, entries)
+    return APPLIED
 
 
 async def dispute_closed(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
+) -> EventOutcome:
     dispute = event.object_id or event.id
     # What the withdrawal took out of the processor's clearing account.
     postings = await reads.entry_postings(connection, f"dispute:{dispute}")
     amount = next((-p.amount for p in postings if p.account.startswith("clearing:")), None)
     if amount is None:
-        _logger.warning("dispute %s closed but was never opened in the ledger", dispute)
-        return
+        return not_yet(WaitingFor.DISPUTE_NOT_OPENED)
     if event.type is EventType.DISPUTE_WON:
+        if await reads.entry_postings(connection, f"dispute-won:{dispute}"):
+            return duplicate(f"dispute {dispute} already won")
         await connection.execute(
             "UPDATE surge.donations SET disputed_minor = disputed_minor - $2, updated_at = now() WHERE id = $1",
             donation["id"],
@@ -81,3 +89,4 @@ async def dispute_closed(
         )
     else:
         await remove_contribution(connection, donation["campaign"], donation["election"], donation["donor_key"], amount)
+    return APPLIED
