@@ -101,7 +101,7 @@ async def test_a_version_5_database_moves_its_reconciliation_history_to_the_fina
         applied = await database.migrate(connection)
 
         # Later migrations apply after it too; this test is about version 6.
-        assert [(m.version, m.name) for m in applied][0] == (6, "finance_schema")
+        assert (applied[0].version, applied[0].name) == (6, "finance_schema")
         assert await schemas_of(connection) == dict.fromkeys(TABLES, "finance")
         for table in TABLES:
             assert await connection.fetchval(f"SELECT count(*) FROM finance.{table}") == 1, table
