@@ -2,9 +2,13 @@
 -- duplicate, not applicable and why); an event that cannot apply yet is parked here, with its parsed content, until
 -- what it waits for has happened, and is then applied exactly once (or found never applicable) and marked resolved.
 -- Rows are kept after resolution: they are the record of what waited, for how long and how it ended.
+-- object_id (the refund, dispute or payout the event is about) tells a second event about the same thing, under
+-- another event id, from a new one: a dispute closed twice is closed once.
 ALTER TABLE surge.processor_events
+    ADD COLUMN object_id       text,
     ADD COLUMN outcome         text CHECK (outcome IN ('applied', 'parked', 'duplicate', 'not_applicable')),
     ADD COLUMN outcome_reason  text;
+CREATE INDEX processor_events_object ON surge.processor_events (object_id) WHERE object_id IS NOT NULL;
 
 CREATE TABLE surge.parked_events (
     processor            text NOT NULL,

@@ -15,7 +15,7 @@ import asyncpg
 
 from adapters.base import EventType, ProcessorEvent
 from engine import chart_of_accounts
-from engine.payments.parked_events import APPLIED, EventOutcome, WaitingFor, duplicate, not_yet
+from engine.payments.parked_events import APPLIED, EventOutcome, WaitingFor, duplicate, never, not_yet
 from engine.pipeline.aggregates import remove_contribution
 from ledger import reads
 from ledger.accounts import AccountDirectory
@@ -76,6 +76,13 @@ async def dispute_closed(
     amount = next((-p.amount for p in postings if p.account.startswith("clearing:")), None)
     if amount is None:
         return not_yet(WaitingFor.DISPUTE_NOT_OPENED)
+    closed = await _closed_as(connection, dispute)
+    if closed is not None:
+        return (
+            duplicate(f"dispute {dispute} already {closed}")
+            if closed == event.type.value
+            else never(f"dispute {dispute} already closed as {closed}")
+        )
     if event.type is EventType.DISPUTE_WON:
         if await reads.entry_postings(connection, f"dispute-won:{dispute}"):
             return duplicate(f"dispute {dispute} already won")
@@ -90,3 +97,13 @@ async def dispute_closed(
     else:
         await remove_contribution(connection, donation["campaign"], donation["election"], donation["donor_key"], amount)
     return APPLIED
+
+
+async def _closed_as(connection: asyncpg.Connection, dispute: str) -> str | None:
+    """How an earlier event (under another event id) closed this dispute, if one did: a dispute closes once."""
+    closed: str | None = await connection.fetchval(
+        """SELECT type FROM surge.processor_events
+            WHERE object_id = $1 AND type IN ('dispute_won', 'dispute_lost') AND outcome = 'applied' LIMIT 1""",
+        dispute,
+    )
+    return closed

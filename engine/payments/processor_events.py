@@ -49,14 +49,15 @@ async def receive_event(
     """Record ``event`` once and apply it, park it, or note why it never applies; a redelivery changes nothing."""
     async with connection.transaction():
         inserted = await connection.fetchval(
-            """INSERT INTO surge.processor_events (processor, event_id, type, payload)
-               VALUES ($1, $2, $3, $4::text::jsonb)
+            """INSERT INTO surge.processor_events (processor, event_id, type, payload, object_id)
+               VALUES ($1, $2, $3, $4::text::jsonb, $5)
                ON CONFLICT DO NOTHING RETURNING true""",
             processor,
             event.id,
             event.type.value,
             # Already JSON text: passed as text, or the pool's jsonb codec would encode it a second time.
             orjson.dumps(dict(event.raw), default=str).decode(),
+            event.object_id,
         )
         if not inserted:
             return _REDELIVERED

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.simulated import SimulatedProcessor
-from adapters.simulated.webhooks import DISPUTE_CREATED, REFUND_CREATED, event_payload
+from adapters.simulated.webhooks import DISPUTE_CLOSED, DISPUTE_CREATED, REFUND_CREATED, event_payload
 from engine.api.state import ACCOUNTS, PIPELINE, POOL, PROCESSORS
 from engine.keys import Role
 from engine.metrics import Metrics
@@ -170,7 +170,17 @@ async def test_a_dispute_closed_before_it_was_opened_is_applied_after_the_openin
         assert (read["amount_disputed"], aggregate) == (10_000, aggregate_before - 10_000)
     for webhook in (closed, opened, closed):
         assert (await post_webhook(surge, webhook.payload, webhook.headers))["duplicate"] is True
+    # The same closing under other event ids (a processor's second notice), and a contradicting one: the dispute
+    # closed once.
+    closing = {"id": opened.object_id, "object": "dispute", "payment_intent": gift["processor_reference"]}
+    await post_event(surge, "evt_closed_again", DISPUTE_CLOSED, {**closing, "status": "won" if won else "lost"})
+    await post_event(surge, "evt_closed_contrary", DISPUTE_CLOSED, {**closing, "status": "lost" if won else "won"})
+    assert (await outcome(surge, "evt_closed_again"), await outcome(surge, "evt_closed_contrary")) == (
+        "duplicate",
+        "not_applicable",
+    )
     assert await balance(surge, "disputes:demo") == (0 if won else 10_000)
+    assert await surge.pool.fetchval("SELECT posted_minor FROM surge.contribution_aggregates") == aggregate
     await ledger_is_clean(surge)
 
 
