@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import inspect
 import logging
@@ -21,6 +23,7 @@ from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
+from engine.payments.event_sweeper import run_sweeper
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.intake import VelocityLimits
@@ -115,6 +118,15 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     await pipeline.stop()
 
 
+async def _parked_event_sweeper(app: web.Application) -> AsyncIterator[None]:
+    # Parked processor events (out of order) are applied when their wait ends: see engine/payments/event_sweeper.py.
+    task = asyncio.create_task(run_sweeper(app[POOL], app[ACCOUNTS], app[METRICS]), name="parked-event-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -133,7 +145,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app[METRICS] = Metrics()
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
-    app.cleanup_ctx.extend([_database, _processors, _pipeline])
+    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
         app.add_routes(module.routes)

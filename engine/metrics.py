@@ -48,6 +48,23 @@ class Metrics:
             buckets=(*LATENCY_BUCKETS_S, 30, 60, 300),
             registry=self.registry,
         )
+        self.parked_events = Gauge(
+            "surge_parked_events",
+            "Processor events parked until they can apply, by what they wait for",
+            ["waiting_for"],
+            registry=self.registry,
+        )
+        self.parked_events_overdue = Gauge(
+            "surge_parked_events_overdue",
+            "Processor events parked longer than the bound: a problem for finance to look into",
+            registry=self.registry,
+        )
+        self.parked_events_resolved = Counter(
+            "surge_parked_events_resolved",
+            "Parked processor events applied (or found duplicate or never applicable) by the sweeper",
+            ["resolution"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("surge_donations_in_flight", "Donation requests in progress", registry=self.registry)
 
     def observe_batch(self, name: str, size: int, seconds: float) -> None:
