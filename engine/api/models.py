@@ -7,17 +7,18 @@ same errors as before the models existed.
 
 Rules a Struct cannot express stay in the domain validator and are stated in the schema where possible
 (``extra_json_schema``): a refund's amount is at most what is left unrefunded; a payment method must not be a
-cash-like or anonymous instrument; an integer metadata value has at most 500 digits; the reconciliation window
+cash-like or anonymous instrument; the reconciliation window
 (``from`` before ``to``, at most 366 days) and its times (``toolkit.times``: a zone is required).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct, field
 
-from engine.api.validation import Unknown, Wording, invalid_only, required_text
+from engine.api.validation import INTEGER_MAX, INTEGER_MIN, Unknown, Wording, invalid_only, required_text
 from engine.campaigns import FEDERAL_LIMIT_PER_ELECTION_MINOR, ITEMIZATION_THRESHOLD_MINOR
 from engine.finance.reconciliation import LEGS_MAX
 from engine.pipeline.donation_request import (
@@ -28,12 +29,15 @@ from engine.pipeline.donation_request import (
     METADATA_VALUE_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
+from ledger.currencies import MINOR_UNIT_EXPONENTS
 
 SLACK_S_DEFAULT = 3600
 SLACK_S_MAX = 7 * 86400
 WINDOW_DAYS_MAX = 366
 MEMO_LENGTH_MAX = 2000
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
+CAMPAIGN_NAME_LENGTH_MAX = 200
+ELECTION_LENGTH_MAX = 100
 
 # Non-blank: "\S" is searched, so a value of spaces only is refused (the domain trims what it keeps).
 RequiredText = Annotated[str, Meta(min_length=1, max_length=TEXT_LENGTH_MAX, pattern=r"\S")]
@@ -51,11 +55,16 @@ PaymentMethod = Annotated[
 ]
 MetadataValue = (
     Annotated[str, Meta(max_length=METADATA_VALUE_LENGTH_MAX)]
-    | Annotated[int, Meta(description=f"At most {METADATA_VALUE_LENGTH_MAX} digits.")]
+    | Annotated[int, Meta(ge=INTEGER_MIN, le=INTEGER_MAX)]  # 64 bits: engine.api.validation refuses longer
 )
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=METADATA_KEY_LENGTH_MAX)], MetadataValue], Meta(max_length=METADATA_KEYS_MAX)
 ]
+# A campaign's currency must be one the ledger can count and the reports can format: an active ISO 4217 code
+# (upper or lower case), not any three letters.
+IsoCurrency = StrEnum(  # type: ignore[misc]
+    "IsoCurrency", {name: name for code in sorted(MINOR_UNIT_EXPONENTS) for name in (code, code.lower())}
+)
 Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time", "description": "ISO 8601 with a time zone"})]
 
 
@@ -121,7 +130,16 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     # The upper bound is the donation's unrefunded amount: checked by engine.payments.refunds, not here.
     amount: (
-        Annotated[int, Meta(extra_json_schema={"minimum": 1, "description": "Minor units; default: all that is left"})]
+        Annotated[
+            int,
+            Meta(
+                extra_json_schema={
+                    "minimum": 1,
+                    "maximum": INTEGER_MAX,
+                    "description": "Minor units; default: all that is left",
+                }
+            ),
+        ]
         | None
     ) = None
     reason: Any = None
@@ -136,13 +154,14 @@ class CampaignCreate(Struct, kw_only=True):
     """Unknown fields are ignored (a campaign read from the API can be posted back as it is)."""
 
     slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    currency: CurrencyCode = "USD"
+    currency: IsoCurrency = IsoCurrency.USD  # type: ignore[attr-defined]
     allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
-    contribution_limit: Annotated[int, Meta(gt=0)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
-    itemization_threshold: Annotated[int, Meta(ge=0)] = ITEMIZATION_THRESHOLD_MINOR
+    contribution_limit: Annotated[int, Meta(gt=0, le=INTEGER_MAX)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
+    itemization_threshold: Annotated[int, Meta(ge=0, le=INTEGER_MAX)] = ITEMIZATION_THRESHOLD_MINOR
     require_attestation: bool = True
-    name: str
-    election: str
+    # The bounds are surge.campaigns' CHECK constraints: a longer or empty name must be a 400, not a 500.
+    name: Annotated[str, Meta(min_length=1, max_length=CAMPAIGN_NAME_LENGTH_MAX)]
+    election: Annotated[str, Meta(min_length=1, max_length=ELECTION_LENGTH_MAX)]
 
     wording: ClassVar[dict[str, Wording]] = {
         "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
@@ -151,8 +170,16 @@ class CampaignCreate(Struct, kw_only=True):
         "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
         "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
         "require_attestation": invalid_only("require_attestation must be true or false."),
-        "name": invalid_only("name must be a str."),
-        "election": invalid_only("election must be a str."),
+        "name": Wording(
+            invalid="name must be a str.",
+            too_short="name must not be empty.",
+            too_long=f"name must be at most {CAMPAIGN_NAME_LENGTH_MAX} characters.",
+        ),
+        "election": Wording(
+            invalid="election must be a str.",
+            too_short="election must not be empty.",
+            too_long=f"election must be at most {ELECTION_LENGTH_MAX} characters.",
+        ),
     }
     unknown: ClassVar[Unknown | None] = None
 
