@@ -13,7 +13,6 @@ cash-like or anonymous instrument; the reconciliation window
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct, field
@@ -61,10 +60,10 @@ Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=METADATA_KEY_LENGTH_MAX)], MetadataValue], Meta(max_length=METADATA_KEYS_MAX)
 ]
 # A campaign's currency must be one the ledger can count and the reports can format: an active ISO 4217 code
-# (upper or lower case), not any three letters.
-IsoCurrency = StrEnum(  # type: ignore[misc]
-    "IsoCurrency", {name: name for code in sorted(MINOR_UNIT_EXPONENTS) for name in (code, code.lower())}
-)
+# (upper or lower case), not any three letters. A pattern rather than an enum of 360 values, which fuzzers and
+# client generators would each walk value by value.
+_ISO_CODES = "|".join(code for code in sorted(MINOR_UNIT_EXPONENTS) for code in (code, code.lower()))
+IsoCurrency = Annotated[str, Meta(pattern=f"^(?:{_ISO_CODES})$", description="An active ISO 4217 code")]
 Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time", "description": "ISO 8601 with a time zone"})]
 
 
@@ -154,7 +153,7 @@ class CampaignCreate(Struct, kw_only=True):
     """Unknown fields are ignored (a campaign read from the API can be posted back as it is)."""
 
     slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    currency: IsoCurrency = IsoCurrency.USD  # type: ignore[attr-defined]
+    currency: IsoCurrency = "USD"
     allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
     contribution_limit: Annotated[int, Meta(gt=0, le=INTEGER_MAX)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
     itemization_threshold: Annotated[int, Meta(ge=0, le=INTEGER_MAX)] = ITEMIZATION_THRESHOLD_MINOR

@@ -63,7 +63,7 @@ _IDEMPOTENCY = {
     "description": "Unique per request intent; retries with the same key and body return the same result.",
 }
 _ID = _path("id")
-_NUMERIC_ID = _path("id", r"^[0-9]+$")
+_NUMERIC_ID = _path("id", r"^[0-9]{1,18}$")  # a bigint: a longer one is no such id (404)
 _FORMAT = _query("format", {"enum": ["json", "csv"]}, "json (minor units) or csv (decimal amounts)")
 _DAY = {"type": "string", "format": "date"}
 _INSTANT = {"type": "string", "format": "date-time", "description": "ISO 8601 with a time zone"}

@@ -144,3 +144,34 @@ async def test_the_sign_in_form_still_signs_in(surge: Surge) -> None:
     )
     assert response.status == 303
     assert "surge_dashboard" in response.cookies
+
+
+async def test_a_campaign_currency_must_be_one_the_ledger_knows(surge: Surge) -> None:
+    """Three letters are not enough: a campaign in AAA made every report that formats money answer 500."""
+    before = await _counts(surge)
+    status, answer = await _post(surge, "/v1/campaigns", orjson.dumps({**CAMPAIGN, "currency": "AAA"}), Role.ADMIN)
+    assert _stripe_error(status, answer)["param"] == "currency"
+    assert await _counts(surge) == before
+    status, answer = await _post(surge, "/v1/campaigns", orjson.dumps({**CAMPAIGN, "currency": "eur"}), Role.ADMIN)
+    assert status == 201 and answer["currency"] == "EUR", answer
+
+
+async def test_ids_and_numbers_past_64_bits_or_not_ascii_are_no_500(surge: Surge) -> None:
+    finance = surge.auth(Role.FINANCE)
+    response = await surge.client.get("/v1/reconciliations/99999999999999999999", headers=finance)
+    assert _stripe_error(response.status, await response.json())["code"] == "resource_missing"
+    entries = "/v1/ledger/accounts/clearing:simulated:USD/entries"
+    for cursor in ("99999999999999999999", "\u00b2"):  # every entry is before a cursor past bigint; "²" is no number
+        response = await surge.client.get(entries, params={"starting_after": cursor}, headers=finance)
+        assert response.status == 200, await response.text()
+    response = await surge.client.get("/v1/donations", params={"limit": "\u00b2"}, headers=finance)
+    assert _stripe_error(response.status, await response.json())["param"] == "limit"
+
+
+async def test_resolving_an_exception_past_64_bits_is_not_found(surge: Surge) -> None:
+    response = await surge.client.post(
+        "/v1/reconciliations/exceptions/99999999999999999999/resolve",
+        json={"memo": "why"},
+        headers=surge.auth(Role.FINANCE),
+    )
+    assert response.status == 404, await response.text()
