@@ -227,7 +227,12 @@ _PATHS: dict[str, Any] = {
         "get": _op("Dashboard sign-in form (HTML)", {"200": {"description": "HTML"}}, security=[]),
         "post": _op(
             "Exchange a finance key (form field key) for an HttpOnly, SameSite=Strict session cookie",
-            {"303": {"description": "Signed in"}, "401": {"description": "Not a finance key"}},
+            {
+                "303": {"description": "Signed in"},
+                "400": {"description": "The form could not be read as its Content-Type claims (HTML)"},
+                "401": {"description": "Not a finance key (HTML)"},
+                "403": {"description": "Cross-origin sign-in (HTML)"},
+            },
             security=[],
         ),
     },

@@ -146,6 +146,19 @@ async def test_the_sign_in_form_still_signs_in(surge: Surge) -> None:
     assert "surge_dashboard" in response.cookies
 
 
+async def test_a_campaign_name_and_election_have_the_table_s_bounds(surge: Surge) -> None:
+    """The schema said any string; surge.campaigns' CHECK constraints turned an empty or long one into a 500."""
+    before = await _counts(surge)
+    for field, value in (("name", ""), ("name", "n" * 201), ("election", ""), ("election", "e" * 101)):
+        body = orjson.dumps({**CAMPAIGN, field: value})
+        status, answer = await _post(surge, "/v1/campaigns", body, Role.ADMIN)
+        assert _stripe_error(status, answer)["param"] == field, (field, len(value), answer)
+    assert await _counts(surge) == before
+    body = orjson.dumps({**CAMPAIGN, "name": "n" * 200, "election": "e" * 100})
+    status, answer = await _post(surge, "/v1/campaigns", body, Role.ADMIN)
+    assert status == 201, answer
+
+
 async def test_a_campaign_currency_must_be_one_the_ledger_knows(surge: Surge) -> None:
     """Three letters are not enough: a campaign in AAA made every report that formats money answer 500."""
     before = await _counts(surge)
