@@ -10,7 +10,7 @@ import asyncpg
 from msgspec import Meta, Struct
 
 from engine import chart_of_accounts
-from engine.validation import CurrencyCode, Unknown, ValidationProblem, Wording, decode, invalid_only
+from engine.validation import INTEGER_MAX, Unknown, Wording, decode, invalid_only
 from ledger.currencies import MINOR_UNIT_EXPONENTS
 
 FEDERAL_LIMIT_PER_ELECTION_MINOR = 350_000  # US federal individual limit for 2025-26: $3,500 per election
@@ -43,18 +43,28 @@ class Campaign:
         }
 
 
+CAMPAIGN_NAME_LENGTH_MAX = 200
+ELECTION_LENGTH_MAX = 100
+# A campaign's currency must be one the ledger can count and the reports can format: an active ISO 4217 code
+# (upper or lower case), not any three letters. A pattern rather than an enum of 360 values, which fuzzers and
+# client generators would each walk value by value.
+_ISO_CODES = "|".join(code for code in sorted(MINOR_UNIT_EXPONENTS) for code in (code, code.lower()))
+IsoCurrency = Annotated[str, Meta(pattern=f"^(?:{_ISO_CODES})$", description="An active ISO 4217 code")]
+
+
 class CampaignCreate(Struct, kw_only=True):
     """A campaign's settings as posted (API) or given as flags (CLI). Unknown fields are ignored: a campaign read
     from the API can be posted back as it is."""
 
     slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    currency: CurrencyCode = "USD"
+    currency: IsoCurrency = "USD"
     allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
-    contribution_limit: Annotated[int, Meta(gt=0)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
-    itemization_threshold: Annotated[int, Meta(ge=0)] = ITEMIZATION_THRESHOLD_MINOR
+    contribution_limit: Annotated[int, Meta(gt=0, le=INTEGER_MAX)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
+    itemization_threshold: Annotated[int, Meta(ge=0, le=INTEGER_MAX)] = ITEMIZATION_THRESHOLD_MINOR
     require_attestation: bool = True
-    name: str
-    election: str
+    # The bounds are surge.campaigns' CHECK constraints: a longer or empty name must be a 400, not a 500.
+    name: Annotated[str, Meta(min_length=1, max_length=CAMPAIGN_NAME_LENGTH_MAX)]
+    election: Annotated[str, Meta(min_length=1, max_length=ELECTION_LENGTH_MAX)]
 
     wording: ClassVar[dict[str, Wording]] = {
         "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
@@ -63,8 +73,16 @@ class CampaignCreate(Struct, kw_only=True):
         "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
         "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
         "require_attestation": invalid_only("require_attestation must be true or false."),
-        "name": invalid_only("name must be a str."),
-        "election": invalid_only("election must be a str."),
+        "name": Wording(
+            invalid="name must be a str.",
+            too_short="name must not be empty.",
+            too_long=f"name must be at most {CAMPAIGN_NAME_LENGTH_MAX} characters.",
+        ),
+        "election": Wording(
+            invalid="election must be a str.",
+            too_short="election must not be empty.",
+            too_long=f"election must be at most {ELECTION_LENGTH_MAX} characters.",
+        ),
     }
     unknown: ClassVar[Unknown | None] = None
 
@@ -73,8 +91,6 @@ def campaign_from_json(body: dict[str, Any]) -> Campaign:
     """The campaign ``body`` describes (the API's body, or the CLI's flags as one), or its first ValidationProblem."""
     settings = decode(body, CampaignCreate)
     currency = settings.currency.upper()
-    if currency not in MINOR_UNIT_EXPONENTS:  # not only three letters: one the books can format and report
-        raise ValidationProblem("currency", "parameter_invalid", "currency must be an ISO 4217 code.")
     return Campaign(
         slug=settings.slug,
         name=settings.name,

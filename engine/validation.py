@@ -39,6 +39,9 @@ def invalid(param: str, message: str, code: str = "parameter_invalid") -> Valida
 
 T = TypeVar("T", bound=msgspec.Struct)
 
+INTEGER_MIN = -(2**63)
+INTEGER_MAX = 2**63 - 1  # PostgreSQL bigint, and what orjson can write (request fingerprints, jsonb)
+
 CurrencyCode = Annotated[
     str, msgspec.Meta(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$", description="ISO 4217")
 ]
@@ -57,6 +60,7 @@ class Wording:
     missing_code: str = "parameter_missing"
     blank_is_missing: bool = False  # an empty or all-space string counts as absent
     too_long: str | None = None
+    too_short: str | None = None
     out_of_range: str | None = None
     pattern: str | None = None
     item: str | None = None  # a problem inside the value (a dict's key or value, a list's item)
@@ -75,6 +79,8 @@ class Wording:
             message = self.invalid
         elif "of length <=" in error and self.too_long is not None:
             message = self.too_long
+        elif "of length >=" in error and self.too_short is not None:
+            message = self.too_short
         elif _RANGE_ERROR.match(error) and self.out_of_range is not None:
             message = self.out_of_range
         elif "matching regex" in error and self.pattern is not None:

@@ -221,9 +221,28 @@ def error_response(error: ApiError) -> web.Response:
 _HTTP_CODES = {404: "resource_missing", 405: "method_not_allowed", 413: "request_too_large"}
 
 
+def _nul_parameter(request: web.Request) -> str | None:
+    """The name of a query or path parameter holding a NUL character (PostgreSQL text cannot), else None."""
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            return name
+    for name, value in request.match_info.items():
+        if "\x00" in value:
+            return name
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        nul_parameter = _nul_parameter(request)
+        if nul_parameter is not None:
+            raise ApiError(
+                400,
+                "parameter_invalid",
+                f"{nul_parameter} must not contain the NUL character (%00).",
+                param=nul_parameter,
+            )
         return await handler(request)
     except ApiError as error:
         return error_response(error)

@@ -127,7 +127,7 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
 
 
-@routes.get(r"/v1/reconciliations/{id:\d+}")
+@routes.get(r"/v1/reconciliations/{id:\d{1,18}}")
 async def read_reconciliation(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     run_id = int(request.match_info["id"])
@@ -140,7 +140,7 @@ async def read_reconciliation(request: web.Request) -> web.Response:
     return json_response(reconciliation.run_json(run))
 
 
-@routes.post(r"/v1/reconciliations/exceptions/{id:\d+}/resolve")
+@routes.post(r"/v1/reconciliations/exceptions/{id:\d{1,18}}/resolve")
 async def resolve_exception(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
     exception_id = int(request.match_info["id"])

@@ -7,7 +7,7 @@ same errors as before the models existed.
 
 Rules a Struct cannot express stay in the domain validator and are stated in the schema where possible
 (``extra_json_schema``): a refund's amount is at most what is left unrefunded; a payment method must not be a
-cash-like or anonymous instrument; an integer metadata value has at most 500 digits; the reconciliation window
+cash-like or anonymous instrument; the reconciliation window
 (``from`` before ``to``, at most 366 days) and its times (``toolkit.times``: a zone is required).
 """
 
@@ -27,7 +27,7 @@ from engine.pipeline.donation_request import (
     METADATA_VALUE_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
-from engine.validation import CurrencyCode, Unknown, Wording, invalid_only, required_text
+from engine.validation import INTEGER_MAX, INTEGER_MIN, CurrencyCode, Unknown, Wording, invalid_only, required_text
 
 SLACK_S_DEFAULT = 3600
 SLACK_S_MAX = 7 * 86400
@@ -50,7 +50,7 @@ PaymentMethod = Annotated[
 ]
 MetadataValue = (
     Annotated[str, Meta(max_length=METADATA_VALUE_LENGTH_MAX)]
-    | Annotated[int, Meta(description=f"At most {METADATA_VALUE_LENGTH_MAX} digits.")]
+    | Annotated[int, Meta(ge=INTEGER_MIN, le=INTEGER_MAX)]  # 64 bits: engine.api.validation refuses longer
 )
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=METADATA_KEY_LENGTH_MAX)], MetadataValue], Meta(max_length=METADATA_KEYS_MAX)
@@ -120,7 +120,16 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     # The upper bound is the donation's unrefunded amount: checked by engine.payments.refunds, not here.
     amount: (
-        Annotated[int, Meta(extra_json_schema={"minimum": 1, "description": "Minor units; default: all that is left"})]
+        Annotated[
+            int,
+            Meta(
+                extra_json_schema={
+                    "minimum": 1,
+                    "maximum": INTEGER_MAX,
+                    "description": "Minor units; default: all that is left",
+                }
+            ),
+        ]
         | None
     ) = None
     reason: Any = None

@@ -63,7 +63,7 @@ _IDEMPOTENCY = {
     "description": "Unique per request intent; retries with the same key and body return the same result.",
 }
 _ID = _path("id")
-_NUMERIC_ID = _path("id", r"^[0-9]+$")
+_NUMERIC_ID = _path("id", r"^[0-9]{1,18}$")  # a bigint: a longer one is no such id (404)
 _FORMAT = _query("format", {"enum": ["json", "csv"]}, "json (minor units) or csv (decimal amounts)")
 _DAY = {"type": "string", "format": "date"}
 _INSTANT = {"type": "string", "format": "date-time", "description": "ISO 8601 with a time zone"}
@@ -227,7 +227,12 @@ _PATHS: dict[str, Any] = {
         "get": _op("Dashboard sign-in form (HTML)", {"200": {"description": "HTML"}}, security=[]),
         "post": _op(
             "Exchange a finance key (form field key) for an HttpOnly, SameSite=Strict session cookie",
-            {"303": {"description": "Signed in"}, "401": {"description": "Not a finance key"}},
+            {
+                "303": {"description": "Signed in"},
+                "400": {"description": "The form could not be read as its Content-Type claims (HTML)"},
+                "401": {"description": "Not a finance key (HTML)"},
+                "403": {"description": "Cross-origin sign-in (HTML)"},
+            },
             security=[],
         ),
     },

@@ -90,6 +90,6 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # isdigit alone takes "²"
         raise ApiError(400, "parameter_invalid", f"{name} must be an integer {low}-{high}", param=name)
     return int(raw)
