@@ -148,21 +148,24 @@ async def _hold_aggregates(
     if not fresh:
         return []
     donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
-    limits = {
-        (items[i].campaign.slug, items[i].campaign.election): items[i].campaign.contribution_limit_minor for i in fresh
-    }
-    # Create missing rows (the limit is copied from the campaign so that the CHECK can enforce it) and lock every
-    # donor's row, in key order — deadlock-free across concurrent batches — in one statement: the no-op update on
-    # conflict takes the row lock and returns the row.
+    # Create missing rows and lock every donor's row in one statement (the update on conflict takes the row lock and
+    # returns the row), in key order, stated by the ORDER BY rather than left to the plan: COLLATE "C" is the
+    # code-point order Python sorts by, so concurrent batches (of any process) lock rows in one order: no deadlock.
+    # The limit is the campaign's current one, read here rather than copied once when the row was created, so that a
+    # changed limit reaches donors who already gave. The row keeps it for the table's CHECK (the last line of
+    # defence); a limit lowered below what a donor already gave is stored as that total, which admits nothing more.
     locked = await connection.fetch(
         """INSERT INTO surge.contribution_aggregates AS a (campaign, election, donor_key, limit_minor)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-           ON CONFLICT (campaign, election, donor_key) DO UPDATE SET limit_minor = a.limit_minor
+           SELECT d.campaign, d.election, d.donor_key, c.contribution_limit_minor
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS d(campaign, election, donor_key)
+             JOIN surge.campaigns c ON c.slug = d.campaign
+            ORDER BY d.campaign COLLATE "C", d.election COLLATE "C", d.donor_key COLLATE "C"
+           ON CONFLICT (campaign, election, donor_key)
+           DO UPDATE SET limit_minor = greatest(EXCLUDED.limit_minor, a.posted_minor + a.held_minor)
            RETURNING campaign, election, donor_key, posted_minor, held_minor, limit_minor""",
         [d[0] for d in donors],
         [d[1] for d in donors],
         [d[2] for d in donors],
-        [limits[(d[0], d[1])] for d in donors],
     )
     totals = {(r["campaign"], r["election"], r["donor_key"]): r["posted_minor"] + r["held_minor"] for r in locked}
     caps = {(r["campaign"], r["election"], r["donor_key"]): r["limit_minor"] for r in locked}
