@@ -24,6 +24,7 @@ from engine.metrics import Metrics
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.intake import VelocityLimits
+from engine.pipeline.review import ReviewLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -60,6 +61,7 @@ def pipeline_limits(settings: Settings) -> PipelineLimits:
         in_flight_max=settings.in_flight_max,
         queue_depth_max=settings.queue_depth_max,
         velocity=VelocityLimits(settings.velocity_declines_max, settings.velocity_window_s),
+        review=ReviewLimits(settings.review_after_lookups, settings.review_after_hours),
     )
 
 

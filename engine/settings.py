@@ -44,6 +44,10 @@ class Settings:
     velocity_declines_max: int = 5
     velocity_window_s: int = 600
     trust_forwarded_for: bool = False
+    # A donation whose processor keeps answering "pending" / "unknown" is flagged for finance's review after this
+    # many processor calls or this many hours, whichever comes first (it still settles if the processor answers).
+    review_after_lookups: int = 20
+    review_after_hours: float = 24.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +75,8 @@ class Settings:
             problems.append("SURGE_IN_FLIGHT_MAX and SURGE_QUEUE_DEPTH_MAX must be at least 1")
         if self.velocity_declines_max < 1 or self.velocity_window_s < 1:
             problems.append("SURGE_VELOCITY_DECLINES_MAX and SURGE_VELOCITY_WINDOW_S must be at least 1")
+        if self.review_after_lookups < 1 or self.review_after_hours <= 0:
+            problems.append("SURGE_REVIEW_AFTER_LOOKUPS must be at least 1 and SURGE_REVIEW_AFTER_HOURS above 0")
         try:
             self.processor_specs()
         except ValueError as error:
@@ -127,6 +133,8 @@ ENVIRONMENT = EnvironmentSettings(
         "velocity_declines_max": integer(),
         "velocity_window_s": integer(),
         "trust_forwarded_for": boolean(),
+        "review_after_lookups": integer(),
+        "review_after_hours": number(),
     },
     names={"database_url": "DATABASE_URL"},
 )

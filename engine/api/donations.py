@@ -102,14 +102,20 @@ async def list_donations(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, 1, 1000)
     campaign = request.query.get("campaign")
     starting_after = request.query.get("starting_after")
+    # needs_review=true: the donations the processor never decided, flagged for review (engine/pipeline/review.py)
+    needs_review = request.query.get("needs_review", "false")
+    if needs_review not in ("true", "false"):
+        raise ApiError(400, "parameter_invalid", "needs_review must be true or false.", param="needs_review")
     rows = await request.app[POOL].fetch(
         f"""SELECT {DONATION_COLUMNS} FROM surge.donations
              WHERE ($1::text IS NULL OR campaign = $1)
                AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM surge.donations WHERE id = $2))
+               AND (NOT $4 OR (needs_review_at IS NOT NULL AND status IN ('queued', 'charging', 'pending')))
              ORDER BY created_at DESC, id DESC LIMIT $3""",
         campaign,
         starting_after,
         limit,
+        needs_review == "true",
     )
     data = [Donation.from_row(row).as_json() for row in rows]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})

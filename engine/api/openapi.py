@@ -101,6 +101,7 @@ _PATHS: dict[str, Any] = {
                 _limit(1000),
                 _query("campaign", {"type": "string"}),
                 _query("starting_after", {"type": "string"}),
+                _query("needs_review", {"type": "string", "enum": ["true", "false"]}),
             ],
         ),
     },
