@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine.pipeline.intake import VelocityLimits
 from engine.pipeline.review import ReviewLimits
+from engine.pipeline.velocity import VelocityLimits
 
 
 @dataclass(frozen=True)
