@@ -100,7 +100,8 @@ async def test_a_version_5_database_moves_its_reconciliation_history_to_the_fina
 
         applied = await database.migrate(connection)
 
-        assert [(m.version, m.name) for m in applied] == [(6, "finance_schema")]
+        # Version 6 first; later migrations (other packages') apply after it.
+        assert [(m.version, m.name) for m in applied][:1] == [(6, "finance_schema")]
         assert await schemas_of(connection) == dict.fromkeys(TABLES, "finance")
         for table in TABLES:
             assert await connection.fetchval(f"SELECT count(*) FROM finance.{table}") == 1, table
