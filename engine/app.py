@@ -24,9 +24,11 @@ from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
+from engine.pipeline.challenge import ChallengeConfig, challenge_verifier
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
-from engine.pipeline.intake import VelocityLimits
+from engine.pipeline.review import ReviewLimits
+from engine.pipeline.velocity import VelocityLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -62,7 +64,15 @@ def pipeline_limits(settings: Settings) -> PipelineLimits:
         charge_timeout_ms=settings.charge_timeout_ms,
         in_flight_max=settings.in_flight_max,
         queue_depth_max=settings.queue_depth_max,
-        velocity=VelocityLimits(settings.velocity_declines_max, settings.velocity_window_s),
+        velocity=VelocityLimits(
+            declines_min=settings.velocity_declines_max,
+            window_s=settings.velocity_window_s,
+            challenge_ratio=settings.velocity_challenge_ratio,
+            refuse_ratio=settings.velocity_refuse_ratio,
+            refuse_cards_min=settings.velocity_refuse_cards_min,
+            challenges_enabled=settings.challenge_verifier != "none",
+        ),
+        review=ReviewLimits(settings.review_after_lookups, settings.review_after_hours),
     )
 
 
@@ -109,8 +119,20 @@ async def _processors(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     processors: list[tuple[Processor, ProcessorGate]] = app[PROCESSORS]
+    challenge = ChallengeConfig(
+        settings.challenge_verifier,
+        settings.challenge_verify_url,
+        settings.challenge_secret,
+        settings.challenge_timeout_ms,
+    )
     pipeline = Pipeline(
-        app[POOL], app[ACCOUNTS], processors, pipeline_limits(settings), batcher_limits(settings), app[METRICS]
+        app[POOL],
+        app[ACCOUNTS],
+        processors,
+        pipeline_limits(settings),
+        batcher_limits(settings),
+        app[METRICS],
+        challenge_verifier=challenge_verifier(challenge),
     )
     pipeline.start()
     app[PIPELINE] = pipeline

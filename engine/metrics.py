@@ -65,6 +65,16 @@ class Metrics:
             ["resolution"],
             registry=self.registry,
         )
+        self.donations_needing_review = Gauge(
+            "surge_donations_needing_review",
+            "Donations the processor has not decided after the review bound (lookups or hours), still unsettled",
+            registry=self.registry,
+        )
+        self.donations_flagged_for_review = Counter(
+            "surge_donations_flagged_for_review",
+            "Donations flagged for finance's review because the processor never decided them",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("surge_donations_in_flight", "Donation requests in progress", registry=self.registry)
 
     def observe_batch(self, name: str, size: int, seconds: float) -> None:

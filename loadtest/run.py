@@ -247,7 +247,29 @@ def passed(results: dict[str, Any]) -> bool:
     return audit is None or bool(audit["ok"])
 
 
+VELOCITY_HINT_SHARE = 0.5  # of the answers: more blocked than this, and the run measured the velocity check
+
+
+def velocity_hint(results: dict[str, Any]) -> str | None:
+    """Why most answers were 429 card_testing_suspected / 428 challenge_required, and how to run instead."""
+    totals = results["totals"]
+    blocked = totals["outcomes"].get("blocked", 0)
+    if not totals["completed"] or blocked <= VELOCITY_HINT_SHARE * totals["completed"]:
+        return None
+    return (
+        f"\nhint: {blocked} of {totals['completed']} answers were 429 card_testing_suspected or 428 "
+        "challenge_required. The engine saw every request come from one address (this load generator's), so its "
+        "card-testing check weighed all simulated donors' declines as one source's. The load tester sends each "
+        "donor's own address in X-Forwarded-For; have the engine trust it: start it with SURGE_TRUSTED_PROXY_HOPS=1 "
+        "(one trusted hop: the load generator), e.g. `SURGE_TRUSTED_PROXY_HOPS=1 surge serve`, or leave out --url "
+        "and let surge loadtest start an engine configured that way."
+    )
+
+
 def print_summary(results: dict[str, Any], report_folder: Path, output: Output = print) -> None:
     output(terminal_summary(results))
+    hint = velocity_hint(results)
+    if hint is not None:
+        output(hint)
     output(f"\nreport: {(report_folder / 'report.html').resolve()}\nresults: {(report_folder / 'results.json')}")
     sys.stdout.flush()

@@ -38,6 +38,9 @@ routes = web.RouteTableDef()
 def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
     """Validate a donation body: its shape by the model, the rest by the domain."""
     body = decode(raw, DonationCreate)
+    # The challenge token is proof for this attempt, not part of the donation: a retry with a fresh token is the
+    # same request.
+    identity = {name: value for name, value in raw.items() if name != "challenge"}
     return new_donation_request(
         amount_minor=body.amount,
         currency=body.currency,
@@ -45,7 +48,7 @@ def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
         donor=msgspec.structs.asdict(body.donor),
         payment_method=body.payment_method,
         metadata=body.metadata,
-        fingerprint=request_fingerprint(raw),
+        fingerprint=request_fingerprint(identity),
     )
 
 
@@ -53,7 +56,9 @@ def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
 async def create_donation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FORM)
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    donation_request = read_donation_request(await json_body(request))
+    raw = await json_body(request)
+    donation_request = read_donation_request(raw)
+    challenge: str | None = raw.get("challenge")  # a string when present: the model checked it
     campaign = await request.app[CAMPAIGNS].get(donation_request.campaign)
     if campaign is None:
         raise ApiError(400, "resource_missing", f"No such campaign: '{donation_request.campaign}'", param="campaign")
@@ -72,7 +77,9 @@ async def create_donation(request: web.Request) -> web.Response:
             "is made from their own funds (donor.citizenship_attested: true).",
             param="donor.citizenship_attested",
         )
-    outcome = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
+    outcome = await request.app[PIPELINE].submit(
+        key, idempotency_key, donation_request, campaign, client_ip(request), challenge
+    )
     if isinstance(outcome, Refusal):
         return error_response(api_error(outcome))
     error = payment_error(outcome)
@@ -102,14 +109,20 @@ async def list_donations(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, 1, 1000)
     campaign = request.query.get("campaign")
     starting_after = request.query.get("starting_after")
+    # needs_review=true: the donations the processor never decided, flagged for review (engine/pipeline/review.py)
+    needs_review = request.query.get("needs_review", "false")
+    if needs_review not in ("true", "false"):
+        raise ApiError(400, "parameter_invalid", "needs_review must be true or false.", param="needs_review")
     rows = await request.app[POOL].fetch(
         f"""SELECT {DONATION_COLUMNS} FROM surge.donations
              WHERE ($1::text IS NULL OR campaign = $1)
                AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM surge.donations WHERE id = $2))
+               AND (NOT $4 OR (needs_review_at IS NOT NULL AND status IN ('queued', 'charging', 'pending')))
              ORDER BY created_at DESC, id DESC LIMIT $3""",
         campaign,
         starting_after,
         limit,
+        needs_review == "true",
     )
     data = [Donation.from_row(row).as_json() for row in rows]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})

@@ -172,6 +172,15 @@ def _refusal_error(refusal: Refusal) -> ApiError:
                 "Too many declined payments from this source recently; try again later.",
                 retry_after_s=60,
             )
+        case RefusalReason.CHALLENGE_REQUIRED:
+            return ApiError(
+                428,
+                "challenge_required",
+                "Many payments from this source were declined recently: complete the challenge and send its token "
+                "as 'challenge' with the same request.",
+                param="challenge",
+                type="invalid_request_error",
+            )
     raise TypeError(f"unhandled refusal {refusal.reason}")
 
 

@@ -34,6 +34,7 @@ SLACK_S_MAX = 7 * 86400
 WINDOW_DAYS_MAX = 366
 MEMO_LENGTH_MAX = 2000
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
+CHALLENGE_TOKEN_LENGTH_MAX = 4096  # hCaptcha's and Turnstile's tokens are up to about 2 KB
 
 # Non-blank: "\S" is searched, so a value of spaces only is refused (the domain trims what it keeps).
 RequiredText = Annotated[str, Meta(min_length=1, max_length=TEXT_LENGTH_MAX, pattern=r"\S")]
@@ -95,6 +96,8 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     donor: Donor
     payment_method: PaymentMethod
     metadata: Metadata | None = None
+    # The donation page's challenge token (hCaptcha / Turnstile), sent after a 428 challenge_required.
+    challenge: Annotated[str, Meta(min_length=1, max_length=CHALLENGE_TOKEN_LENGTH_MAX)] | None = None
 
     wording: ClassVar[dict[str, Wording]] = {
         "amount": Wording(
@@ -107,6 +110,9 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         "donor": invalid_only("donor must be an object with the donor's name and address.", code="parameter_missing"),
         "payment_method": invalid_only(
             "payment_method must be a processor token such as pm_card_visa.", code="payment_method_invalid"
+        ),
+        "challenge": invalid_only(
+            f"challenge must be the challenge widget's token (1 to {CHALLENGE_TOKEN_LENGTH_MAX} characters)."
         ),
         "metadata": invalid_only(
             f"metadata must be an object with at most {METADATA_KEYS_MAX} keys.",
