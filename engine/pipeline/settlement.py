@@ -91,11 +91,22 @@ async def _release_holds(connection: asyncpg.Connection, rows: list[asyncpg.Reco
             delta[1] += row["amount_minor"]
     keys = sorted(held)
     await connection.execute(
-        """UPDATE surge.contribution_aggregates a
-              SET held_minor = a.held_minor + d.held, posted_minor = a.posted_minor + d.posted, updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-                  AS d(campaign, election, donor_key, held, posted)
-            WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)""",
+        # Rows are locked in the order intake locks them (ORDER BY … COLLATE "C", engine/pipeline/intake.py), stated
+        # rather than left to the join's plan: a settlement batch and an intake batch never wait on each other in
+        # opposite orders (a deadlock would fail both batches).
+        """WITH d AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+                        AS d(campaign, election, donor_key, held, posted)),
+           locked AS (
+               SELECT a.campaign, a.election, a.donor_key, d.held, d.posted
+                 FROM surge.contribution_aggregates a
+                 JOIN d ON (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)
+                ORDER BY a.campaign COLLATE "C", a.election COLLATE "C", a.donor_key COLLATE "C"
+                  FOR UPDATE OF a)
+           UPDATE surge.contribution_aggregates a
+              SET held_minor = a.held_minor + l.held, posted_minor = a.posted_minor + l.posted, updated_at = now()
+             FROM locked l
+            WHERE (a.campaign, a.election, a.donor_key) = (l.campaign, l.election, l.donor_key)""",
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],
