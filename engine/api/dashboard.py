@@ -23,6 +23,7 @@ from multidict import MultiDictProxy
 
 from engine.api import dashboard_html
 from engine.api.state import KEYS, POOL
+from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donation_series import donations_per_minute
@@ -164,6 +165,7 @@ async def dashboard(request: web.Request) -> web.Response:
             last_run = await latest_run(connection)
             per_minute = await donations_per_minute(connection)
             open_exceptions = await open_exception_count(connection)
+            needs = await attention(connection)
     return _html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
@@ -173,5 +175,6 @@ async def dashboard(request: web.Request) -> web.Response:
             latest_run=last_run,
             per_minute=per_minute,
             open_exceptions=open_exceptions,
+            attention=needs,
         )
     )

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
+from engine.finance.attention import Attention
 from engine.finance.reconcile.history import ExceptionView, RunView
 from engine.finance.reports.donation_series import MinuteCount, currency_totals
 from engine.finance.reports.report import Report
@@ -260,6 +261,22 @@ def donations_chart(series: Sequence[MinuteCount]) -> str:
     return chart + caption + (f'<ul id="donations-per-currency">{figures}</ul>' if figures else "")
 
 
+def attention_note(attention: Attention) -> str:
+    """Donations the processor never decided and webhook events waiting to apply (engine/finance/attention.py)."""
+    if not attention.donations_needing_review and not attention.events_parked:
+        return '<span class="ok" id="attention">nothing waiting</span>'
+    parts = []
+    if attention.donations_needing_review:
+        count = attention.donations_needing_review
+        parts.append(f"{count} donation{'s' if count != 1 else ''} the processor never decided")
+    if attention.events_parked:
+        overdue = f" ({attention.events_parked_overdue} overdue)" if attention.events_parked_overdue else ""
+        count = attention.events_parked
+        parts.append(f"{count} processor event{'s' if count != 1 else ''} waiting to apply{overdue}")
+    css = "bad" if attention.total else "ok"
+    return f'<span class="{css}" id="attention">{escape("; ".join(parts))}</span>'
+
+
 def dashboard_page(
     *,
     now: datetime,
@@ -269,6 +286,7 @@ def dashboard_page(
     latest_run: RunView | None,
     per_minute: Sequence[MinuteCount],
     open_exceptions: int,
+    attention: Attention,
 ) -> str:
     plural = "s" if open_exceptions != 1 else ""
     open_note = (
@@ -278,7 +296,7 @@ def dashboard_page(
     )
     body = (
         "<header><h1>Surge finance</h1>"
-        f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note}</span>"
+        f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note} · {attention_note(attention)}</span>"
         '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'

@@ -14,6 +14,7 @@ import pytest
 from adapters.simulated import SimulatedProcessor
 from adapters.simulated.webhooks import DISPUTE_CLOSED, DISPUTE_CREATED, REFUND_CREATED, event_payload
 from engine.api.state import ACCOUNTS, PIPELINE, POOL, PROCESSORS
+from engine.finance.attention import Attention, attention
 from engine.keys import Role
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import SweeperLimits, sweep_once
@@ -246,3 +247,6 @@ async def test_an_event_parked_too_long_is_reported_and_counted(surge: Surge, ca
     reports = [r.getMessage() for r in caplog.records if r.name == "engine.payments.event_sweeper"]
     assert len(reports) == 1 and "evt_stray" in reports[0], reports  # reported once, counted while it lasts
     assert metrics.parked_events_overdue._value.get() == 1
+    # Finance sees it on the dashboard's attention count, overdue.
+    async with surge.app[POOL].acquire() as connection:
+        assert await attention(connection) == Attention(0, 1, 1)

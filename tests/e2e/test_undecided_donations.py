@@ -11,6 +11,7 @@ import pytest
 
 from adapters.simulated import SimulatedProcessor
 from engine.api.state import PROCESSORS
+from engine.finance.attention import Attention, attention
 from engine.keys import Role
 from engine.pipeline.review import ReviewLimits
 from ledger import reads
@@ -55,6 +56,8 @@ async def test_an_undecided_donation_is_flagged_for_review_and_still_settles_lat
     flagged = await wait_until(lambda: needing_review(surge), what="the undecided donation to be flagged")
     assert [d["id"] for d in flagged] == [body["id"]]  # not the settled one
     assert await wait_until(lambda: gauge(surge), what="the needing-review gauge to count it") == 1.0
+    async with surge.pool.acquire() as connection:
+        assert await attention(connection) == Attention(1, 0, 0)  # the finance dashboard's count
     text = await (await surge.client.get("/metrics")).text()
     assert "surge_donations_flagged_for_review_total 1.0" in text
     # Still pending, still holding the donor's limit: the processor may yet answer.
