@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from loadtest.audit import audit_commands, audit_money_and_events, audit_run
+from loadtest.chaos.schedule import ChaosOptions
 from loadtest.chaos.session import ChaosSession
 from loadtest.chaos.workers import EngineWorkers
 from loadtest.charge_times import time_to_charge
@@ -50,6 +51,7 @@ class LoadTestConfig:
     progress_interval_s: float = 5.0
     engine_environment: dict[str, str] = field(default_factory=dict)  # SURGE_* for an engine started here
     chaos: bool = False  # inject the fault schedule (loadtest/chaos) while the load runs; needs no url
+    chaos_options: ChaosOptions | None = None  # None: the defaults (tests raise shares to make faults certain)
 
 
 Output = Callable[[str], None]
@@ -74,7 +76,12 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
             engine: EngineProcess | EngineWorkers
             if config.chaos:
                 chaos = ChaosSession(
-                    config.seed, config.profile.duration_s, own_database, data_folder, config.report_folder
+                    config.seed,
+                    config.profile.duration_s,
+                    own_database,
+                    data_folder,
+                    config.report_folder,
+                    config.chaos_options,
                 )
                 engine = chaos.engine(config.report_folder, config.engine_environment)
             else:

@@ -22,7 +22,7 @@ import asyncpg
 from adapters.simulated import SimulatedProcessor, SimulatorError
 
 REFUND_KINDS = ("full", "partial", "two_partials", "same_key_at_once", "partial_same_key_at_once")
-RETRY_DELAYS_S = (0.3, 0.6, 1.2, 2.4, 4.8, 5.0, 5.0, 5.0)
+RETRY_DELAYS_S = (0.3, 0.6, 1.2, 2.4, 4.0, 4.0)
 _RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 _DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -66,7 +66,7 @@ class MoneyActions:
         self.log = MoneyLog()
 
     async def __aenter__(self) -> MoneyActions:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=8))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -52,7 +52,9 @@ class ChaosSession:
         report_folder: Path,
         options: ChaosOptions | None = None,
     ) -> None:
-        self.options = options or ChaosOptions(postgres=data_folder is not None)
+        # PostgreSQL is stopped only when it is ours: the embedded server this rehearsal started.
+        options = options or ChaosOptions()
+        self.options = dataclasses.replace(options, postgres=options.postgres and data_folder is not None)
         self.seed = seed
         self.faults: list[Fault] = build_schedule(seed, duration_s, self.options)
         self.database_url = database_url

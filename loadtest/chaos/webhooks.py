@@ -66,7 +66,6 @@ class WebhookDeliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and deliver until ``stop`` is set; then deliver what is left (see ``finish``)."""
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         while not stop.is_set():
             await self.poll()
             with contextlib.suppress(TimeoutError):
@@ -142,7 +141,7 @@ class WebhookDeliverer:
 
     async def _post(self, event: SignedWebhook) -> bool:
         if self._session is None:
-            raise RuntimeError("the deliverer is not running")
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self.log.attempts[event.event_id] += 1
         try:
             async with self._session.post(self._endpoint, data=event.payload, headers=event.headers) as response:
