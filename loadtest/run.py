@@ -88,6 +88,8 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
                 engine = EngineProcess(own_database, config.report_folder / "engine.log", config.engine_environment)
             output(f"starting Surge on {engine.url} (database {'given' if config.database_url else 'embedded'}) …")
             stack.push_async_callback(engine.stop)
+            if chaos is not None:
+                stack.push_async_callback(chaos.abort)  # before the engine stops; nothing left to do after finish
             await engine.start()
             target_info: dict[str, Any] = {
                 "url": engine.url,
@@ -190,8 +192,6 @@ async def _drive(
     finally:
         if connection is not None:
             await connection.close()
-        if chaos is not None:
-            await chaos.finish()  # when something above failed: stop the faults and the deliverer all the same
     return results
 
 

@@ -93,7 +93,8 @@ class ChaosSession:
     ) -> None:
         self.control = write_control(self.control_path, self.faults, started_epoch_s)
         engine_environment = self.workers.environment if self.workers is not None else {}
-        self._pool = await create_pool(self.database_url, size_max=4, size_min=1)
+        # No connection floor: while the database is down on purpose, asyncpg would log every failed refill.
+        self._pool = await create_pool(self.database_url, size_max=4, size_min=0)
         self._processor = SimulatedProcessor(
             self._pool, SimulatedConfig.from_environment(engine_environment), name=PROCESSOR_NAME
         )
@@ -123,6 +124,20 @@ class ChaosSession:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._deliverer is not None:
             await self._deliverer.finish(WEBHOOK_FINISH_TIMEOUT_S)
+        await self._stack.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def abort(self) -> None:
+        """Stop at once (the rehearsal failed before ``finish``): cancel the faults and the deliveries, close."""
+        if self._finished:
+            return
+        self._finished = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._deliverer is not None:
+            await self._deliverer.close()
         await self._stack.aclose()
         if self._pool is not None:
             await self._pool.close()
