@@ -10,7 +10,8 @@ Checks, each reported as a problem with the donation it concerns:
 3. no ledger donation entry belongs to a donation that did not succeed;
 4. the processor's record (``simulator.charges``, when the simulated processor is used): every succeeded charge is
    in the ledger with its amount, no donation was charged successfully twice, and no ledger donation lacks a charge;
-5. no donor's succeeded donations exceed the campaign's limit for the election, and no hold is left over;
+5. no donor's succeeded donations (less what was refunded or lost in a dispute) exceed the campaign's limit for the
+   election, and no hold is left over;
 6. ``ledger.check.check_ledger``: every entry balances and cached balances equal the postings.
 
 Checks 3-6 cover the whole database, not only this run's donations: they are invariants. It takes a connection and
@@ -191,12 +192,22 @@ async def _check_processor(
 
 
 async def _check_limits(report: AuditReport, connection: asyncpg.Connection) -> None:
+    # What counts toward the limit is what the donor still gives: a refund, or a dispute the campaign lost, gives
+    # the room back (the engine removes it from the aggregate), so a donor may then give again. Lost disputes are
+    # known from the simulated processor's record when there is one.
+    lost_disputes = (
+        """(SELECT coalesce(sum(s.amount), 0) FROM simulator.disputes s JOIN simulator.charges ch ON ch.id = s.charge_id
+             WHERE ch.donation_id = d.id AND s.status = 'lost')"""
+        if await connection.fetchval("SELECT to_regclass('simulator.disputes')") is not None
+        else "0"
+    )
     over = await connection.fetch(
-        """SELECT d.campaign, d.election, d.donor_key, sum(d.amount_minor) AS total, c.contribution_limit_minor
-             FROM surge.donations d JOIN surge.campaigns c ON c.slug = d.campaign
-            WHERE d.status = 'succeeded'
-            GROUP BY d.campaign, d.election, d.donor_key, c.contribution_limit_minor
-           HAVING sum(d.amount_minor) > c.contribution_limit_minor"""
+        f"""SELECT d.campaign, d.election, d.donor_key, c.contribution_limit_minor,
+                   sum(d.amount_minor - d.refunded_minor - {lost_disputes}) AS total
+              FROM surge.donations d JOIN surge.campaigns c ON c.slug = d.campaign
+             WHERE d.status = 'succeeded'
+             GROUP BY d.campaign, d.election, d.donor_key, c.contribution_limit_minor
+            HAVING sum(d.amount_minor - d.refunded_minor - {lost_disputes}) > c.contribution_limit_minor"""
     )
     for row in over:
         report.problem(

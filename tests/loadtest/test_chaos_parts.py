@@ -298,3 +298,15 @@ async def test_a_donation_booked_twice_is_caught(money_run: MoneyRun) -> None:
 async def test_wait_helper_is_used_not_sleep() -> None:
     # The deliverer's retries and the fixtures wait on answers; this guards the helper the tests rely on.
     assert await wait_until(lambda: True, what="a true value") is True
+
+
+@pytest.mark.slow
+async def test_the_limit_counts_what_the_donor_still_gives(money_run: MoneyRun) -> None:
+    refunded, disputed = money_run.donations  # 3000 with 1000 refunded; 3001 under an open dispute
+    await money_run.pool.execute("UPDATE surge.campaigns SET contribution_limit_minor = 2500 WHERE slug = 'demo'")
+    async with money_run.pool.acquire() as connection:
+        problems = (await audit_run(connection, {})).problems
+    keys = dict(await money_run.pool.fetch("SELECT id, donor_key FROM surge.donations"))
+    over = [p for p in problems if "over the 2500 limit" in p]
+    assert over == [f"donor {keys[disputed]} gave 3001 to demo for 2026-general, over the 2500 limit"], problems
+    assert not any(keys[refunded] in p for p in problems)  # gave 3000, got 1000 back: 2000 counts
