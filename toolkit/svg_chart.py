@@ -192,7 +192,8 @@ def _annotations(
     plot_h: float,
 ) -> list[str]:
     parts = []
-    for index, note in enumerate(annotations):
+    marked = 0
+    for note in annotations:
         left, right = px(max(note.start, x_low)), px(min(max(note.end, note.start), x_high))
         color, title = escape(note.color), f"<title>{escape(note.label)}</title>"
         kind = escape(note.kind)
@@ -205,7 +206,8 @@ def _annotations(
                 f'<rect x="{left:.1f}" y="{top}" width="{right - left:.1f}" height="{plot_h}" fill="{color}" '
                 'fill-opacity="0.12"/>'
             )
-        mark_y = top + plot_h - 4 - (index % 3) * 11  # staggered, so that marks of nearby faults do not overlap
+        marked += bool(note.mark)
+        mark_y = top + plot_h - 4 - (marked % 3) * 11  # staggered, so that marks of nearby faults do not overlap
         mark = (
             f'<text x="{left + 2:.1f}" y="{mark_y:.1f}" class="band-label" fill="{color}">{escape(note.mark)}</text>'
             if note.mark
