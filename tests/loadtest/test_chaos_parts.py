@@ -35,7 +35,6 @@ from loadtest.chaos.workers import EngineWorkers
 from loadtest.engine_process import embedded_database_in_folder, prepare_database
 from loadtest.traffic import Kind, Target, TrafficMix, TrafficPlan
 from tests.e2e.conftest import donation, start_surge, surge_settings
-from tests.waiting import wait_until
 
 # ---- the schedule ------------------------------------------------------------------------------------------------
 
@@ -293,11 +292,6 @@ async def test_a_donation_booked_twice_is_caught(money_run: MoneyRun) -> None:
     async with money_run.pool.acquire() as connection:
         report = await audit_run(connection, {donation_id: 3001})
     assert f"{donation_id}: acknowledged and succeeded but in the ledger 2 times" in report.problems
-
-
-async def test_wait_helper_is_used_not_sleep() -> None:
-    # The deliverer's retries and the fixtures wait on answers; this guards the helper the tests rely on.
-    assert await wait_until(lambda: True, what="a true value") is True
 
 
 @pytest.mark.slow
