@@ -37,7 +37,7 @@ from loadtest.http_client import ConnectionPool, HttpError
 REHEARSAL_ENVIRONMENT = {
     "SURGE_SIM_PRESET": "realistic",
     "SURGE_PROCESSOR_RATE_PER_S": "100",
-    "SURGE_TRUST_FORWARDED_FOR": "true",
+    "SURGE_TRUSTED_PROXY_HOPS": "1",
     "SURGE_LOG_LEVEL": "WARNING",
 }
 

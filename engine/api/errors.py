@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -241,6 +243,22 @@ def _nul_parameter(request: web.Request) -> str | None:
     return None
 
 
+# The database went away: restarted, failed over, crashed, or its socket is gone. OSError covers the socket
+# (FileNotFoundError, ConnectionRefusedError, ConnectionResetError); the asyncpg classes cover a connection lost in
+# a query (class 08), a server shutting down or starting up (class 57P), and a pooled connection found closed.
+_DATABASE_GONE = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, aiohttp.ClientError):  # some are OSErrors: a call out of the engine, not the database
+        return False
+    if isinstance(error, _DATABASE_GONE):
+        return True
+    # asyncpg says a connection is closed only in the message of its generic InterfaceError, which also reports
+    # misuse (a bug, to stay a 500): the message is the one signal it gives.
+    return isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -262,6 +280,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(http_error.status, "http_error")
         return error_response(ApiError(http_error.status, code, http_error.reason))
-    except Exception:
+    except Exception as error:
+        if database_unavailable(error):
+            # Nothing acknowledged is lost (an answer is sent only after its commit): the client retries, same key.
+            _logger.warning("database unavailable in %s %s: %r", request.method, request.path, error)
+            return error_response(
+                ApiError(503, "database_unavailable", "The database is unavailable; retry shortly.", retry_after_s=5)
+            )
         _logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "An internal error occurred.", type="api_error"))
