@@ -21,6 +21,7 @@ from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
+from engine.payments.refund_recovery import RefundWorker, RefundWorkerLimits
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.intake import VelocityLimits
@@ -115,6 +116,16 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     await pipeline.stop()
 
 
+async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
+    # Resolves refunds left unfinished (crash, timeout, pending at the processor): engine/payments/refund_recovery.py
+    processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
+    limits = RefundWorkerLimits(timeout_s=app[SETTINGS].charge_timeout_ms / 1000)
+    worker = RefundWorker(app[POOL], app[ACCOUNTS], processors, limits)
+    worker.start()
+    yield
+    await worker.stop()
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -133,7 +144,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app[METRICS] = Metrics()
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
-    app.cleanup_ctx.extend([_database, _processors, _pipeline])
+    app.cleanup_ctx.extend([_database, _processors, _pipeline, _refund_worker])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
         app.add_routes(module.routes)
