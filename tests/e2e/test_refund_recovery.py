@@ -185,3 +185,19 @@ async def test_sigkill_between_the_processor_call_and_the_booking_books_the_refu
     finally:
         await blocker.close()
         await connection.close()
+
+
+async def test_the_database_refuses_a_processor_refund_booked_twice_or_booked_without_its_id(surge: Surge) -> None:
+    _, gift = await surge.donate(donation(4_000))
+    insert = """INSERT INTO surge.refunds (id, donation_id, amount_minor, currency, status, processor_reference, origin)
+                VALUES ($1, $2, 1000, 'USD', 'succeeded', $3, $4)"""
+    async with surge.pool.acquire() as connection:
+        await connection.execute(insert, "re_one", gift["id"], "re_sim_same", "processor_refund")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(insert, "re_two", gift["id"], "re_sim_same", "processor_refund")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, "re_three", gift["id"], None, "processor_refund")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, "re_four", gift["id"], None, "api")
+        # Only a refund booked from a charge.refunded that named none may wait for its id (attached later).
+        await connection.execute(insert, "re_five", gift["id"], None, "processor_charge")
