@@ -129,16 +129,17 @@ async def reserve_refund(
     Raises :class:`RefundRefusedError` when the refund cannot be made (nothing is changed then).
     """
     async with connection.transaction():
-        existing = await connection.fetchrow(
-            f"SELECT {_REFUND_COLUMNS} FROM surge.refunds WHERE api_key_id = $1 AND idempotency_key = $2",
-            api_key_id,
-            idempotency_key,
-        )
         donation = await connection.fetchrow(
             """SELECT id, status, amount_minor, currency, processor, processor_reference,
                       amount_minor - refunded_minor - refund_reserved_minor - disputed_minor AS refundable
                  FROM surge.donations WHERE id = $1 FOR UPDATE""",
             donation_id,
+        )
+        # Read under the donation's lock: a concurrent request with the same key has committed its refund by now.
+        existing = await connection.fetchrow(
+            f"SELECT {_REFUND_COLUMNS} FROM surge.refunds WHERE api_key_id = $1 AND idempotency_key = $2",
+            api_key_id,
+            idempotency_key,
         )
         if donation is None:
             raise RefundRefusedError(RefundRefusal.DONATION_MISSING, donation_id)

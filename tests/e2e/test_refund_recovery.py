@@ -201,3 +201,25 @@ async def test_the_database_refuses_a_processor_refund_booked_twice_or_booked_wi
             await connection.execute(insert, "re_four", gift["id"], None, "api")
         # Only a refund booked from a charge.refunded that named none may wait for its id (attached later).
         await connection.execute(insert, "re_five", gift["id"], None, "processor_charge")
+
+
+async def test_concurrent_requests_with_one_key_make_one_refund(surge: Surge) -> None:
+    _, gift = await surge.donate(donation(5_000))
+    headers = {**surge.auth(Role.FINANCE), "Idempotency-Key": "same-key"}
+
+    async def refund() -> tuple[int, dict[str, Any]]:
+        response = await surge.client.post(
+            f"/v1/donations/{gift['id']}/refunds", json={"amount": 1_000}, headers=headers
+        )
+        return response.status, await response.json()
+
+    answers = await asyncio.gather(*(refund() for _ in range(6)))
+    assert {status for status, _ in answers} <= {200, 202}, answers
+    assert len({body["id"] for _, body in answers}) == 1
+    async with surge.pool.acquire() as connection:
+
+        async def booked() -> bool:
+            return await connection.fetchval("SELECT status FROM surge.refunds") == "succeeded"
+
+        await wait_until(booked, what="the one refund booked")
+        assert await balance(connection, "refunds:demo") == 1_000
