@@ -24,6 +24,10 @@ CREATE INDEX refunds_due ON surge.refunds (next_attempt_at) WHERE status IN ('re
 -- id to that row instead of booking again.
 ALTER TABLE surge.refunds ADD COLUMN origin text NOT NULL DEFAULT 'api'
     CHECK (origin IN ('api', 'processor_refund', 'processor_charge'));
-UPDATE surge.refunds SET origin = 'processor_refund' WHERE api_key_id IS NULL;
+UPDATE surge.refunds
+   SET origin = CASE WHEN processor_reference IS NULL THEN 'processor_charge' ELSE 'processor_refund' END
+ WHERE api_key_id IS NULL;
+-- NOT VALID: enforced on every row written from now on; rows written before are not re-checked, so that a database
+-- holding an old anomaly still migrates (reconciliation shows such a refund).
 ALTER TABLE surge.refunds ADD CONSTRAINT refunds_booked_with_reference
     CHECK (status <> 'succeeded' OR processor_reference IS NOT NULL OR origin = 'processor_charge') NOT VALID;
