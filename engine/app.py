@@ -24,6 +24,7 @@ from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
+from engine.payments.refund_recovery import RefundWorker, RefundWorkerLimits
 from engine.pipeline.challenge import ChallengeConfig, challenge_verifier
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
@@ -149,6 +150,16 @@ async def _parked_event_sweeper(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
+    # Resolves refunds left unfinished (crash, timeout, pending at the processor): engine/payments/refund_recovery.py
+    processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
+    limits = RefundWorkerLimits(timeout_s=app[SETTINGS].charge_timeout_ms / 1000)
+    worker = RefundWorker(app[POOL], app[ACCOUNTS], processors, limits)
+    worker.start()
+    yield
+    await worker.stop()
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -167,7 +178,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app[METRICS] = Metrics()
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
-    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper])
+    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
         app.add_routes(module.routes)

@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from adapters.base import RefundStatus
 from engine.api.errors import (
     ApiError,
     api_error,
@@ -19,9 +18,9 @@ from engine.api.errors import (
 )
 from engine.api.models import DonationCreate, RefundCreate
 from engine.api.requests import authorized, client_ip, int_param, json_body
-from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
+from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from engine.keys import Role
-from engine.payments.refunds import finish_refund, reserve_refund, send_refund
+from engine.payments.refunds import apply_refund_result, lease_seconds, reserve_refund, send_refund
 from engine.pipeline.donation_request import (
     DonationRequest,
     new_donation_request,
@@ -134,24 +133,17 @@ async def refund_donation(request: web.Request) -> web.Response:
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     amount = decode(await json_body(request, allow_empty=True), RefundCreate).amount
     pool = request.app[POOL]
+    timeout_s = request.app[SETTINGS].charge_timeout_ms / 1000
     async with pool.acquire() as connection:
-        refund, processor_name, charge_reference = await reserve_refund(
-            connection, key.id, idempotency_key, request.match_info["id"], amount
+        # Committed before the processor is called: from here on the refund is the refund worker's to finish if
+        # this request does not (crash, timeout, processor not configured in this process).
+        claim = await reserve_refund(
+            connection, key.id, idempotency_key, request.match_info["id"], amount, lease_seconds(timeout_s)
         )
-    if refund.status == "pending":
-        processors = {p.name: p for p, _ in request.app[PROCESSORS]}
-        processor = processors.get(processor_name)
-        if processor is None:
-            raise ApiError(503, "processor_unavailable", f"Processor {processor_name} is not configured here.")
-        result = await send_refund(processor, refund, charge_reference, timeout_s=10.0)
-        if result.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
-            async with pool.acquire() as connection, connection.transaction():
-                refund = await finish_refund(
-                    connection,
-                    request.app[ACCOUNTS],
-                    refund.id,
-                    result.status is RefundStatus.SUCCEEDED,
-                    result.processor_reference,
-                    result.message,
-                )
+    refund = claim.refund
+    processor = next((p for p, _ in request.app[PROCESSORS] if p.name == claim.processor), None)
+    if claim.created and processor is not None:
+        result = await send_refund(processor, refund, claim.charge_reference, timeout_s)
+        async with pool.acquire() as connection:
+            refund = await apply_refund_result(connection, request.app[ACCOUNTS], refund.id, result)
     return json_response(refund.as_json(), refund_status(refund))

@@ -217,7 +217,7 @@ def donation_status(donation: Donation) -> int:
 
 
 def refund_status(refund: Refund) -> int:
-    return {"succeeded": 200, "pending": 202}.get(refund.status, 402)
+    return {"succeeded": 200, "failed": 402}.get(refund.status, 202)  # refunding and pending: 202
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -20,7 +20,7 @@ from enum import StrEnum
 import asyncpg
 import orjson
 
-from adapters.base import EventType, ProcessorEvent
+from adapters.base import EventType, ProcessorEvent, RefundStatus
 from engine.pipeline.settlement import FINAL_STATUSES
 from ledger.money import Money
 
@@ -87,7 +87,8 @@ _READY = """
 
 _COLUMNS = """p.processor, p.event_id, p.type, p.created, p.donation_id, p.processor_reference, p.object_id,
               p.amount_minor, p.amount_currency, p.fee_minor, p.fee_currency, p.decline_code, p.waiting_for,
-              p.parked_at, e.payload::text AS payload"""
+              p.parked_at, p.refund_status, p.refund_id, p.amount_refunded_minor, p.amount_refunded_currency,
+              e.payload::text AS payload"""
 
 
 async def record_outcome(connection: asyncpg.Connection, processor: str, event_id: str, outcome: EventOutcome) -> None:
@@ -105,8 +106,9 @@ async def park(connection: asyncpg.Connection, processor: str, event: ProcessorE
     await connection.execute(
         """INSERT INTO surge.parked_events (processor, event_id, type, created, donation_id, processor_reference,
                                             object_id, amount_minor, amount_currency, fee_minor, fee_currency,
-                                            decline_code, waiting_for)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                            decline_code, waiting_for, refund_status, refund_id,
+                                            amount_refunded_minor, amount_refunded_currency)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
            ON CONFLICT (processor, event_id) DO UPDATE
               SET waiting_for = excluded.waiting_for, attempts = surge.parked_events.attempts + 1""",
         processor,
@@ -122,6 +124,10 @@ async def park(connection: asyncpg.Connection, processor: str, event: ProcessorE
         event.fee.currency if event.fee else None,
         event.decline_code,
         waiting_for.value,
+        event.refund_status.value if event.refund_status else None,
+        event.refund_id,
+        event.amount_refunded.amount_minor if event.amount_refunded else None,
+        event.amount_refunded.currency if event.amount_refunded else None,
     )
 
 
@@ -214,6 +220,7 @@ async def backlog(connection: asyncpg.Connection, age_max_s: float) -> Backlog:
 def _parked(row: asyncpg.Record) -> ParkedEvent:
     amount = Money(row["amount_minor"], row["amount_currency"]) if row["amount_minor"] is not None else None
     fee = Money(row["fee_minor"], row["fee_currency"]) if row["fee_minor"] is not None else None
+    refunded = row["amount_refunded_minor"]
     event = ProcessorEvent(
         id=row["event_id"],
         type=EventType(row["type"]),
@@ -225,5 +232,8 @@ def _parked(row: asyncpg.Record) -> ParkedEvent:
         decline_code=row["decline_code"],
         object_id=row["object_id"],
         raw=orjson.loads(row["payload"]),
+        refund_status=RefundStatus(row["refund_status"]) if row["refund_status"] else None,
+        refund_id=row["refund_id"],
+        amount_refunded=Money(refunded, row["amount_refunded_currency"]) if refunded is not None else None,
     )
     return ParkedEvent(row["processor"], event, WaitingFor(row["waiting_for"]), row["parked_at"])

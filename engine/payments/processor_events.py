@@ -1,7 +1,7 @@
 """Processor events (verified webhooks): each event id is processed once, in one transaction with its effects.
 
 - charge succeeded / failed: settles a donation still open (the webhook can beat the lookup);
-- charge refunded: books a refund made outside Surge (the processor's dashboard), unless Surge already knows it;
+- refund events: settle Surge's refunds, book refunds made outside Surge once (engine/payments/refund_events.py);
 - dispute created, won or lost: see engine/payments/disputes.py;
 - payout paid: moves money from processor clearing to the bank (engine/payments/payouts.py).
 
@@ -15,7 +15,6 @@ the sweeper applies (engine/payments/event_sweeper.py).
 from __future__ import annotations
 
 import logging
-import secrets
 
 import asyncpg
 import orjson
@@ -26,7 +25,7 @@ from engine.payments.disputes import dispute_closed, dispute_created
 from engine.payments.fees import LateFeeOutcome, record_late_fee
 from engine.payments.parked_events import APPLIED, EventOutcome, OutcomeKind, WaitingFor, duplicate, never, not_yet
 from engine.payments.payouts import payout_paid
-from engine.payments.refunds import Refund, book_refund
+from engine.payments.refund_events import charge_refunded, refund_updated
 from engine.pipeline.settlement import FINAL_STATUSES, Settlement, commit_settlements
 from ledger.accounts import AccountDirectory
 
@@ -154,7 +153,7 @@ async def _apply(
         return not_yet(WaitingFor.DONATION_NOT_FINAL)
     if donation["status"] != "succeeded":
         return never(f"donation {donation['id']} is {donation['status']}: nothing was charged")
-    if event.type is EventType.CHARGE_REFUNDED:
+    if event.type in (EventType.CHARGE_REFUNDED, EventType.REFUND_UPDATED):
         await _external_refund(connection, directory, donation, event)
         return APPLIED
     if event.type is EventType.DISPUTE_CREATED:
@@ -214,33 +213,8 @@ async def _late_fee(
 async def _external_refund(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
 ) -> None:
-    if event.object_id is not None:
-        known = await connection.fetchval(
-            "SELECT id FROM surge.refunds WHERE processor_reference = $1", event.object_id
-        )
-        if known is not None:
-            return  # Surge made this refund and booked it (or will, when its call returns)
-    if event.amount is None or donation["status"] != "succeeded":
-        return
-    row = await connection.fetchrow(
-        """UPDATE surge.donations SET refunded_minor = refunded_minor + $2, updated_at = now()
-            WHERE id = $1 AND amount_minor - refunded_minor - refund_reserved_minor - disputed_minor >= $2
-        RETURNING campaign, election, donor_key, processor""",
-        donation["id"],
-        event.amount.amount_minor,
-    )
-    if row is None:
-        _logger.error("refund event %s exceeds the unrefunded amount of %s", event.id, donation["id"])
-        return
-    created = await connection.fetchrow(
-        """INSERT INTO surge.refunds (id, donation_id, amount_minor, currency, status, processor_reference)
-           VALUES ($1, $2, $3, $4, 'succeeded', $5)
-           RETURNING id, donation_id, amount_minor, currency, status, processor_reference, failure_message,
-                     created_at""",
-        "re_" + secrets.token_hex(12),
-        donation["id"],
-        event.amount.amount_minor,
-        event.amount.currency,
-        event.object_id,
-    )
-    await book_refund(connection, directory, Refund.from_row(created), row)
+    # Refund events settle Surge's refunds and book others exactly once: engine/payments/refund_events.py
+    if event.type is EventType.REFUND_UPDATED:
+        await refund_updated(connection, directory, donation, event)
+    else:
+        await charge_refunded(connection, directory, donation, event)

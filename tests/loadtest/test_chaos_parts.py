@@ -230,10 +230,11 @@ async def test_a_refund_amount_left_reserved_is_caught(money_run: MoneyRun) -> N
 async def test_a_refund_booked_twice_is_caught(money_run: MoneyRun) -> None:
     donation_id = money_run.donations[0]
     async with money_run.pool.acquire() as connection, connection.transaction():
-        # What a second booking of the same refund leaves: a refund row with no processor reference, and its entry.
+        # What a second booking of the same refund would leave: a refund booked from an unnamed charge.refunded
+        # (the only succeeded refund the database lets stand without a processor reference), and its entry.
         await connection.execute(
-            """INSERT INTO surge.refunds (id, donation_id, amount_minor, currency, status)
-               VALUES ('re_planted', $1, 1000, 'USD', 'succeeded')""",
+            """INSERT INTO surge.refunds (id, donation_id, amount_minor, currency, status, origin)
+               VALUES ('re_planted', $1, 1000, 'USD', 'succeeded', 'processor_charge')""",
             donation_id,
         )
         await connection.execute(
