@@ -104,14 +104,6 @@ def test_the_report_draws_the_fault_timeline(rehearsal: tuple[dict[str, Any], Pa
         assert page.count(f'class="annotation" data-kind="{kind}"') >= 2, kind  # over throughput and latency
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 10's defects, fixed on other branches: on i10-chaos alone the audit finds acknowledged donations "
-    "still pending or charging after the drain (stuck donations, defect 8), refunds left pending with "
-    "refund_reserved_minor held (no refund recovery, defect 2), and refund.created webhooks for pending refunds "
-    "booked as second refunds the processor never made (defects 1 and 3); which of them a short run meets "
-    "depends on timing",
-)
 def test_the_audit_passes_after_chaos(rehearsal: tuple[dict[str, Any], Path, list[str]]) -> None:
     results, _, _ = rehearsal
     audit = results["audit"]
