@@ -4,7 +4,7 @@
 
 Checks, each reported as a problem with the donation it concerns:
 1. every donation acknowledged with 2xx exists with the amount the client sent and is settled (not still queued,
-   charging or pending once the queue has drained) — or, pending, was flagged for finance's review because the
+   charging or pending once the queue has drained) — or, still open, was flagged for finance's review because the
    processor never decided it (counted as ``surfaced_for_review``; check 4 proves the processor did not charge it);
 2. every acknowledged donation that succeeded is in the ledger exactly once (one entry crediting the campaign's
    contributions account) with that amount; declined and failed ones (and every donation answered 402) are not;
@@ -133,7 +133,7 @@ def _check_acknowledged(
         if donation["amount_minor"] != amount:
             report.problem(f"{donation_id}: client sent {amount}, the engine recorded {donation['amount_minor']}")
         status = donation["status"]
-        if status == "pending" and donation["needs_review_at"] is not None:
+        if status in _OPEN_STATUSES and donation["needs_review_at"] is not None:
             # The processor never decided it (a request lost on every try): surfaced for finance's review, its
             # amount still held. Not lost: were it charged at the processor, check 4 would find it unbooked.
             report.checked["surfaced_for_review"] = report.checked.get("surfaced_for_review", 0) + 1

@@ -35,11 +35,11 @@ class EngineWorkers:
             raise ValueError("need at least one engine worker")
         self.host = "127.0.0.1"
         self.port = free_port()
-        # A charge lost on every try (pm_sim_timeout_lost) is never decided: flagged for review after two calls, so
-        # that the audit sees it surfaced within the rehearsal rather than after the default twenty.
+        # A charge lost on every try (pm_sim_timeout_lost) is never decided: flagged for review after its first
+        # undecided lookup, so that the audit sees it surfaced within the rehearsal rather than after twenty.
         self.environment = {
             **REHEARSAL_ENVIRONMENT,
-            "SURGE_REVIEW_AFTER_LOOKUPS": "2",
+            "SURGE_REVIEW_AFTER_LOOKUPS": "1",
             **environment,
             "SURGE_WORKERS": str(max(count, 2)),
         }
