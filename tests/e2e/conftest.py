@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,23 +74,26 @@ async def start_surge(database_url: str, settings: Settings) -> tuple[TestServer
     return server, client, pool, keys
 
 
-@pytest.fixture
-async def surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    server, client, pool, keys = await start_surge(database_url, surge_settings(database_url, tmp_path))
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
-
-
-@pytest.fixture
-async def unthrottled_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    """No processor rate budget in the way: every donation is charged in its request (no 202 from the queue)."""
-    settings = surge_settings(database_url, tmp_path, processor_rate_per_s=1_000_000.0)
+@contextlib.asynccontextmanager
+async def running_surge(database_url: str, settings: Settings) -> AsyncIterator[Surge]:
+    """The app served on a test server with these settings, the demo campaign and a key per role; closed after."""
     server, client, pool, keys = await start_surge(database_url, settings)
     try:
         yield Surge(client, pool, keys, server.app)
     finally:
         await client.close()
         await pool.close()
+
+
+@pytest.fixture
+async def surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
+    async with running_surge(database_url, surge_settings(database_url, tmp_path)) as running:
+        yield running
+
+
+@pytest.fixture
+async def unthrottled_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
+    """No processor rate budget in the way: every donation is charged in its request (no 202 from the queue)."""
+    settings = surge_settings(database_url, tmp_path, processor_rate_per_s=1_000_000.0)
+    async with running_surge(database_url, settings) as running:
+        yield running

@@ -16,7 +16,7 @@ import pytest
 from adapters.simulated.tokens import KNOWN_TOKENS, CardBehaviour
 from engine.pipeline.challenge import TEST_TOKEN_PREFIX
 from engine.pipeline.donation_request import BLOCKED_PAYMENT_METHOD_WORDS
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 
 SUCCEEDING = sorted(
     t
@@ -30,12 +30,8 @@ PASSED = TEST_TOKEN_PREFIX + "ok"
 @pytest.fixture
 async def challenging_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     settings = surge_settings(database_url, tmp_path, processor_rate_per_s=1_000_000.0, challenge_verifier="test")
-    server, client, pool, keys = await start_surge(database_url, settings)
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, settings) as running:
+        yield running
 
 
 def gift(n: int, card: str, challenge: str | None = None) -> dict[str, Any]:

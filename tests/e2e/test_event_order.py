@@ -21,7 +21,7 @@ from engine.payments.event_sweeper import SweeperLimits, sweep_once
 from engine.pipeline.settlement import Settlement, commit_settlements
 from ledger import reads
 from ledger.check import check_ledger
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.waiting import wait_until
 
 PENDING_CARD = "pm_card_authenticationRequired"  # the charge waits for the donor: the donation stays pending
@@ -190,12 +190,8 @@ async def test_a_dispute_closed_before_it_was_opened_is_applied_after_the_openin
 async def timeout_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     # A short charge timeout: a charge that hangs leaves its donation pending without the processor's reference.
     settings = surge_settings(database_url, tmp_path, processor_rate_per_s=1_000_000.0, charge_timeout_ms=300)
-    server, client, pool, keys = await start_surge(database_url, settings)
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, settings) as running:
+        yield running
 
 
 async def test_an_event_before_surge_knows_its_charge_is_applied_by_the_sweeper(timeout_surge: Surge) -> None:

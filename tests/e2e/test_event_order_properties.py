@@ -24,7 +24,7 @@ from engine.api.state import ACCOUNTS
 from engine.payments.processor_events import process_event
 from ledger.check import check_ledger
 from ledger.money import Money
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.e2e.test_event_order import PENDING_CARD
 from tests.waiting import wait_until
 
@@ -40,12 +40,8 @@ deliveries = st.lists(st.tuples(st.integers(0, EVENT_COUNT - 1), st.booleans()),
 async def declining_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     # Many declined charges from one test client: the card-testing check is not what is tested here.
     settings = surge_settings(database_url, tmp_path, velocity_declines_max=1_000_000)
-    server, client, pool, keys = await start_surge(database_url, settings)
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, settings) as running:
+        yield running
 
 
 def events_for(gift: dict[str, Any], tag: str, charge_succeeds: bool, dispute_won: bool) -> list[ProcessorEvent]:

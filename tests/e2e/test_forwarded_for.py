@@ -13,16 +13,12 @@ from typing import Any
 import pytest
 
 from engine.settings import ConfigError, Settings, load_settings
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 
 
 async def served(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Surge]:
-    server, client, pool, keys = await start_surge(database_url, surge_settings(database_url, tmp_path, **overrides))
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, surge_settings(database_url, tmp_path, **overrides)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from engine.keys import Role
 from ledger import reads
 from ledger.check import check_ledger
 from ledger.money import Money
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.waiting import wait_until
 
 
@@ -40,12 +40,8 @@ async def balance(surge: Surge, account: str) -> int:
 async def slow_processor_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     # 5 charges/s with a burst of 1 and a short charge timeout: intake outruns the processor.
     settings = surge_settings(database_url, tmp_path, processor_rate_per_s=5.0, charge_timeout_ms=300)
-    server, client, pool, keys = await start_surge(database_url, settings)
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, settings) as running:
+        yield running
 
 
 async def test_intake_outruns_the_processor_through_the_durable_queue(slow_processor_surge: Surge) -> None:

@@ -16,7 +16,7 @@ from engine.keys import Role
 from engine.pipeline.review import ReviewLimits
 from ledger import reads
 from ledger.check import check_ledger
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.e2e.test_pipeline_paths import wait_for_status
 from tests.waiting import wait_until
 
@@ -25,12 +25,8 @@ from tests.waiting import wait_until
 async def impatient_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
     # Flagged after the first lookup that still finds the charge undecided.
     settings = surge_settings(database_url, tmp_path, review_after_lookups=1)
-    server, client, pool, keys = await start_surge(database_url, settings)
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, settings) as running:
+        yield running
 
 
 async def needing_review(surge: Surge) -> list[dict[str, Any]]:

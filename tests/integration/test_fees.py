@@ -22,7 +22,7 @@ from ledger.accounts import AccountDirectory
 from ledger.check import check_ledger
 from ledger.money import Money
 from tests.commands import run_cli
-from tests.e2e.conftest import Surge, donation, start_surge, surge_settings
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.waiting import wait_until
 
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -31,12 +31,8 @@ FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    server, client, pool, keys = await start_surge(database_url, surge_settings(database_url, tmp_path))
-    try:
-        yield Surge(client, pool, keys, server.app)
-    finally:
-        await client.close()
-        await pool.close()
+    async with running_surge(database_url, surge_settings(database_url, tmp_path)) as running:
+        yield running
 
 
 async def pending_donation(surge: Surge, amount: int = 5000) -> tuple[str, str]:
