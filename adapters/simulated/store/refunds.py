@@ -204,17 +204,7 @@ async def all_refunds(connection: asyncpg.Connection, account: str) -> list[Reco
             WHERE account = $1 ORDER BY created_at, id""",
         account,
     )
-    return [
-        RecordedRefund(
-            row["id"],
-            row["idempotency_key"],
-            row["refund_id"],
-            row["charge_id"],
-            Money(row["amount"], row["currency"]),
-            row["created_at"],
-        )
-        for row in rows
-    ]
+    return [_recorded(row) for row in rows]
 
 
 async def refund_for(
@@ -230,6 +220,10 @@ async def refund_for(
     )
     if row is None:
         return None
+    return _recorded(row)
+
+
+def _recorded(row: asyncpg.Record) -> RecordedRefund:
     return RecordedRefund(
         row["id"],
         row["idempotency_key"],
