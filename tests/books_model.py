@@ -221,7 +221,8 @@ class SurgeModel:
         if event.kind == "dispute_created":
             return gift.status == "succeeded"
         if event.kind == "dispute_closed":
-            return gift.dispute_state == "open"
+            # A lost dispute takes the contribution out of the donor's aggregate: only once it was put in.
+            return gift.dispute_state == "open" and (event.won or gift.status == "succeeded")
         return True  # charge events settle an open donation or bring a fee; nothing waits for them
 
     def receive(self, event: Event) -> None:

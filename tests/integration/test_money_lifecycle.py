@@ -839,31 +839,60 @@ def test_money_lifecycle(postgres_server_url: str) -> None:
     assert not wanted - set(seen), f"never exercised: {wanted - set(seen)}; seen {seen}"
 
 
-# Each known defect of issue 10 gets the rules that expose it, in its own test. Shrinking is left out of the
-# suite's runs to bound their time (each finds its failure within a few examples); the counterexamples quoted are
-# what hypothesis shrank them to.
+# Each known defect of issue 10 gets the rules that expose it, in its own test; the last one runs every rule. The
+# suite runs them without shrinking, to bound their time (each finds its failure within a few examples); the
+# counterexamples quoted are what hypothesis shrank them to (SURGE_LIFECYCLE_SHRINK=1 shrinks again, for minutes).
+# Each delivery and charge answer is checked on the spot, with one AssertionError subclass per situation, so a run
+# reports every defect it meets as a distinct failure (BooksDisagree<Situation>).
+#
+# A fix may let the machine pass before every part of its defect is fixed only where the quoted situation is gone:
+# remove the mark when the test passes, and keep the machine's rules as they are.
+
+DEFECT_1 = (
+    "issue 10 defect 1: a refund Surge made is booked a second time. Counterexample: donate 100 USD, the charge "
+    "answers, refund 1 through Surge (its call returns), then Stripe's charge.refunded for it (API 2022-11-15: no "
+    "refund embedded, object_id None) books it again: refunds 2 != 1, clearing 66 != 67 "
+    "(BooksDisagreeSurgeRefundBooked). Also: the simulator's refund.created arriving before the refund call returns "
+    "(processor_reference still NULL) books it again (BooksDisagreeSurgeRefundItsCallInFlight)"
+)
+DEFECT_3 = (
+    "issue 10 defect 3: events that cannot apply yet are marked processed and lost. Counterexamples: (a) donate 100 "
+    "USD (charge answer pending), dispute opens (1) and closes lost, charge answers; dispute closed delivered before "
+    "dispute created is dropped ('closed but was never opened'): the donor's aggregate stays 100, not 99 "
+    "(BooksDisagreeDisputeCreated; won: the disputes account keeps the withdrawal); (b) a refund made outside Surge "
+    "whose event arrives before the charge settles is dropped: once the charge answers, clearing is 614 too high and "
+    "no refund is booked (BooksDisagreeChargeAnswered / BooksDisagreeChargeSucceeded)"
+)
+DEFECT_4 = (
+    "issue 10 defect 4: fees lose their currency and late fees are never booked. Counterexamples: (a) donate 100 USD "
+    "whose fee (32) is unknown when the charge answers; payment_intent.succeeded brings it and nothing is booked: "
+    "clearing 100 != 68, no fees account (BooksDisagreeChargeEventAfterTheChargeAnswered); (b) a charge answer or "
+    "event with its fee in EUR books 32 USD instead of 32 EUR (BooksDisagreeChargeAnsweredForeignFee, "
+    "BooksDisagreeChargeSucceededForeignFee); (c) a dispute (1 USD) with its 1500 fee in GBP raises "
+    "LedgerInvariantError 'dispute-fee:... account_not_found' from process_event, on every retry"
+)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 defect 3: DEFECT3")
-def test_money_lifecycle_events_in_any_order(postgres_server_url: str) -> None:
-    scope = Scope(events_in_any_order=True)
-    run_lifecycle(postgres_server_url, scope, max_examples=15, steps=30, shrink=SHRINK)
-
-
-@pytest.mark.xfail(strict=False, reason="issue 10 defect 1: DEFECT1")
+@pytest.mark.xfail(strict=False, reason=DEFECT_1)
 def test_money_lifecycle_refund_webhooks(postgres_server_url: str) -> None:
     scope = Scope(refund_webhook_before_call_returns=True, stripe_refund_echo=True)
-    run_lifecycle(postgres_server_url, scope, max_examples=15, steps=30, shrink=SHRINK)
+    run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 defect 4: DEFECT4")
+@pytest.mark.xfail(strict=False, reason=DEFECT_3)
+def test_money_lifecycle_events_in_any_order(postgres_server_url: str) -> None:
+    scope = Scope(events_in_any_order=True)
+    run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
+
+
+@pytest.mark.xfail(strict=False, reason=DEFECT_4)
 def test_money_lifecycle_fees(postgres_server_url: str) -> None:
     scope = Scope(fee_late=True, fee_foreign=True)
-    run_lifecycle(postgres_server_url, scope, max_examples=15, steps=30, shrink=SHRINK)
+    run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 defects 1, 3 and 4 (see the three tests above)")
+@pytest.mark.xfail(strict=False, reason="issue 10 defects 1, 3 and 4 (see DEFECT_1, DEFECT_3, DEFECT_4 above)")
 def test_money_lifecycle_whole(postgres_server_url: str) -> None:
     """Every rule at once: what must pass once the fixes of issue 10 are merged."""
     scope = Scope(True, True, True, True, True)
-    run_lifecycle(postgres_server_url, scope, max_examples=25, steps=30, shrink=SHRINK)
+    run_lifecycle(postgres_server_url, scope, max_examples=15, steps=30, shrink=SHRINK)
