@@ -858,8 +858,10 @@ DEFECT_1 = (
     "issue 10 defect 1: a refund Surge made is booked a second time. Counterexample: donate 100 USD, the charge "
     "answers, refund 1 through Surge (its call returns), then Stripe's charge.refunded for it (API 2022-11-15: no "
     "refund embedded, object_id None) books it again: refunds 2 != 1, clearing 66 != 67 "
-    "(BooksDisagreeSurgeRefundBooked). Also: the simulator's refund.created arriving before the refund call returns "
-    "(processor_reference still NULL) books it again (BooksDisagreeSurgeRefundItsCallInFlight)"
+    "(BooksDisagreeSurgeRefundBooked). And: donate 4500 USD (settled), refund 300 through Surge whose call has not "
+    "returned; the simulator's refund.created for it (processor_reference still NULL) is booked as an outside "
+    "refund while the 300 stays reserved, and booked again when the call returns: refunds 300 != 0 "
+    "(BooksDisagreeSurgeRefundItsCallInFlight)"
 )
 DEFECT_3 = (
     "issue 10 defect 3: events that cannot apply yet are marked processed and lost. Counterexamples: (a) donate 100 "
