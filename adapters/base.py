@@ -29,10 +29,11 @@ class ChargeStatus(StrEnum):
 
 class RefundStatus(StrEnum):
     SUCCEEDED = "succeeded"
-    PENDING = "pending"
-    FAILED = "failed"
-    RETRYABLE = "retryable"
-    UNKNOWN = "unknown"
+    PENDING = "pending"  # accepted, outcome later: a refund event or lookup_refund settles it
+    FAILED = "failed"  # definitely not refunded (or the refund failed after being accepted)
+    RETRYABLE = "retryable"  # definitely not processed: send again later, same key
+    UNKNOWN = "unknown"  # may or may not have happened: resolve with lookup_refund
+    NOT_FOUND = "not_found"  # lookup_refund only: the processor has no refund for this key
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,14 @@ class ChargeResult:
 
 @dataclass(frozen=True, slots=True)
 class RefundRequest:
-    idempotency_key: str
-    refund_id: str
+    idempotency_key: str  # derived from refund_id: the same refund always sends the same key
+    refund_id: str  # Surge's refund id, sent in the processor refund's metadata (``surge_refund_id``)
     processor_reference: str  # the charge being refunded
     amount: Money
+    donation_id: str | None = None  # sent in the refund's metadata, so its events name the donation
+
+
+SURGE_REFUND_ID = "surge_refund_id"  # the metadata key naming Surge's refund on the processor's refund
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,9 @@ class RefundResult:
 class EventType(StrEnum):
     CHARGE_SUCCEEDED = "charge_succeeded"
     CHARGE_FAILED = "charge_failed"
-    CHARGE_REFUNDED = "charge_refunded"
+    CHARGE_REFUNDED = "charge_refunded"  # the charge's refunded total grew; the refund itself may be unnamed
+    REFUND_UPDATED = "refund_updated"  # one refund's state: refund_status, object_id and (if Surge's) refund_id
+    CHARGE_UPDATED = "charge_updated"  # a charge's fee reported after the charge (late fee); ``fee`` carries it
     DISPUTE_CREATED = "dispute_created"
     DISPUTE_WON = "dispute_won"
     DISPUTE_LOST = "dispute_lost"
@@ -93,6 +100,9 @@ class ProcessorEvent:
     decline_code: str | None = None
     object_id: str | None = None  # the refund, dispute or payout id
     raw: Mapping[str, Any] = field(default_factory=dict)
+    refund_status: RefundStatus | None = None  # REFUND_UPDATED: the refund's state at the processor
+    refund_id: str | None = None  # REFUND_UPDATED: Surge's refund id from the refund's metadata, when Surge made it
+    amount_refunded: Money | None = None  # CHARGE_REFUNDED: the charge's cumulative refunded amount, when known
 
 
 class BalanceTransactionType(StrEnum):
@@ -140,6 +150,11 @@ class Processor(Protocol):
     async def charge(self, request: ChargeRequest) -> ChargeResult: ...
 
     async def refund(self, request: RefundRequest) -> RefundResult: ...
+
+    async def lookup_refund(self, request: RefundRequest, refund_reference: str | None) -> RefundResult:
+        """The refund made for ``request`` (its idempotency key / Surge refund id, or ``refund_reference`` when
+        known), or NOT_FOUND when the processor has none; UNKNOWN when it cannot tell now."""
+        ...
 
     async def lookup(self, idempotency_key: str, processor_reference: str | None) -> ChargeResult:
         """The charge made with ``idempotency_key`` (or ``processor_reference`` when known), or NOT_FOUND."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import inspect
 import logging
@@ -21,9 +23,13 @@ from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
+from engine.payments.event_sweeper import run_sweeper
+from engine.payments.refund_recovery import RefundWorker, RefundWorkerLimits
+from engine.pipeline.challenge import ChallengeConfig, challenge_verifier
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
-from engine.pipeline.intake import VelocityLimits
+from engine.pipeline.review import ReviewLimits
+from engine.pipeline.velocity import VelocityLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -59,7 +65,15 @@ def pipeline_limits(settings: Settings) -> PipelineLimits:
         charge_timeout_ms=settings.charge_timeout_ms,
         in_flight_max=settings.in_flight_max,
         queue_depth_max=settings.queue_depth_max,
-        velocity=VelocityLimits(settings.velocity_declines_max, settings.velocity_window_s),
+        velocity=VelocityLimits(
+            declines_min=settings.velocity_declines_max,
+            window_s=settings.velocity_window_s,
+            challenge_ratio=settings.velocity_challenge_ratio,
+            refuse_ratio=settings.velocity_refuse_ratio,
+            refuse_cards_min=settings.velocity_refuse_cards_min,
+            challenges_enabled=settings.challenge_verifier != "none",
+        ),
+        review=ReviewLimits(settings.review_after_lookups, settings.review_after_hours),
     )
 
 
@@ -106,13 +120,44 @@ async def _processors(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     processors: list[tuple[Processor, ProcessorGate]] = app[PROCESSORS]
+    challenge = ChallengeConfig(
+        settings.challenge_verifier,
+        settings.challenge_verify_url,
+        settings.challenge_secret,
+        settings.challenge_timeout_ms,
+    )
     pipeline = Pipeline(
-        app[POOL], app[ACCOUNTS], processors, pipeline_limits(settings), batcher_limits(settings), app[METRICS]
+        app[POOL],
+        app[ACCOUNTS],
+        processors,
+        pipeline_limits(settings),
+        batcher_limits(settings),
+        app[METRICS],
+        challenge_verifier=challenge_verifier(challenge),
     )
     pipeline.start()
     app[PIPELINE] = pipeline
     yield
     await pipeline.stop()
+
+
+async def _parked_event_sweeper(app: web.Application) -> AsyncIterator[None]:
+    # Parked processor events (out of order) are applied when their wait ends: see engine/payments/event_sweeper.py.
+    task = asyncio.create_task(run_sweeper(app[POOL], app[ACCOUNTS], app[METRICS]), name="parked-event-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
+    # Resolves refunds left unfinished (crash, timeout, pending at the processor): engine/payments/refund_recovery.py
+    processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
+    limits = RefundWorkerLimits(timeout_s=app[SETTINGS].charge_timeout_ms / 1000)
+    worker = RefundWorker(app[POOL], app[ACCOUNTS], processors, limits)
+    worker.start()
+    yield
+    await worker.stop()
 
 
 async def _tune_garbage_collector(app: web.Application) -> None:
@@ -133,7 +178,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app[METRICS] = Metrics()
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
-    app.cleanup_ctx.extend([_database, _processors, _pipeline])
+    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
         app.add_routes(module.routes)

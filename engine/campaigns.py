@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
+from msgspec import Meta, Struct
 
 from engine import chart_of_accounts
-from engine.validation import ValidationProblem
-from ledger.money import is_currency_code
+from engine.validation import INTEGER_MAX, Unknown, Wording, decode, invalid_only
+from ledger.currencies import MINOR_UNIT_EXPONENTS
 
 FEDERAL_LIMIT_PER_ELECTION_MINOR = 350_000  # US federal individual limit for 2025-26: $3,500 per election
 ITEMIZATION_THRESHOLD_MINOR = 20_000  # FEC: employer and occupation past $200 aggregate
 CAMPAIGN_CACHE_TTL_S = 10.0
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,41 +43,63 @@ class Campaign:
         }
 
 
-def campaign_from_json(body: dict[str, Any]) -> Campaign:
-    def need(name: str, kind: type) -> Any:
-        value = body.get(name)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ValidationProblem(name, "parameter_invalid", f"{name} must be a {kind.__name__}.")
-        return value
+CAMPAIGN_NAME_LENGTH_MAX = 200
+ELECTION_LENGTH_MAX = 100
+# A campaign's currency must be one the ledger can count and the reports can format: an active ISO 4217 code
+# (upper or lower case), not any three letters. A pattern rather than an enum of 360 values, which fuzzers and
+# client generators would each walk value by value.
+_ISO_CODES = "|".join(code for code in sorted(MINOR_UNIT_EXPONENTS) for code in (code, code.lower()))
+IsoCurrency = Annotated[str, Meta(pattern=f"^(?:{_ISO_CODES})$", description="An active ISO 4217 code")]
 
-    slug = need("slug", str)
-    if not _SLUG.match(slug):
-        raise ValidationProblem("slug", "parameter_invalid", "slug must be lower-case letters, digits and dashes.")
-    currency = str(body.get("currency", "USD")).upper()
-    if not is_currency_code(currency):
-        raise ValidationProblem("currency", "parameter_invalid", "currency must be an ISO 4217 code.")
-    origins = body.get("allowed_origins", [])
-    if not isinstance(origins, list) or not all(isinstance(o, str) and o.startswith("http") for o in origins):
-        raise ValidationProblem("allowed_origins", "parameter_invalid", "allowed_origins must be a list of origins.")
-    limit = body.get("contribution_limit", FEDERAL_LIMIT_PER_ELECTION_MINOR)
-    threshold = body.get("itemization_threshold", ITEMIZATION_THRESHOLD_MINOR)
-    for name, value in (("contribution_limit", limit), ("itemization_threshold", threshold)):
-        if type(value) is not int or value < 0 or (name == "contribution_limit" and value == 0):
-            raise ValidationProblem(name, "parameter_invalid", f"{name} must be a positive integer (minor units).")
-    attestation = body.get("require_attestation", True)
-    if not isinstance(attestation, bool):
-        raise ValidationProblem(
-            "require_attestation", "parameter_invalid", "require_attestation must be true or false."
-        )
+
+class CampaignCreate(Struct, kw_only=True):
+    """A campaign's settings as posted (API) or given as flags (CLI). Unknown fields are ignored: a campaign read
+    from the API can be posted back as it is."""
+
+    slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    currency: IsoCurrency = "USD"
+    allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
+    contribution_limit: Annotated[int, Meta(gt=0, le=INTEGER_MAX)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
+    itemization_threshold: Annotated[int, Meta(ge=0, le=INTEGER_MAX)] = ITEMIZATION_THRESHOLD_MINOR
+    require_attestation: bool = True
+    # The bounds are surge.campaigns' CHECK constraints: a longer or empty name must be a 400, not a 500.
+    name: Annotated[str, Meta(min_length=1, max_length=CAMPAIGN_NAME_LENGTH_MAX)]
+    election: Annotated[str, Meta(min_length=1, max_length=ELECTION_LENGTH_MAX)]
+
+    wording: ClassVar[dict[str, Wording]] = {
+        "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
+        "currency": invalid_only("currency must be an ISO 4217 code."),
+        "allowed_origins": invalid_only("allowed_origins must be a list of origins."),
+        "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
+        "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
+        "require_attestation": invalid_only("require_attestation must be true or false."),
+        "name": Wording(
+            invalid="name must be a str.",
+            too_short="name must not be empty.",
+            too_long=f"name must be at most {CAMPAIGN_NAME_LENGTH_MAX} characters.",
+        ),
+        "election": Wording(
+            invalid="election must be a str.",
+            too_short="election must not be empty.",
+            too_long=f"election must be at most {ELECTION_LENGTH_MAX} characters.",
+        ),
+    }
+    unknown: ClassVar[Unknown | None] = None
+
+
+def campaign_from_json(body: dict[str, Any]) -> Campaign:
+    """The campaign ``body`` describes (the API's body, or the CLI's flags as one), or its first ValidationProblem."""
+    settings = decode(body, CampaignCreate)
+    currency = settings.currency.upper()
     return Campaign(
-        slug=slug,
-        name=need("name", str),
+        slug=settings.slug,
+        name=settings.name,
         currency=currency,
-        election=need("election", str),
-        contribution_limit_minor=limit,
-        itemization_threshold_minor=threshold,
-        require_attestation=attestation,
-        allowed_origins=tuple(origins),
+        election=settings.election,
+        contribution_limit_minor=settings.contribution_limit,
+        itemization_threshold_minor=settings.itemization_threshold,
+        require_attestation=settings.require_attestation,
+        allowed_origins=tuple(settings.allowed_origins),
     )
 
 

@@ -12,6 +12,13 @@ A $50.00 donation through the simulated processor with a $1.40 fee::
 
     debit  clearing:simulated:USD   5000     credit contributions:demo   5000
     debit  fees:simulated:USD        140     credit clearing:simulated:USD 140
+
+A fee is booked in the currency the processor charged it in, which need not be the donation's: Stripe takes fees in
+the balance's (settlement) currency. A €50.00 donation settled into a USD balance with a $1.75 fee is two entries,
+each balanced in its own currency; the fee's accounts are opened on demand (:func:`ensure_fee_accounts`)::
+
+    debit  clearing:stripe:EUR      5000     credit contributions:demo   5000
+    debit  fees:stripe:USD           175     credit clearing:stripe:USD   175
 """
 
 from __future__ import annotations
@@ -53,4 +60,10 @@ async def ensure_campaign_accounts(connection: asyncpg.Connection, campaign: str
 async def ensure_processor_accounts(connection: asyncpg.Connection, processor: str, currency: str) -> None:
     await ensure_account(connection, clearing(processor, currency), AccountType.ASSET, currency)
     await ensure_account(connection, bank(processor, currency), AccountType.ASSET, currency)
+    await ensure_account(connection, fees(processor, currency), AccountType.EXPENSE, currency)
+
+
+async def ensure_fee_accounts(connection: asyncpg.Connection, processor: str, currency: str) -> None:
+    """The two accounts a fee in ``currency`` posts to (fee expense, processor clearing), opened if missing."""
+    await ensure_account(connection, clearing(processor, currency), AccountType.ASSET, currency)
     await ensure_account(connection, fees(processor, currency), AccountType.EXPENSE, currency)

@@ -48,6 +48,33 @@ class Metrics:
             buckets=(*LATENCY_BUCKETS_S, 30, 60, 300),
             registry=self.registry,
         )
+        self.parked_events = Gauge(
+            "surge_parked_events",
+            "Processor events parked until they can apply, by what they wait for",
+            ["waiting_for"],
+            registry=self.registry,
+        )
+        self.parked_events_overdue = Gauge(
+            "surge_parked_events_overdue",
+            "Processor events parked longer than the bound: a problem for finance to look into",
+            registry=self.registry,
+        )
+        self.parked_events_resolved = Counter(
+            "surge_parked_events_resolved",
+            "Parked processor events applied (or found duplicate or never applicable) by the sweeper",
+            ["resolution"],
+            registry=self.registry,
+        )
+        self.donations_needing_review = Gauge(
+            "surge_donations_needing_review",
+            "Donations the processor has not decided after the review bound (lookups or hours), still unsettled",
+            registry=self.registry,
+        )
+        self.donations_flagged_for_review = Counter(
+            "surge_donations_flagged_for_review",
+            "Donations flagged for finance's review because the processor never decided them",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("surge_donations_in_flight", "Donation requests in progress", registry=self.registry)
 
     def observe_batch(self, name: str, size: int, seconds: float) -> None:

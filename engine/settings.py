@@ -43,7 +43,24 @@ class Settings:
     queue_depth_max: int = 200_000
     velocity_declines_max: int = 5
     velocity_window_s: int = 600
+    # Deprecated spelling of one trusted hop (SURGE_TRUSTED_PROXY_HOPS=1); kept so existing deployments still work.
     trust_forwarded_for: bool = False
+    # Proxies in front of the engine that each append the address they saw to X-Forwarded-For. The client is the
+    # address that many entries from the right; 0 trusts no header and uses the connection's peer address.
+    trusted_proxy_hops: int = 0
+    velocity_challenge_ratio: float = 0.3  # decline ratio from one source that asks for the challenge
+    velocity_refuse_ratio: float = 0.6  # ... that refuses, with velocity_refuse_cards_min distinct cards declined
+    velocity_refuse_cards_min: int = 3
+    # The donation page's challenge (engine/pipeline/challenge.py): none, test (never in production) or siteverify
+    # (hCaptcha / Turnstile: the provider's siteverify URL and secret).
+    challenge_verifier: str = "none"
+    challenge_verify_url: str | None = None
+    challenge_secret: str | None = None
+    challenge_timeout_ms: int = 3_000
+    # A donation whose processor keeps answering "pending" / "unknown" is flagged for finance's review after this
+    # many processor calls or this many hours, whichever comes first (it still settles if the processor answers).
+    review_after_lookups: int = 20
+    review_after_hours: float = 24.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +88,29 @@ class Settings:
             problems.append("SURGE_IN_FLIGHT_MAX and SURGE_QUEUE_DEPTH_MAX must be at least 1")
         if self.velocity_declines_max < 1 or self.velocity_window_s < 1:
             problems.append("SURGE_VELOCITY_DECLINES_MAX and SURGE_VELOCITY_WINDOW_S must be at least 1")
+        if not 0 <= self.trusted_proxy_hops <= 16:
+            problems.append(f"SURGE_TRUSTED_PROXY_HOPS must be 0-16, got {self.trusted_proxy_hops}")
+        if not 0 < self.velocity_challenge_ratio <= self.velocity_refuse_ratio <= 1:
+            problems.append(
+                "SURGE_VELOCITY_CHALLENGE_RATIO and SURGE_VELOCITY_REFUSE_RATIO must satisfy "
+                "0 < challenge <= refuse <= 1"
+            )
+        if self.velocity_refuse_cards_min < 1:
+            problems.append("SURGE_VELOCITY_REFUSE_CARDS_MIN must be at least 1")
+        if self.challenge_verifier not in ("none", "test", "siteverify"):
+            problems.append(
+                f"SURGE_CHALLENGE_VERIFIER must be none, test or siteverify, got {self.challenge_verifier!r}"
+            )
+        elif self.challenge_verifier == "siteverify" and not (self.challenge_verify_url and self.challenge_secret):
+            problems.append(
+                "SURGE_CHALLENGE_VERIFIER=siteverify needs SURGE_CHALLENGE_VERIFY_URL and SURGE_CHALLENGE_SECRET"
+            )
+        if self.challenge_verify_url is not None and not self.challenge_verify_url.startswith(("https://", "http://")):
+            problems.append("SURGE_CHALLENGE_VERIFY_URL must be an http(s) URL")
+        if not 100 <= self.challenge_timeout_ms <= 60_000:
+            problems.append(f"SURGE_CHALLENGE_TIMEOUT_MS must be 100-60000, got {self.challenge_timeout_ms}")
+        if self.review_after_lookups < 1 or self.review_after_hours <= 0:
+            problems.append("SURGE_REVIEW_AFTER_LOOKUPS must be at least 1 and SURGE_REVIEW_AFTER_HOURS above 0")
         try:
             self.processor_specs()
         except ValueError as error:
@@ -95,6 +135,13 @@ class Settings:
         if len({name for name, _ in specs}) != len(specs):
             raise ValueError("SURGE_PROCESSORS names must be unique")
         return specs
+
+    @property
+    def forwarded_hops(self) -> int:
+        """How many X-Forwarded-For entries, counted from the right, were appended by proxies we trust."""
+        if self.trusted_proxy_hops:
+            return self.trusted_proxy_hops
+        return 1 if self.trust_forwarded_for else 0
 
     @property
     def postgres_folder(self) -> Path:
@@ -127,6 +174,16 @@ ENVIRONMENT = EnvironmentSettings(
         "velocity_declines_max": integer(),
         "velocity_window_s": integer(),
         "trust_forwarded_for": boolean(),
+        "trusted_proxy_hops": integer(),
+        "velocity_challenge_ratio": number(),
+        "velocity_refuse_ratio": number(),
+        "velocity_refuse_cards_min": integer(),
+        "challenge_verifier": text(),
+        "challenge_verify_url": text(),
+        "challenge_secret": text(),
+        "challenge_timeout_ms": integer(),
+        "review_after_lookups": integer(),
+        "review_after_hours": number(),
     },
     names={"database_url": "DATABASE_URL"},
 )

@@ -104,6 +104,13 @@ class GroupCommitter(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         """Queue ``item`` (waiting for room: back-pressure) and return its committed result."""
+        return await self._enqueue(item, wait_for_room=True)
+
+    async def submit_nowait(self, item: Item) -> Result:
+        """Like :meth:`submit`, but raise :class:`BatcherFullError` at once when the queue is full."""
+        return await self._enqueue(item, wait_for_room=False)
+
+    async def _enqueue(self, item: Item, *, wait_for_room: bool) -> Result:
         if self._closed:
             raise BatcherClosedError(self.name)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -111,18 +118,9 @@ class GroupCommitter(Generic[Item, Result]):
             # Queue.put is a coroutine even when there is room: ~1 us a call, paid by every item.
             self._queue.put_nowait((item, future))
         except asyncio.QueueFull:
+            if not wait_for_room:
+                raise BatcherFullError(self.name) from None
             await self._queue.put((item, future))
-        return await future
-
-    async def submit_nowait(self, item: Item) -> Result:
-        """Like :meth:`submit`, but raise :class:`BatcherFullError` at once when the queue is full."""
-        if self._closed:
-            raise BatcherClosedError(self.name)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((item, future))
-        except asyncio.QueueFull:
-            raise BatcherFullError(self.name) from None
         return await future
 
     async def _run(self) -> None:

@@ -23,7 +23,13 @@ EPILOG = """profiles (rate is the baseline; defaults per profile in brackets):
 
 With no --url it starts Surge itself on a fresh embedded database with a realistic simulated processor
 (~250 ms median, long tail, 100 charges/s, rare timeouts; SURGE_PROCESSOR_RATE_PER_S=100); --engine-env
-KEY=VALUE changes that engine's settings. It exits 1 when the post-run audit fails."""
+KEY=VALUE changes that engine's settings. It exits 1 when the post-run audit fails.
+
+--chaos (any profile; `--profile deadline --chaos` is the rehearsal of the night) runs two engine workers on one
+port and injects, on a schedule drawn from --seed: SIGKILL of a worker (started again), PostgreSQL stopped in
+immediate mode (started again), processor outages and slowdowns, timeouts that did and did not charge, webhooks
+duplicated, delayed and reordered, refunds (full, partial, concurrent with one key) and disputes. The report draws
+the faults over the charts; the audit adds refunds, fees, disputes, webhooks, reconciliation and ledger check."""
 
 
 def register(commands: Any) -> None:
@@ -48,6 +54,14 @@ def register(commands: Any) -> None:
     mix.add_argument("--timeout-share", type=float, default=defaults.timeout_share, help="pm_sim_timeout_charged")
     mix.add_argument("--impatient-share", type=float, default=defaults.impatient_share)
     mix.add_argument("--card-testing", type=int, default=defaults.card_testing_requests, help="bot requests")
+    chaos = parser.add_argument_group("chaos")
+    chaos.add_argument(
+        "--chaos",
+        action="store_true",
+        help="inject faults while the load runs (schedule from --seed): worker SIGKILLs, PostgreSQL crash and "
+        "restart, processor outages, slowdowns and timeouts, webhooks duplicated/delayed/reordered, refunds and "
+        "disputes; the audit then also proves refunds, fees, disputes, webhooks, reconciliation and ledger check",
+    )
     target = parser.add_argument_group("target")
     target.add_argument("--url", help="a running Surge, e.g. http://127.0.0.1:8000 (default: start one)")
     target.add_argument("--form-key", default=os.environ.get("SURGE_FORM_KEY"), help="with --url (SURGE_FORM_KEY)")
@@ -84,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
         arrivals=Arrivals(args.arrivals),
         seed=args.seed,
         mix=mix,
-        policy=ClientPolicy(timeout_s=args.timeout, connections_max=args.connections),
+        policy=_policy(args),
         url=args.url,
         form_key=args.form_key,
         campaign=args.campaign,
@@ -93,7 +107,15 @@ def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
         drain_timeout_s=args.drain_timeout,
         progress_interval_s=args.progress_interval,
         engine_environment=environment,
+        chaos=args.chaos,
     )
+
+
+def _policy(args: argparse.Namespace) -> ClientPolicy:
+    if args.chaos:
+        # Under chaos an answer can take a worker restart or a database recovery: forms retry longer, backing off.
+        return ClientPolicy(timeout_s=args.timeout, connections_max=args.connections, attempts_max=8, retry_backoff=2.0)
+    return ClientPolicy(timeout_s=args.timeout, connections_max=args.connections)
 
 
 def run_command(args: argparse.Namespace) -> int:

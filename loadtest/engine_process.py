@@ -37,7 +37,7 @@ from loadtest.http_client import ConnectionPool, HttpError
 REHEARSAL_ENVIRONMENT = {
     "SURGE_SIM_PRESET": "realistic",
     "SURGE_PROCESSOR_RATE_PER_S": "100",
-    "SURGE_TRUST_FORWARDED_FOR": "true",
+    "SURGE_TRUSTED_PROXY_HOPS": "1",
     "SURGE_LOG_LEVEL": "WARNING",
 }
 
@@ -55,10 +55,17 @@ def free_port() -> int:
 @contextlib.contextmanager
 def embedded_database() -> Iterator[str]:
     """A fresh embedded PostgreSQL in a temporary folder, deleted on exit; yields its URL."""
+    with embedded_database_in_folder() as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def embedded_database_in_folder() -> Iterator[tuple[str, Path]]:
+    """As ``embedded_database``, also yielding the server's data folder (the chaos rehearsal stops and starts it)."""
     home = Path(tempfile.mkdtemp(prefix="surge-loadtest-"))
     try:
         with embedded_server(home / "postgres", delete_on_exit=True) as url:
-            yield url
+            yield url, home / "postgres"
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -35,6 +35,8 @@ class ClientPolicy:
     impatient_timeout_s: float = 0.15  # impatient clients give up this soon on their first attempt
     attempts_max: int = 5
     retry_delay_s: float = 0.5  # after a timeout or a lost connection; 409 and 503 wait for their Retry-After
+    retry_backoff: float = 1.0  # each further retry waits this many times longer (2: exponential backoff) …
+    retry_delay_max_s: float = 8.0  # … up to this
     connections_max: int = 512
     in_flight_max: int = 50_000  # beyond this the generator itself is the bottleneck: counted as errors
 
@@ -131,6 +133,7 @@ class Generator:
                     retry_after_s = 1.0  # the engine's Retry-After for these is 1-5 s; a form retries soon
             if outcome not in _RETRIED or not retries_allowed:
                 break
+            retry_after_s = min(retry_after_s * policy.retry_backoff ** (attempt - 1), policy.retry_delay_max_s)
             due_ns = time.perf_counter_ns() + int(retry_after_s * 1e9)
         self.record.final[outcome.value] += 1
 

@@ -24,7 +24,7 @@ class Outcome(StrEnum):
     DECLINED = "declined"  # 402: the card was declined, as planned or at random
     LIMITED = "limited"  # 422: the donor's contribution limit binds
     REFUSED = "refused"  # 400 for an invalid request, or a donor past $200 without employer/occupation
-    BLOCKED = "blocked"  # 429 card_testing_suspected: velocity limits at work
+    BLOCKED = "blocked"  # 429 card_testing_suspected or 428 challenge_required: velocity limits at work
     IN_PROGRESS = "in_progress"  # 409 on a retry while the first attempt is still charging: retried again
     ABANDONED = "abandoned"  # an impatient client gave up by design (its retry is what counts)
     SHED = "shed"  # 503 / 429 overloaded: the engine refused work it could not do now (an error)
@@ -46,7 +46,7 @@ def classify(kind: Kind, status: int, code: str | None) -> Outcome:
         return Outcome.LIMITED
     if status == 400 and code == "parameter_missing":
         return Outcome.REFUSED  # employer and occupation are required past the itemization threshold
-    if status == 429 and code == "card_testing_suspected":
+    if (status, code) in ((429, "card_testing_suspected"), (428, "challenge_required")):
         return Outcome.BLOCKED
     if status == 409 and code == "idempotency_in_progress":
         return Outcome.IN_PROGRESS

@@ -10,10 +10,11 @@ from typing import Any
 
 import orjson
 
-from toolkit.svg_chart import CHART_CSS, Band, Series, render_chart
+from toolkit.svg_chart import CHART_CSS, Annotation, Band, Series, render_chart
 
 SECTIONS = (
     ("summary", "Summary"),
+    ("faults", "Faults"),
     ("throughput", "Throughput"),
     ("latency", "Latency"),
     ("errors", "Errors"),
@@ -71,6 +72,12 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     bot = results.get("card_testing") or {}
     if bot.get("sent"):
         rows.append(("card testing", f"{bot['sent']} sent: {bot['declined']} declined, {bot['blocked']} blocked (429)"))
+    chaos = results.get("chaos")
+    if chaos:
+        faults = chaos.get("faults") or []
+        failed = sum(1 for fault in faults if fault.get("error"))
+        kinds = sorted({fault["kind"] for fault in faults})
+        rows.append(("faults", f"{len(faults)} (seed {chaos.get('seed')}): {', '.join(kinds)}; {failed} not made"))
     audit = results.get("audit")
     if audit is None:
         rows.append(("audit", "skipped: " + str(results.get("audit_skipped", "no database"))))
@@ -113,6 +120,7 @@ def render_html(results: Mapping[str, Any]) -> str:
         f"{escape(str(results.get('target', {}).get('url', '')))}</span></p>",
         "<nav>" + "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS) + "</nav>",
         _section("summary", "Summary", _table(summary_rows(results))),
+        _section("faults", "Faults", _faults(results)),
         _section("throughput", "Throughput", _throughput(results)),
         _section("latency", "Latency", _latency(results)),
         _section("errors", "Errors", _errors(results)),
@@ -139,6 +147,83 @@ def _bands(results: Mapping[str, Any]) -> list[Band]:
     return [Band(p["name"], p["start_s"], p["end_s"]) for p in phases] if len(phases) > 1 else []
 
 
+# A colour and a short mark per fault kind, for the timeline drawn over the charts.
+FAULT_STYLE = {
+    "worker_kill": ("#dc2626", "kill"),
+    "postgres_stop": ("#7c3aed", "db down"),
+    "processor_outage": ("#ea580c", "outage"),
+    "processor_slow": ("#ca8a04", "slow"),
+    "timeouts": ("#0891b2", "timeouts"),
+    # Money faults are instants drawn without a mark (their hover text says what happened): a deadline run has
+    # dozens of them, and written out they would bury the disruptive faults' marks.
+    "refunds": ("#16a34a", ""),
+    "dispute_open": ("#be185d", ""),
+    "dispute_close": ("#be185d", ""),
+}
+
+
+def _annotations(results: Mapping[str, Any]) -> list[Annotation]:
+    chaos = results.get("chaos") or {}
+    notes = []
+    for fault in chaos.get("faults") or []:
+        start = fault["started_s"] if fault.get("started_s") is not None else fault["at_s"]
+        end = start + fault["duration_s"] if fault["duration_s"] else start
+        if fault["kind"] in ("worker_kill", "postgres_stop") and fault.get("ended_s") is not None:
+            end = fault["ended_s"]  # killed until the new worker listened; down until the server was back
+        color, mark = FAULT_STYLE.get(fault["kind"], ("#4b5563", fault["kind"]))
+        if fault["kind"] == "processor_slow":
+            mark = f"slow x{fault['detail'].get('factor')}"
+        notes.append(Annotation(_fault_label(fault), start, end, color, fault["kind"], mark))
+    return notes
+
+
+def _fault_label(fault: Mapping[str, Any]) -> str:
+    outcome = {k: v for k, v in (fault.get("outcome") or {}).items() if k != "traceback"}
+    text = f"{fault['kind']} at {fault['at_s']:.1f} s"
+    if fault.get("duration_s"):
+        text += f" for {fault['duration_s']:.1f} s"
+    if outcome:
+        text += ": " + ", ".join(f"{k} {v}" for k, v in outcome.items())
+    if fault.get("error"):
+        text += f" — NOT MADE: {fault['error']}"
+    return text
+
+
+def _faults(results: Mapping[str, Any]) -> str:
+    chaos = results.get("chaos")
+    if not chaos:
+        return "<p class=note>No faults injected (run with <code>--chaos</code> for the chaos rehearsal).</p>"
+    note = (
+        f"<p class=note>Seed {escape(str(chaos.get('seed')))}: the same seed gives the same schedule. Shaded spans "
+        "and dashed lines on the charts below are these faults, as they really happened: a worker killed until its "
+        "replacement listened, the database down until it accepted connections again, processor outages and "
+        "slowdowns, windows of hanging charges (some charged, some lost), refunds and disputes.</p>"
+    )
+    header = "<tr><th>planned s</th><th>fault</th><th>started s</th><th>ended s</th><th>what happened</th></tr>"
+    rows = []
+    for fault in chaos.get("faults") or []:
+        outcome = {k: v for k, v in (fault.get("outcome") or {}).items() if k != "traceback"}
+        happened = escape(", ".join(f"{k} {v}" for k, v in outcome.items()))
+        if fault.get("error"):
+            happened += f" <b>not made: {escape(fault['error'])}</b>"
+        rows.append(
+            f'<tr><td class="n">{fault["at_s"]:.1f}</td><td>{escape(fault["kind"])}</td>'
+            f'<td class="n">{_num(fault.get("started_s"))}</td><td class="n">{_num(fault.get("ended_s"))}</td>'
+            f"<td>{happened}</td></tr>"
+        )
+    webhooks = chaos.get("webhooks") or {}
+    money = chaos.get("money") or {}
+    details = [
+        "<h3>Webhook deliveries</h3>",
+        _table([(k, str(v)) for k, v in webhooks.items()]),
+        "<h3>Refunds and disputes</h3>",
+        _table([(k, str(v)) for k, v in money.items()]),
+        f"<p class=note>Timeout windows turned {escape(str(chaos.get('timeouts_planned')))} donations into hanging "
+        "charges. Worker pids, oldest first: " + escape(str(chaos.get("workers"))) + "</p>",
+    ]
+    return note + f"<table>{header}{''.join(rows)}</table>" + "".join(details)
+
+
 def _throughput(results: Mapping[str, Any]) -> str:
     timeline = results["timeline"]
     series = [
@@ -152,7 +237,10 @@ def _throughput(results: Mapping[str, Any]) -> str:
         "<p class=note>Offered: first attempts due per second (the profile). Achieved: answers received per second. "
         "Charges settled: donations reaching a final state per second — the processor's pace.</p>"
     )
-    return note + render_chart("Requests per second", series, y_label="per second", bands=_bands(results))
+    chart = render_chart(
+        "Requests per second", series, y_label="per second", bands=_bands(results), annotations=_annotations(results)
+    )
+    return note + chart
 
 
 def _latency(results: Mapping[str, Any]) -> str:
@@ -168,7 +256,14 @@ def _latency(results: Mapping[str, Any]) -> str:
         "<p class=note>From the time each request was due (not when it was sent) to its answer: time spent queued "
         "behind a slow engine counts. HDR histograms, 3 significant figures overall, 2 per second.</p>"
     )
-    chart = render_chart("Latency per second (ms, log scale)", series, y_label="ms", log_y=True, bands=_bands(results))
+    chart = render_chart(
+        "Latency per second (ms, log scale)",
+        series,
+        y_label="ms",
+        log_y=True,
+        bands=_bands(results),
+        annotations=_annotations(results),
+    )
     return note + chart + table
 
 
@@ -187,7 +282,13 @@ def _errors(results: Mapping[str, Any]) -> str:
         "the request (e.g. 2xx for an invalid one). Declines, limits and card-testing blocks are expected outcomes, "
         "drawn as lines for context.</p>"
     )
-    chart = render_chart("Errors and refusals per second", series, y_label="per second", bands=_bands(results))
+    chart = render_chart(
+        "Errors and refusals per second",
+        series,
+        y_label="per second",
+        bands=_bands(results),
+        annotations=_annotations(results),
+    )
     return note + chart + _table(rows) + example_html
 
 
@@ -205,7 +306,10 @@ def _queue(results: Mapping[str, Any]) -> str:
         "donations accepted (202) and not yet settled. It grows while intake outruns the processor and drains after "
         f"the peak. Drained: {escape(str(drain.get('drained')))} after {_num(drain.get('seconds'))} s.</p>"
     )
-    return note + render_chart("Queue depth", series, y_label="donations", bands=_bands(results))
+    chart = render_chart(
+        "Queue depth", series, y_label="donations", bands=_bands(results), annotations=_annotations(results)
+    )
+    return note + chart
 
 
 def _time_to_charge(results: Mapping[str, Any]) -> str:
@@ -263,7 +367,15 @@ def _audit(results: Mapping[str, Any]) -> str:
     explanation = (
         "<p class=note>Every donation acknowledged with 2xx is in the ledger exactly once with the amount sent; no "
         "charge at the processor is missing from the ledger and none is doubled; no donor exceeds the limit; every "
-        "entry balances and cached balances equal the postings (<code>surge ledger check</code>).</p>"
+        "entry balances and cached balances equal the postings (<code>surge ledger check</code>)."
+        + (
+            " After chaos also: every fee booked once as the processor charged it; every acknowledged refund final, "
+            "in the ledger once and at the processor; no refund amount left reserved; every dispute booked as it "
+            "stands; every webhook the processor sent recorded; <code>surge reconcile</code> with zero exceptions."
+            if results.get("chaos")
+            else ""
+        )
+        + "</p>"
     )
     return explanation + verdict + checked + (f"<ul>{problems}</ul>" if problems else "")
 

@@ -18,9 +18,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from loadtest.audit import audit_run
+from loadtest.audit import audit_commands, audit_money_and_events, audit_run
+from loadtest.chaos.schedule import ChaosOptions
+from loadtest.chaos.session import ChaosSession
+from loadtest.chaos.workers import EngineWorkers
 from loadtest.charge_times import time_to_charge
-from loadtest.engine_process import EngineProcess, embedded_database, prepare_database
+from loadtest.engine_process import EngineProcess, embedded_database_in_folder, prepare_database
 from loadtest.generator import ClientPolicy, Generator
 from loadtest.http_client import ConnectionPool
 from loadtest.monitor import EngineMonitor
@@ -47,6 +50,8 @@ class LoadTestConfig:
     drain_timeout_s: float = 300.0
     progress_interval_s: float = 5.0
     engine_environment: dict[str, str] = field(default_factory=dict)  # SURGE_* for an engine started here
+    chaos: bool = False  # inject the fault schedule (loadtest/chaos) while the load runs; needs no url
+    chaos_options: ChaosOptions | None = None  # None: the defaults (tests raise shares to make faults certain)
 
 
 Output = Callable[[str], None]
@@ -58,14 +63,33 @@ def print_flushed(line: str) -> None:
 
 async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) -> dict[str, Any]:
     database_url: str | None
+    chaos: ChaosSession | None = None
     async with contextlib.AsyncExitStack() as stack:
         if config.url is None:
-            own_database: str = config.database_url or stack.enter_context(embedded_database())
+            data_folder: Path | None = None
+            if config.database_url:
+                own_database = config.database_url
+            else:
+                own_database, data_folder = stack.enter_context(embedded_database_in_folder())
             database_url = own_database
             form_key = await prepare_database(own_database)
-            engine = EngineProcess(own_database, config.report_folder / "engine.log", config.engine_environment)
+            engine: EngineProcess | EngineWorkers
+            if config.chaos:
+                chaos = ChaosSession(
+                    config.seed,
+                    config.profile.duration_s,
+                    own_database,
+                    data_folder,
+                    config.report_folder,
+                    config.chaos_options,
+                )
+                engine = chaos.engine(config.report_folder, config.engine_environment)
+            else:
+                engine = EngineProcess(own_database, config.report_folder / "engine.log", config.engine_environment)
             output(f"starting Surge on {engine.url} (database {'given' if config.database_url else 'embedded'}) …")
             stack.push_async_callback(engine.stop)
+            if chaos is not None:
+                stack.push_async_callback(chaos.abort)  # before the engine stops; nothing left to do after finish
             await engine.start()
             target_info: dict[str, Any] = {
                 "url": engine.url,
@@ -75,6 +99,8 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
             }
             host, port = engine.host, engine.port
         else:
+            if config.chaos:
+                raise ValueError("--chaos starts its own engine (it kills and restarts it): leave out --url")
             if not config.form_key:
                 raise ValueError("--form-key is needed with --url")
             form_key, database_url = config.form_key, config.database_url
@@ -83,20 +109,30 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
                 raise ValueError(f"--url must be http://host:port, got {config.url}")
             host, port = parts.hostname, parts.port or 80
             target_info = {"url": config.url, "started_by_loadtest": False}
-        results = await _drive(config, host, port, form_key, database_url, output)
+        results = await _drive(config, host, port, form_key, database_url, output, chaos)
         results["target"] = target_info
     write_report(results, config.report_folder)
     return results
 
 
 async def _drive(
-    config: LoadTestConfig, host: str, port: int, form_key: str, database_url: str | None, output: Output
+    config: LoadTestConfig,
+    host: str,
+    port: int,
+    form_key: str,
+    database_url: str | None,
+    output: Output,
+    chaos: ChaosSession | None = None,
 ) -> dict[str, Any]:
     profile, run_id = config.profile, secrets.token_hex(4)
     target = Target(host, port, form_key, config.campaign)
     plan = TrafficPlan(config.mix, target, config.seed, run_id).requests(
         arrival_times(profile, config.arrivals, config.seed), profile.duration_s
     )
+    if chaos is not None:
+        plan = chaos.plan(plan)
+        kinds = sorted({fault.kind.value for fault in chaos.faults})
+        output(f"chaos (seed {config.seed}): {len(chaos.faults)} faults: {', '.join(kinds)}")
     output(
         f"{profile.name}: {len(plan)} requests over {profile.duration_s:g} s (baseline {profile.rate_per_s:g}/s, "
         f"peak {profile.peak_rate_per_s:g}/s) against {host}:{port}; run {run_id}"
@@ -110,8 +146,12 @@ async def _drive(
     stop_monitor = asyncio.Event()
     monitor_task = asyncio.create_task(monitor.run(stop_monitor))
     progress_task = asyncio.create_task(_progress(recorder, generator, monitor, config.progress_interval_s, output))
+    if chaos is not None:
+        await chaos.start(f"http://{host}:{port}", start_ns, started_epoch_s, lambda: generator.record.acknowledged)
     try:
         await generator.run()
+        if chaos is not None:
+            await chaos.faults_done()
     finally:
         progress_task.cancel()
         await asyncio.gather(progress_task, return_exceptions=True)
@@ -121,6 +161,9 @@ async def _drive(
     connection = await asyncpg.connect(database_url) if database_url else None
     try:
         drain = await _drain(connection, monitor, config.drain_timeout_s, output)
+        if chaos is not None:
+            output("delivering the webhooks still due …")
+            await chaos.finish()
         stop_monitor.set()
         await monitor_task
         monitor.close()
@@ -134,6 +177,17 @@ async def _drive(
             audit = await audit_run(connection, record.acknowledged, record.declined)
             for mismatch in record.mismatches:
                 audit.problem(f"client: {mismatch}")
+            if chaos is not None:
+                results["chaos"] = chaos.results()
+                money, deliveries = chaos.money_log, chaos.delivery_log
+                await audit_money_and_events(
+                    audit,
+                    connection,
+                    refunds_acknowledged=money.refunds_acknowledged if money else {},
+                    key_conflicts=money.key_conflicts if money else [],
+                    events_acknowledged=deliveries.acknowledged if deliveries else {},
+                )
+                await audit_commands(audit, chaos.database_url, started_epoch_s, chaos.engine_environment)
             results["audit"] = audit.as_json()
     finally:
         if connection is not None:
@@ -239,6 +293,7 @@ def _results(
             "mismatches": record.mismatches[:20],
         },
         "audit": None,
+        "chaos": None,
     }
 
 
@@ -247,7 +302,29 @@ def passed(results: dict[str, Any]) -> bool:
     return audit is None or bool(audit["ok"])
 
 
+VELOCITY_HINT_SHARE = 0.5  # of the answers: more blocked than this, and the run measured the velocity check
+
+
+def velocity_hint(results: dict[str, Any]) -> str | None:
+    """Why most answers were 429 card_testing_suspected / 428 challenge_required, and how to run instead."""
+    totals = results["totals"]
+    blocked = totals["outcomes"].get("blocked", 0)
+    if not totals["completed"] or blocked <= VELOCITY_HINT_SHARE * totals["completed"]:
+        return None
+    return (
+        f"\nhint: {blocked} of {totals['completed']} answers were 429 card_testing_suspected or 428 "
+        "challenge_required. The engine saw every request come from one address (this load generator's), so its "
+        "card-testing check weighed all simulated donors' declines as one source's. The load tester sends each "
+        "donor's own address in X-Forwarded-For; have the engine trust it: start it with SURGE_TRUSTED_PROXY_HOPS=1 "
+        "(one trusted hop: the load generator), e.g. `SURGE_TRUSTED_PROXY_HOPS=1 surge serve`, or leave out --url "
+        "and let surge loadtest start an engine configured that way."
+    )
+
+
 def print_summary(results: dict[str, Any], report_folder: Path, output: Output = print) -> None:
     output(terminal_summary(results))
+    hint = velocity_hint(results)
+    if hint is not None:
+        output(hint)
     output(f"\nreport: {(report_folder / 'report.html').resolve()}\nresults: {(report_folder / 'results.json')}")
     sys.stdout.flush()

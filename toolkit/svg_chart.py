@@ -43,6 +43,21 @@ class Band:
     end: float
 
 
+@dataclass(frozen=True)
+class Annotation:
+    """A marked span (or, with ``end == start``, an instant) drawn over the plot: a fault of a chaos rehearsal.
+
+    Each is a ``g.annotation`` carrying ``data-kind``, with its label as a ``title`` (hover text) and a short ``mark``
+    written along its top edge, so that a page and its tests can read the timeline back."""
+
+    label: str
+    start: float
+    end: float
+    color: str = "#dc2626"
+    kind: str = ""
+    mark: str = ""
+
+
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     if high <= low:
         high = low + 1
@@ -73,12 +88,14 @@ def render_chart(
     y_label: str = "",
     log_y: bool = False,
     bands: Sequence[Band] = (),
+    annotations: Sequence[Annotation] = (),
     width: int = WIDTH,
     height: int = HEIGHT,
     chart_id: str | None = None,
     x_tick_label: Callable[[float], str] = _label,
 ) -> str:
-    """An SVG element: ``series`` as lines or bars over a shared x axis, with ticks, a legend and shaded ``bands``.
+    """An SVG element: ``series`` as lines or bars over a shared x axis, with ticks, a legend, shaded ``bands`` and
+    ``annotations`` (marked spans and instants drawn over everything else).
 
     Each bar is a ``rect.bar`` carrying its value in ``data-count`` (and its tooltip as a ``title``), so that a page
     and its tests can read the numbers back; a bar of zero is drawn flat rather than left out.
@@ -161,8 +178,43 @@ def render_chart(
             f'<rect x="{legend_x:.0f}" y="9" width="10" height="10" fill="{color}"/>'
             f'<text x="{legend_x + 13:.0f}" y="18" class="legend">{escape(item.name)}</text>'
         )
+    parts.extend(_annotations(annotations, px, x_low, x_high, MARGIN_TOP, plot_h))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _annotations(
+    annotations: Sequence[Annotation],
+    px: Callable[[float], float],
+    x_low: float,
+    x_high: float,
+    top: float,
+    plot_h: float,
+) -> list[str]:
+    parts = []
+    marked = 0
+    for note in annotations:
+        left, right = px(max(note.start, x_low)), px(min(max(note.end, note.start), x_high))
+        color, title = escape(note.color), f"<title>{escape(note.label)}</title>"
+        kind = escape(note.kind)
+        if right - left < 1.5:
+            shape = f'<line x1="{left:.1f}" x2="{left:.1f}" y1="{top}" y2="{top + plot_h}" stroke="{color}" ' + (
+                'stroke-width="1.5" stroke-dasharray="4 3"/>'
+            )
+        else:
+            shape = (
+                f'<rect x="{left:.1f}" y="{top}" width="{right - left:.1f}" height="{plot_h}" fill="{color}" '
+                'fill-opacity="0.12"/>'
+            )
+        marked += bool(note.mark)
+        mark_y = top + plot_h - 4 - (marked % 3) * 11  # staggered, so that marks of nearby faults do not overlap
+        mark = (
+            f'<text x="{left + 2:.1f}" y="{mark_y:.1f}" class="band-label" fill="{color}">{escape(note.mark)}</text>'
+            if note.mark
+            else ""
+        )
+        parts.append(f'<g class="annotation" data-kind="{kind}">{title}{shape}{mark}</g>')
+    return parts
 
 
 def _bars(

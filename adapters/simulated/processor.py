@@ -164,6 +164,24 @@ class SimulatedProcessor:
         except _DATABASE_ERRORS as error:
             return RefundResult(RefundStatus.UNKNOWN, message=f"simulator record failed: {type(error).__name__}")
 
+    async def lookup_refund(self, request: RefundRequest, refund_reference: str | None) -> RefundResult:
+        """The refund recorded for the request's key (or ``refund_reference``); simulated refunds succeed when
+        recorded, so the answer is SUCCEEDED or NOT_FOUND (UNKNOWN while the record cannot be read)."""
+        if self._outage_end_epoch_s() is not None:
+            return RefundResult(RefundStatus.UNKNOWN, message="simulated outage: service unavailable")
+        await self._pause()
+        try:
+            async with self._pool.acquire() as connection:
+                found = await store.refund_for(connection, self.name, request.idempotency_key, refund_reference)
+        except _DATABASE_ERRORS as error:
+            return RefundResult(RefundStatus.UNKNOWN, message=f"simulator record failed: {type(error).__name__}")
+        if found is None:
+            return RefundResult(RefundStatus.NOT_FOUND)
+        if found.charge_reference != request.processor_reference or found.amount != request.amount:
+            message = store.IDEMPOTENCY_MISMATCH_MESSAGE.format(key=request.idempotency_key)
+            return RefundResult(RefundStatus.FAILED, message=message)
+        return RefundResult(RefundStatus.SUCCEEDED, found.reference)
+
     async def lookup(self, idempotency_key: str, processor_reference: str | None) -> ChargeResult:
         if self._outage_end_epoch_s() is not None:
             # Unavailable is not "not found": the caller must ask again, not conclude the charge never happened.

@@ -18,7 +18,15 @@ from typing import Any
 
 import orjson
 
-from adapters.base import EventType, ProcessorEvent, WebhookPayloadError, WebhookSignatureError, header_value
+from adapters.base import (
+    SURGE_REFUND_ID,
+    EventType,
+    ProcessorEvent,
+    RefundStatus,
+    WebhookPayloadError,
+    WebhookSignatureError,
+    header_value,
+)
 from ledger.money import Money
 
 SIGNATURE_HEADER = "Surge-Simulator-Signature"
@@ -26,6 +34,8 @@ SIGNATURE_HEADER = "Surge-Simulator-Signature"
 PAYMENT_SUCCEEDED = "payment_intent.succeeded"
 PAYMENT_FAILED = "payment_intent.payment_failed"
 REFUND_CREATED = "refund.created"
+REFUND_UPDATED = "refund.updated"
+REFUND_FAILED = "refund.failed"
 DISPUTE_CREATED = "charge.dispute.created"
 DISPUTE_CLOSED = "charge.dispute.closed"
 PAYOUT_PAID = "payout.paid"
@@ -33,11 +43,19 @@ PAYOUT_PAID = "payout.paid"
 _EVENT_TYPES = {
     PAYMENT_SUCCEEDED: EventType.CHARGE_SUCCEEDED,
     PAYMENT_FAILED: EventType.CHARGE_FAILED,
-    REFUND_CREATED: EventType.CHARGE_REFUNDED,
+    REFUND_CREATED: EventType.REFUND_UPDATED,
+    REFUND_UPDATED: EventType.REFUND_UPDATED,
+    REFUND_FAILED: EventType.REFUND_UPDATED,
     DISPUTE_CREATED: EventType.DISPUTE_CREATED,
     PAYOUT_PAID: EventType.PAYOUT_PAID,
 }
 _DISPUTE_OUTCOMES = {"won": EventType.DISPUTE_WON, "lost": EventType.DISPUTE_LOST}
+_REFUND_STATUSES = {
+    "succeeded": RefundStatus.SUCCEEDED,
+    "pending": RefundStatus.PENDING,
+    "failed": RefundStatus.FAILED,
+    "canceled": RefundStatus.FAILED,
+}
 
 
 def signature(payload: bytes, secret: str, timestamp_s: int) -> str:
@@ -115,9 +133,19 @@ def parse_event(payload: bytes) -> ProcessorEvent:
             decline_code=(data_object.get("last_payment_error") or {}).get("decline_code"),
             object_id=data_object.get("id"),
             raw=event,
+            **_refund_fields(event_type, data_object),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise WebhookPayloadError(f"not a well-formed simulator event: {error}") from error
+
+
+def _refund_fields(event_type: str, data_object: Mapping[str, Any]) -> dict[str, Any]:
+    """A refund event's state and the Surge refund id its metadata carries (None when made elsewhere)."""
+    if _EVENT_TYPES.get(event_type) is not EventType.REFUND_UPDATED:
+        return {}
+    status = RefundStatus.FAILED if event_type == REFUND_FAILED else _REFUND_STATUSES.get(data_object.get("status", ""))
+    surge_refund_id = (data_object.get("metadata") or {}).get(SURGE_REFUND_ID)
+    return {"refund_status": status, "refund_id": surge_refund_id if isinstance(surge_refund_id, str) else None}
 
 
 def _event_type(event_type: str, data_object: Mapping[str, Any]) -> EventType:

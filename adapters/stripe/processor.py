@@ -152,11 +152,10 @@ class StripeProcessor:
             return RefundResult(RefundStatus.FAILED, message=f"amount cannot be sent to Stripe: {error}")
         if not await self._connection.admit():
             return RefundResult(RefundStatus.RETRYABLE, message="Stripe rate limit reached locally; nothing was sent")
-        target = "charge" if request.processor_reference.startswith("ch_") else "payment_intent"
         params: Any = {
-            target: request.processor_reference,
+            _refund_target(request.processor_reference): request.processor_reference,
             "amount": amount,
-            "metadata": {"refund_id": request.refund_id, "idempotency_key": request.idempotency_key},
+            "metadata": transformers.refund_metadata(request),
         }
         try:
             refund = await self._v1.refunds.create_async(
@@ -168,6 +167,40 @@ class StripeProcessor:
             result = transformers.refund_result_from_error(error)
             logger.info("stripe refund %s: %s (%s)", request.refund_id, result.status, result.message)
             return result
+
+    async def lookup_refund(self, request: RefundRequest, refund_reference: str | None) -> RefundResult:
+        """The refund by its id when known, else among the charge's refunds the one whose metadata names this
+        Surge refund (or its idempotency key); NOT_FOUND only when the whole list was read and it is not there."""
+        try:
+            if refund_reference:
+                await self._admit_or_raise()
+                try:
+                    refund = await self._v1.refunds.retrieve_async(refund_reference)
+                    return transformers.refund_result_from_refund(refund.to_dict())
+                except stripe.InvalidRequestError as error:
+                    if error.http_status != 404:
+                        raise
+            async for refund_data in self._charge_refunds(request.processor_reference):
+                if transformers.refund_matches(refund_data, request):
+                    return transformers.refund_result_from_refund(refund_data)
+            return RefundResult(RefundStatus.NOT_FOUND, message="Stripe has no refund for this key")
+        except (*TRANSPORT_ERRORS, KeyError, TypeError, ValueError) as error:
+            # Whatever failed, the refund's fate is still unknown: never NOT_FOUND on an error.
+            return RefundResult(RefundStatus.UNKNOWN, refund_reference, message=f"refund lookup failed: {error!r}")
+
+    async def _charge_refunds(self, charge_reference: str) -> AsyncIterator[Mapping[str, Any]]:
+        starting_after: str | None = None
+        while True:
+            params: dict[str, Any] = {_refund_target(charge_reference): charge_reference, "limit": PAGE_SIZE}
+            if starting_after:
+                params["starting_after"] = starting_after
+            await self._admit_or_raise()
+            page = await self._v1.refunds.list_async(params=params)  # type: ignore[arg-type]
+            for item in page.data:
+                yield item.to_dict()
+            if not page.has_more or not page.data:
+                return
+            starting_after = page.data[-1].id
 
     # --- lookup ----------------------------------------------------------------------------------------------------
 
@@ -341,6 +374,10 @@ def stripe_idempotency_key(purpose: str, key: str) -> str:
     if len(candidate) <= IDEMPOTENCY_KEY_LENGTH_MAX:
         return candidate
     return f"surge-{purpose}-sha256-{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _refund_target(charge_reference: str) -> str:
+    return "charge" if charge_reference.startswith("ch_") else "payment_intent"
 
 
 def _text(value: Any) -> str | None:

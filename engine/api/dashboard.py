@@ -14,12 +14,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 
 from engine.api import dashboard_html
 from engine.api.state import KEYS, POOL
+from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donation_series import donations_per_minute
@@ -93,11 +97,27 @@ async def login_form(request: web.Request) -> web.Response:
     return _html(dashboard_html.login_page())
 
 
+# What aiohttp's form and multipart readers raise on a body that does not match its Content-Type (a missing or bad
+# boundary, an unknown charset or transfer encoding, a truncated part). A body too large stays a 413 (HTTPException).
+_UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, TypeError, AssertionError, HttpProcessingError)
+
+
+async def _sign_in_form(request: web.Request) -> MultiDictProxy[Any] | None:
+    """The posted form, or None when its body cannot be read as the form its Content-Type claims (a multipart type
+    without a boundary, a broken multipart body): the client's mistake, answered 400, never an engine error."""
+    try:
+        return await request.post()
+    except _UNREADABLE_FORM:
+        return None
+
+
 @routes.post("/dashboard/login")
 async def login(request: web.Request) -> web.Response:
     if not _same_origin(request):
         return _html(dashboard_html.login_page("Sign-in must come from this site."), 403)
-    form = await request.post()
+    form = await _sign_in_form(request)
+    if form is None:
+        return _html(dashboard_html.login_page("The sign-in form could not be read."), 400)
     secret = form.get("key")
     key = None
     if isinstance(secret, str) and 0 < len(secret.strip()) <= KEY_LENGTH_MAX:
@@ -145,6 +165,7 @@ async def dashboard(request: web.Request) -> web.Response:
             last_run = await latest_run(connection)
             per_minute = await donations_per_minute(connection)
             open_exceptions = await open_exception_count(connection)
+            needs = await attention(connection)
     return _html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
@@ -154,5 +175,6 @@ async def dashboard(request: web.Request) -> web.Response:
             latest_run=last_run,
             per_minute=per_minute,
             open_exceptions=open_exceptions,
+            attention=needs,
         )
     )

@@ -9,8 +9,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
+from engine.finance.attention import Attention
 from engine.finance.reconcile.history import ExceptionView, RunView
-from engine.finance.reports.donation_series import MinuteCount
+from engine.finance.reports.donation_series import MinuteCount, currency_totals
 from engine.finance.reports.report import Report
 from ledger.currencies import format_minor
 from toolkit.svg_chart import CHART_CSS, Series, render_chart
@@ -65,9 +66,16 @@ def login_page(error: str | None = None) -> str:
 
 
 def money(amount: int | None, currency: str | None) -> str:
+    """An amount in its currency's own decimals (ISO 4217: 3 for BHD, 0 for JPY), with the code after it."""
     if amount is None:
         return '<span class="muted">—</span>'
-    return escape(f"{format_minor(amount, currency or 'USD')} {currency or ''}".strip())
+    if not currency:  # no currency, no decimals to place: the raw minor units, said plainly
+        return f'<span class="muted">{amount} minor units, currency unknown</span>'
+    return escape(money_text(amount, currency))
+
+
+def money_text(amount: int, currency: str) -> str:
+    return f"{format_minor(amount, currency)} {currency}"
 
 
 def _table(
@@ -219,9 +227,11 @@ def _time(moment: datetime) -> str:
 
 
 def donations_chart(series: Sequence[MinuteCount]) -> str:
-    """Bars of posted donations per minute, with the count and amount of each minute in its tooltip."""
+    """Bars of posted donations per minute (a count), each minute's amounts per currency in its tooltip, and one
+    figure per currency below: amounts in different currencies are never added up."""
     tooltips = [
-        f"{minute.minute:%H:%M} UTC: {minute.donations} donations, {format_minor(minute.amount, 'USD')}"
+        f"{minute.minute:%H:%M} UTC: {minute.donations} donations"
+        + "".join(f", {money_text(amount, currency)}" for currency, amount in sorted(minute.amounts.items()))
         for minute in series
     ]
 
@@ -243,7 +253,28 @@ def donations_chart(series: Sequence[MinuteCount]) -> str:
     )
     total = sum(m.donations for m in series)
     caption = f'<p class="muted">{total} donations in the last {len(series)} minutes (UTC).</p>'
-    return chart + caption
+    figures = "".join(
+        f'<li data-currency="{escape(currency)}">{escape(currency)}: {count} donation{"" if count == 1 else "s"}, '
+        f"<strong>{money(amount, currency)}</strong></li>"
+        for currency, (count, amount) in currency_totals(list(series)).items()
+    )
+    return chart + caption + (f'<ul id="donations-per-currency">{figures}</ul>' if figures else "")
+
+
+def attention_note(attention: Attention) -> str:
+    """Donations the processor never decided and webhook events waiting to apply (engine/finance/attention.py)."""
+    if not attention.donations_needing_review and not attention.events_parked:
+        return '<span class="ok" id="attention">nothing waiting</span>'
+    parts = []
+    if attention.donations_needing_review:
+        count = attention.donations_needing_review
+        parts.append(f"{count} donation{'s' if count != 1 else ''} the processor never decided")
+    if attention.events_parked:
+        overdue = f" ({attention.events_parked_overdue} overdue)" if attention.events_parked_overdue else ""
+        count = attention.events_parked
+        parts.append(f"{count} processor event{'s' if count != 1 else ''} waiting to apply{overdue}")
+    css = "bad" if attention.total else "ok"
+    return f'<span class="{css}" id="attention">{escape("; ".join(parts))}</span>'
 
 
 def dashboard_page(
@@ -255,6 +286,7 @@ def dashboard_page(
     latest_run: RunView | None,
     per_minute: Sequence[MinuteCount],
     open_exceptions: int,
+    attention: Attention,
 ) -> str:
     plural = "s" if open_exceptions != 1 else ""
     open_note = (
@@ -264,7 +296,7 @@ def dashboard_page(
     )
     body = (
         "<header><h1>Surge finance</h1>"
-        f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note}</span>"
+        f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note} · {attention_note(attention)}</span>"
         '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'

@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from adapters.base import RefundStatus
 from engine.api.errors import (
     ApiError,
     api_error,
@@ -19,10 +18,9 @@ from engine.api.errors import (
 )
 from engine.api.models import DonationCreate, RefundCreate
 from engine.api.requests import authorized, client_ip, int_param, json_body
-from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS
-from engine.api.validation import decode
+from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from engine.keys import Role
-from engine.payments.refunds import finish_refund, reserve_refund, send_refund
+from engine.payments.refunds import apply_refund_result, lease_seconds, reserve_refund, send_refund
 from engine.pipeline.donation_request import (
     DonationRequest,
     new_donation_request,
@@ -31,6 +29,7 @@ from engine.pipeline.donation_request import (
 )
 from engine.pipeline.donations import DONATION_COLUMNS, Donation, fetch_donation
 from engine.pipeline.outcomes import Refusal
+from engine.validation import decode
 
 routes = web.RouteTableDef()
 
@@ -38,6 +37,9 @@ routes = web.RouteTableDef()
 def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
     """Validate a donation body: its shape by the model, the rest by the domain."""
     body = decode(raw, DonationCreate)
+    # The challenge token is proof for this attempt, not part of the donation: a retry with a fresh token is the
+    # same request.
+    identity = {name: value for name, value in raw.items() if name != "challenge"}
     return new_donation_request(
         amount_minor=body.amount,
         currency=body.currency,
@@ -45,7 +47,7 @@ def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
         donor=msgspec.structs.asdict(body.donor),
         payment_method=body.payment_method,
         metadata=body.metadata,
-        fingerprint=request_fingerprint(raw),
+        fingerprint=request_fingerprint(identity),
     )
 
 
@@ -53,7 +55,9 @@ def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
 async def create_donation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FORM)
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    donation_request = read_donation_request(await json_body(request))
+    raw = await json_body(request)
+    donation_request = read_donation_request(raw)
+    challenge: str | None = raw.get("challenge")  # a string when present: the model checked it
     campaign = await request.app[CAMPAIGNS].get(donation_request.campaign)
     if campaign is None:
         raise ApiError(400, "resource_missing", f"No such campaign: '{donation_request.campaign}'", param="campaign")
@@ -72,7 +76,9 @@ async def create_donation(request: web.Request) -> web.Response:
             "is made from their own funds (donor.citizenship_attested: true).",
             param="donor.citizenship_attested",
         )
-    outcome = await request.app[PIPELINE].submit(key, idempotency_key, donation_request, campaign, client_ip(request))
+    outcome = await request.app[PIPELINE].submit(
+        key, idempotency_key, donation_request, campaign, client_ip(request), challenge
+    )
     if isinstance(outcome, Refusal):
         return error_response(api_error(outcome))
     error = payment_error(outcome)
@@ -102,14 +108,20 @@ async def list_donations(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, 1, 1000)
     campaign = request.query.get("campaign")
     starting_after = request.query.get("starting_after")
+    # needs_review=true: the donations the processor never decided, flagged for review (engine/pipeline/review.py)
+    needs_review = request.query.get("needs_review", "false")
+    if needs_review not in ("true", "false"):
+        raise ApiError(400, "parameter_invalid", "needs_review must be true or false.", param="needs_review")
     rows = await request.app[POOL].fetch(
         f"""SELECT {DONATION_COLUMNS} FROM surge.donations
              WHERE ($1::text IS NULL OR campaign = $1)
                AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM surge.donations WHERE id = $2))
+               AND (NOT $4 OR (needs_review_at IS NOT NULL AND status IN ('queued', 'charging', 'pending')))
              ORDER BY created_at DESC, id DESC LIMIT $3""",
         campaign,
         starting_after,
         limit,
+        needs_review == "true",
     )
     data = [Donation.from_row(row).as_json() for row in rows]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
@@ -121,24 +133,17 @@ async def refund_donation(request: web.Request) -> web.Response:
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     amount = decode(await json_body(request, allow_empty=True), RefundCreate).amount
     pool = request.app[POOL]
+    timeout_s = request.app[SETTINGS].charge_timeout_ms / 1000
     async with pool.acquire() as connection:
-        refund, processor_name, charge_reference = await reserve_refund(
-            connection, key.id, idempotency_key, request.match_info["id"], amount
+        # Committed before the processor is called: from here on the refund is the refund worker's to finish if
+        # this request does not (crash, timeout, processor not configured in this process).
+        claim = await reserve_refund(
+            connection, key.id, idempotency_key, request.match_info["id"], amount, lease_seconds(timeout_s)
         )
-    if refund.status == "pending":
-        processors = {p.name: p for p, _ in request.app[PROCESSORS]}
-        processor = processors.get(processor_name)
-        if processor is None:
-            raise ApiError(503, "processor_unavailable", f"Processor {processor_name} is not configured here.")
-        result = await send_refund(processor, refund, charge_reference, timeout_s=10.0)
-        if result.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
-            async with pool.acquire() as connection, connection.transaction():
-                refund = await finish_refund(
-                    connection,
-                    request.app[ACCOUNTS],
-                    refund.id,
-                    result.status is RefundStatus.SUCCEEDED,
-                    result.processor_reference,
-                    result.message,
-                )
+    refund = claim.refund
+    processor = next((p for p, _ in request.app[PROCESSORS] if p.name == claim.processor), None)
+    if claim.created and processor is not None:
+        result = await send_refund(processor, refund, claim.charge_reference, timeout_s)
+        async with pool.acquire() as connection:
+            refund = await apply_refund_result(connection, request.app[ACCOUNTS], refund.id, result)
     return json_response(refund.as_json(), refund_status(refund))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -172,6 +174,15 @@ def _refusal_error(refusal: Refusal) -> ApiError:
                 "Too many declined payments from this source recently; try again later.",
                 retry_after_s=60,
             )
+        case RefusalReason.CHALLENGE_REQUIRED:
+            return ApiError(
+                428,
+                "challenge_required",
+                "Many payments from this source were declined recently: complete the challenge and send its token "
+                "as 'challenge' with the same request.",
+                param="challenge",
+                type="invalid_request_error",
+            )
     raise TypeError(f"unhandled refusal {refusal.reason}")
 
 
@@ -206,7 +217,7 @@ def donation_status(donation: Donation) -> int:
 
 
 def refund_status(refund: Refund) -> int:
-    return {"succeeded": 200, "pending": 202}.get(refund.status, 402)
+    return {"succeeded": 200, "failed": 402}.get(refund.status, 202)  # refunding and pending: 202
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -221,9 +232,44 @@ def error_response(error: ApiError) -> web.Response:
 _HTTP_CODES = {404: "resource_missing", 405: "method_not_allowed", 413: "request_too_large"}
 
 
+def _nul_parameter(request: web.Request) -> str | None:
+    """The name of a query or path parameter holding a NUL character (PostgreSQL text cannot), else None."""
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            return name
+    for name, value in request.match_info.items():
+        if "\x00" in value:
+            return name
+    return None
+
+
+# The database went away: restarted, failed over, crashed, or its socket is gone. OSError covers the socket
+# (FileNotFoundError, ConnectionRefusedError, ConnectionResetError); the asyncpg classes cover a connection lost in
+# a query (class 08), a server shutting down or starting up (class 57P), and a pooled connection found closed.
+_DATABASE_GONE = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, aiohttp.ClientError):  # some are OSErrors: a call out of the engine, not the database
+        return False
+    if isinstance(error, _DATABASE_GONE):
+        return True
+    # asyncpg says a connection is closed only in the message of its generic InterfaceError, which also reports
+    # misuse (a bug, to stay a 500): the message is the one signal it gives.
+    return isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        nul_parameter = _nul_parameter(request)
+        if nul_parameter is not None:
+            raise ApiError(
+                400,
+                "parameter_invalid",
+                f"{nul_parameter} must not contain the NUL character (%00).",
+                param=nul_parameter,
+            )
         return await handler(request)
     except ApiError as error:
         return error_response(error)
@@ -234,6 +280,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(http_error.status, "http_error")
         return error_response(ApiError(http_error.status, code, http_error.reason))
-    except Exception:
+    except Exception as error:
+        if database_unavailable(error):
+            # Nothing acknowledged is lost (an answer is sent only after its commit): the client retries, same key.
+            _logger.warning("database unavailable in %s %s: %r", request.method, request.path, error)
+            return error_response(
+                ApiError(503, "database_unavailable", "The database is unavailable; retry shortly.", retry_after_s=5)
+            )
         _logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "An internal error occurred.", type="api_error"))

@@ -14,9 +14,8 @@ from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
 from engine.api.requests import authorized, int_param, json_body, parse_date, parse_time
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
-from engine.api.validation import decode
 from engine.finance import reconciliation
-from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
+from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
 from engine.finance.reports.campaign_days import campaign_days
@@ -25,6 +24,7 @@ from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import Role
+from engine.validation import decode
 
 routes = web.RouteTableDef()
 
@@ -127,7 +127,7 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
 
 
-@routes.get(r"/v1/reconciliations/{id:\d+}")
+@routes.get(r"/v1/reconciliations/{id:\d{1,18}}")
 async def read_reconciliation(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     run_id = int(request.match_info["id"])
@@ -140,7 +140,7 @@ async def read_reconciliation(request: web.Request) -> web.Response:
     return json_response(reconciliation.run_json(run))
 
 
-@routes.post(r"/v1/reconciliations/exceptions/{id:\d+}/resolve")
+@routes.post(r"/v1/reconciliations/exceptions/{id:\d{1,18}}/resolve")
 async def resolve_exception(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
     exception_id = int(request.match_info["id"])
@@ -155,8 +155,8 @@ async def resolve_exception(request: web.Request) -> web.Response:
             view = await exception_view(connection, exception_id)
     except ExceptionNotFoundError:
         raise ApiError(404, "resource_missing", f"No such exception: {exception_id}", param="id") from None
-    except AlreadyResolvedError as error:
-        raise ApiError(409, "exception_already_resolved", str(error), param="id") from None
+    except ExceptionNotOpenError as error:  # resolved already, cleared by a later run, or the ledger agrees now
+        raise ApiError(409, error.code, str(error), param="id") from None
     except (reconciliation.LegsInvalidError, AdjustmentRefusedError) as error:
         raise ApiError(400, "adjustment_invalid", str(error), param="legs") from None
     if view is None:

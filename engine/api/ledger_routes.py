@@ -40,6 +40,15 @@ async def account_balance(request: web.Request) -> web.Response:
     return json_response(_balance_body(balance))
 
 
+def _entry_id(cursor: str | None) -> int | None:
+    """The entry id to page before; None (no bound) for none, for one that is not a number (str.isdigit also takes
+    "²", which int() refuses), and for one past bigint
+    (every entry is before it: asking PostgreSQL would be an overflow, answered 500)."""
+    if not cursor or not (cursor.isascii() and cursor.isdigit()) or int(cursor) > 2**63 - 1:
+        return None
+    return int(cursor)
+
+
 @routes.get("/v1/ledger/accounts/{code}/entries")
 async def account_entries(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
@@ -48,9 +57,7 @@ async def account_entries(request: web.Request) -> web.Response:
     before = request.query.get("starting_after")
     async with request.app[POOL].acquire() as connection:
         try:
-            entries = await reads.account_entries(
-                connection, code, limit=limit, before_entry_id=int(before) if before and before.isdigit() else None
-            )
+            entries = await reads.account_entries(connection, code, limit=limit, before_entry_id=_entry_id(before))
         except reads.AccountNotFoundError:
             raise ApiError(404, "resource_missing", f"No such account: {code}", param="code") from None
     data = [

@@ -1,13 +1,13 @@
 """Request and response bodies, declared once as msgspec Structs.
 
-Request bodies are validated by decoding into these (``engine.api.validation.decode``) and ``/openapi.json`` is
+Request bodies are validated by decoding into these (``engine.validation.decode``) and ``/openapi.json`` is
 generated from them (``engine.api.openapi``), so the schema cannot drift from what the server checks. Each request
 Struct carries its ``wording``: the Stripe-style code and message for each field's problems, so that clients see the
 same errors as before the models existed.
 
 Rules a Struct cannot express stay in the domain validator and are stated in the schema where possible
 (``extra_json_schema``): a refund's amount is at most what is left unrefunded; a payment method must not be a
-cash-like or anonymous instrument; an integer metadata value has at most 500 digits; the reconciliation window
+cash-like or anonymous instrument; the reconciliation window
 (``from`` before ``to``, at most 366 days) and its times (``toolkit.times``: a zone is required).
 """
 
@@ -17,8 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta, Struct, field
 
-from engine.api.validation import Unknown, Wording, invalid_only, required_text
-from engine.campaigns import FEDERAL_LIMIT_PER_ELECTION_MINOR, ITEMIZATION_THRESHOLD_MINOR
+from engine.campaigns import CampaignCreate
 from engine.finance.reconciliation import LEGS_MAX
 from engine.pipeline.donation_request import (
     AMOUNT_MINOR_MAX,
@@ -28,18 +27,19 @@ from engine.pipeline.donation_request import (
     METADATA_VALUE_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
+from engine.validation import INTEGER_MAX, INTEGER_MIN, CurrencyCode, Unknown, Wording, invalid_only, required_text
 
 SLACK_S_DEFAULT = 3600
 SLACK_S_MAX = 7 * 86400
 WINDOW_DAYS_MAX = 366
 MEMO_LENGTH_MAX = 2000
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
+CHALLENGE_TOKEN_LENGTH_MAX = 4096  # hCaptcha's and Turnstile's tokens are up to about 2 KB
 
 # Non-blank: "\S" is searched, so a value of spaces only is refused (the domain trims what it keeps).
 RequiredText = Annotated[str, Meta(min_length=1, max_length=TEXT_LENGTH_MAX, pattern=r"\S")]
 OptionalText = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX)] | None
 Email = Annotated[str, Meta(max_length=TEXT_LENGTH_MAX, pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")]
-CurrencyCode = Annotated[str, Meta(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$", description="ISO 4217")]
 PaymentMethod = Annotated[
     str,
     Meta(
@@ -51,7 +51,7 @@ PaymentMethod = Annotated[
 ]
 MetadataValue = (
     Annotated[str, Meta(max_length=METADATA_VALUE_LENGTH_MAX)]
-    | Annotated[int, Meta(description=f"At most {METADATA_VALUE_LENGTH_MAX} digits.")]
+    | Annotated[int, Meta(ge=INTEGER_MIN, le=INTEGER_MAX)]  # 64 bits: engine.api.validation refuses longer
 )
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=METADATA_KEY_LENGTH_MAX)], MetadataValue], Meta(max_length=METADATA_KEYS_MAX)
@@ -96,6 +96,8 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     donor: Donor
     payment_method: PaymentMethod
     metadata: Metadata | None = None
+    # The donation page's challenge token (hCaptcha / Turnstile), sent after a 428 challenge_required.
+    challenge: Annotated[str, Meta(min_length=1, max_length=CHALLENGE_TOKEN_LENGTH_MAX)] | None = None
 
     wording: ClassVar[dict[str, Wording]] = {
         "amount": Wording(
@@ -109,6 +111,9 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         "payment_method": invalid_only(
             "payment_method must be a processor token such as pm_card_visa.", code="payment_method_invalid"
         ),
+        "challenge": invalid_only(
+            f"challenge must be the challenge widget's token (1 to {CHALLENGE_TOKEN_LENGTH_MAX} characters)."
+        ),
         "metadata": invalid_only(
             f"metadata must be an object with at most {METADATA_KEYS_MAX} keys.",
             item=f"metadata values must be strings or integers (keys up to {METADATA_KEY_LENGTH_MAX}, values up to "
@@ -121,7 +126,16 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     # The upper bound is the donation's unrefunded amount: checked by engine.payments.refunds, not here.
     amount: (
-        Annotated[int, Meta(extra_json_schema={"minimum": 1, "description": "Minor units; default: all that is left"})]
+        Annotated[
+            int,
+            Meta(
+                extra_json_schema={
+                    "minimum": 1,
+                    "maximum": INTEGER_MAX,
+                    "description": "Minor units; default: all that is left",
+                }
+            ),
+        ]
         | None
     ) = None
     reason: Any = None
@@ -130,31 +144,6 @@ class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         "amount": invalid_only("amount must be an integer number of minor units."),
     }
     unknown: ClassVar[Unknown | None] = Unknown("parameter_unknown", "Unknown parameter: {name}.")
-
-
-class CampaignCreate(Struct, kw_only=True):
-    """Unknown fields are ignored (a campaign read from the API can be posted back as it is)."""
-
-    slug: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    currency: CurrencyCode = "USD"
-    allowed_origins: list[Annotated[str, Meta(pattern=r"^http")]] = []
-    contribution_limit: Annotated[int, Meta(gt=0)] = FEDERAL_LIMIT_PER_ELECTION_MINOR
-    itemization_threshold: Annotated[int, Meta(ge=0)] = ITEMIZATION_THRESHOLD_MINOR
-    require_attestation: bool = True
-    name: str
-    election: str
-
-    wording: ClassVar[dict[str, Wording]] = {
-        "slug": Wording(invalid="slug must be a str.", pattern="slug must be lower-case letters, digits and dashes."),
-        "currency": invalid_only("currency must be an ISO 4217 code."),
-        "allowed_origins": invalid_only("allowed_origins must be a list of origins."),
-        "contribution_limit": invalid_only("contribution_limit must be a positive integer (minor units)."),
-        "itemization_threshold": invalid_only("itemization_threshold must be a positive integer (minor units)."),
-        "require_attestation": invalid_only("require_attestation must be true or false."),
-        "name": invalid_only("name must be a str."),
-        "election": invalid_only("election must be a str."),
-    }
-    unknown: ClassVar[Unknown | None] = None
 
 
 class KeyCreate(Struct, kw_only=True):

@@ -63,7 +63,7 @@ _IDEMPOTENCY = {
     "description": "Unique per request intent; retries with the same key and body return the same result.",
 }
 _ID = _path("id")
-_NUMERIC_ID = _path("id", r"^[0-9]+$")
+_NUMERIC_ID = _path("id", r"^[0-9]{1,18}$")  # a bigint: a longer one is no such id (404)
 _FORMAT = _query("format", {"enum": ["json", "csv"]}, "json (minor units) or csv (decimal amounts)")
 _DAY = {"type": "string", "format": "date"}
 _INSTANT = {"type": "string", "format": "date-time", "description": "ISO 8601 with a time zone"}
@@ -88,7 +88,8 @@ _PATHS: dict[str, Any] = {
                 "402": {"description": "Declined (card_error with decline_code and the donation)"},
                 "409": {"description": "Idempotency key reused with another body, or still in progress"},
                 "422": {"description": "Contribution limit exceeded (remaining room included)"},
-                "429": {"description": "Card-testing velocity exceeded (Retry-After)"},
+                "428": {"description": "Suspicious source: send a passed challenge's token as 'challenge'"},
+                "429": {"description": "Card testing refused (Retry-After)"},
                 "503": {"description": "Overloaded (Retry-After)"},
             },
             parameters=[_IDEMPOTENCY],
@@ -101,6 +102,7 @@ _PATHS: dict[str, Any] = {
                 _limit(1000),
                 _query("campaign", {"type": "string"}),
                 _query("starting_after", {"type": "string"}),
+                _query("needs_review", {"type": "string", "enum": ["true", "false"]}),
             ],
         ),
     },
@@ -227,7 +229,12 @@ _PATHS: dict[str, Any] = {
         "get": _op("Dashboard sign-in form (HTML)", {"200": {"description": "HTML"}}, security=[]),
         "post": _op(
             "Exchange a finance key (form field key) for an HttpOnly, SameSite=Strict session cookie",
-            {"303": {"description": "Signed in"}, "401": {"description": "Not a finance key"}},
+            {
+                "303": {"description": "Signed in"},
+                "400": {"description": "The form could not be read as its Content-Type claims (HTML)"},
+                "401": {"description": "Not a finance key (HTML)"},
+                "403": {"description": "Cross-origin sign-in (HTML)"},
+            },
             security=[],
         ),
     },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import date, datetime
 from typing import Any
 
@@ -30,11 +31,34 @@ async def authorized(request: web.Request, *roles: Role) -> ApiKey:
 
 
 def client_ip(request: web.Request) -> str | None:
-    if request.app[SETTINGS].trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
+    """The donor's address: the peer's, or with N trusted proxy hops the N-th ``X-Forwarded-For`` entry from the right.
+
+    Each trusted proxy appends the address it saw, so only the rightmost N entries were written by someone we
+    trust; everything to their left is whatever the client sent and is never read. A header with fewer entries than
+    hops, or an entry that is not an IP address, falls back to the peer address."""
+    hops = request.app[SETTINGS].forwarded_hops
+    if hops:
+        # Several X-Forwarded-For headers are one list, in order (RFC 9110 field lines).
+        entries = [e.strip() for line in request.headers.getall("X-Forwarded-For", []) for e in line.split(",")]
+        if len(entries) >= hops:
+            address = ip_address_of(entries[-hops])
+            if address is not None:
+                return address
     return request.remote
+
+
+def ip_address_of(entry: str) -> str | None:
+    """An X-Forwarded-For entry as a normalised IP address (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``), else None."""
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(entry)
+    except ValueError:
+        return None
+    # A zone (fe80::1%eth0) names an interface of the proxy's host, not a donor; PostgreSQL's inet refuses it too.
+    return None if getattr(address, "scope_id", None) else str(address)
 
 
 async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -66,6 +90,6 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # isdigit alone takes "²"
         raise ApiError(400, "parameter_invalid", f"{name} must be an integer {low}-{high}", param=name)
     return int(raw)

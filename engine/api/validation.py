@@ -1,93 +1,31 @@
-"""Request bodies: parse the JSON, refuse card numbers, then validate by decoding into a Struct of ``models``.
+"""Request bodies: parse the JSON and refuse raw card numbers before anything else reads them.
 
-A valid body costs one ``msgspec.convert`` (the fast path). Only when it fails are the fields walked one by one, in
-the Struct's declared order, so that the error reported is the first problem in that order (not in the order the
-client happened to write the keys) and is worded as clients have always seen it: each Struct's ``wording`` maps
-a field's problem (missing, wrong type, too long, out of range, pattern, a bad item) to a Stripe-style code and
-message, with the dotted ``param`` (``donor.email``). The result is a ``ValidationProblem`` (400).
+Validation proper is decoding into a Struct (``engine.validation.decode``, Structs in ``engine.api.models``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
-import orjson
 
 from engine.pipeline.card_numbers import find_card_number
-from engine.validation import ValidationProblem
-
-T = TypeVar("T", bound=msgspec.Struct)
-
-_TYPE_ERROR = re.compile(r"^Expected `[^`]*`, got `")
-_RANGE_ERROR = re.compile(r"^Expected `(int|float)` [<>]=? ")
-
-
-@dataclass(frozen=True, slots=True)
-class Wording:
-    """Messages for one field's problems (``{param}`` is replaced by the dotted parameter name)."""
-
-    invalid: str  # any problem not worded below
-    code: str = "parameter_invalid"
-    missing: str | None = None  # absent or null; None: the ``invalid`` message and code
-    missing_code: str = "parameter_missing"
-    blank_is_missing: bool = False  # an empty or all-space string counts as absent
-    too_long: str | None = None
-    out_of_range: str | None = None
-    pattern: str | None = None
-    item: str | None = None  # a problem inside the value (a dict's key or value, a list's item)
-
-    def missing_problem(self, param: str) -> ValidationProblem:
-        if self.missing is None:
-            return ValidationProblem(param, self.code, self.invalid.format(param=param))
-        return ValidationProblem(param, self.missing_code, self.missing.format(param=param))
-
-    def problem(self, param: str, error: str) -> ValidationProblem:
-        """The problem for msgspec's ``error`` about this field's value (decoded on its own, so paths start at $)."""
-        message = self.invalid
-        if " - at " in error and self.item is not None:
-            message = self.item
-        elif _TYPE_ERROR.match(error):
-            message = self.invalid
-        elif "of length <=" in error and self.too_long is not None:
-            message = self.too_long
-        elif _RANGE_ERROR.match(error) and self.out_of_range is not None:
-            message = self.out_of_range
-        elif "matching regex" in error and self.pattern is not None:
-            message = self.pattern
-        return ValidationProblem(param, self.code, message.format(param=param))
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """How a Struct with ``forbid_unknown_fields`` words an unknown field (``{name}``: the first, sorted)."""
-
-    code: str
-    message: str
-
-
-def required_text(*, optional: bool = False, pattern: str | None = None) -> Wording:
-    return Wording(
-        invalid="{param} must be a string.",
-        missing=None if optional else "Missing required parameter: {param}.",
-        blank_is_missing=not optional,
-        too_long="{param} must be at most 200 characters.",
-        pattern=pattern,
-    )
-
-
-def invalid_only(message: str, *, code: str = "parameter_invalid", item: str | None = None) -> Wording:
-    """One message (and code) for every problem of the field, missing included."""
-    return Wording(invalid=message, code=code, item=item)
+from engine.validation import INTEGER_MAX, INTEGER_MIN, ValidationProblem
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """A JSON object, with no raw card number anywhere in it."""
+    """A JSON object, with no raw card number anywhere in it and nothing PostgreSQL cannot hold.
+
+    msgspec rather than orjson reads it: orjson turns an integer past 64 bits into a float (silently losing digits).
+    Whatever is not JSON, or not JSON that Python can hold (a lone surrogate, invalid UTF-8, a number past a
+    double's range such as 1e400), is a 400 ``invalid_json``, never an engine error. A NUL (``\\u0000``) or an
+    integer past 64 bits is valid JSON, but PostgreSQL (text, jsonb, bigint) and the request's fingerprint cannot
+    hold it: it is refused here, naming the field, rather than failing later with a 500.
+    """
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        parsed = _JSON_DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # ValidationError: a number out of a double's range
         raise ValidationProblem(None, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise ValidationProblem(None, "invalid_json", "The request body must be a JSON object.")
@@ -99,78 +37,38 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
             "This looks like a raw card number. Surge accepts processor tokens only (for example pm_card_visa): "
             "tokenize the card in the browser with your processor's library.",
         )
+    if _NUL_ESCAPE in body or _LONG_NUMBER.search(body):  # a NUL can only be written escaped
+        unstorable = _find_unstorable(parsed, "")
+        if unstorable is not None:
+            param, message = unstorable
+            raise ValidationProblem(param or None, "parameter_invalid", f"{param or 'The request body'} {message}")
     return parsed
 
 
-def decode(body: dict[str, Any], model: type[T]) -> T:
-    """``body`` as a ``model``, or a :class:`ValidationProblem` for its first problem."""
-    try:
-        return msgspec.convert(body, model)
-    except msgspec.ValidationError as error:
-        problem = first_problem(body, model)
-        if problem is None:  # the walk should always find what msgspec found; say what msgspec said if not
-            raise ValidationProblem(None, "parameter_invalid", str(error)) from None
-        raise problem from None
+_JSON_DECODER = msgspec.json.Decoder()
+_NUL_ESCAPE = b"\\u0000"
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")  # the shortest integer that may not fit 64 bits
+_NUL_MESSAGE = "must not contain the NUL character (\\u0000)."
+_INTEGER_MESSAGE = f"must be an integer between {INTEGER_MIN} and {INTEGER_MAX}."
 
 
-_NO_WORDING = Wording(invalid="{param} is invalid.")
-_HOLDERS: dict[Any, type[msgspec.Struct]] = {}
-_FIELDS: dict[type[msgspec.Struct], tuple[msgspec.structs.FieldInfo, ...]] = {}
-
-
-def _fields(model: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
-    fields = _FIELDS.get(model)
-    if fields is None:  # msgspec.structs.fields resolves the type hints on every call: slow
-        fields = _FIELDS[model] = msgspec.structs.fields(model)
-    return fields
-
-
-def _holder(annotation: Any) -> type[msgspec.Struct]:
-    """A one-field Struct for ``annotation``: msgspec caches a Struct's compiled type, not a bare annotation's."""
-    holder = _HOLDERS.get(annotation)
-    if holder is None:
-        holder = _HOLDERS[annotation] = msgspec.defstruct("Holder", [("value", annotation)])
-    return holder
-
-
-def _relative(error: str) -> str:
-    """msgspec's message about the holder's field, as if the value had been decoded on its own."""
-    message, _, path = error.partition(" - at ")
-    if path == "`$.value`":
-        return message
-    return f"{message} - at {path.replace('$.value', '$')}"
-
-
-def first_problem(body: dict[str, Any], model: type[msgspec.Struct], prefix: str = "") -> ValidationProblem | None:
-    wording: dict[str, Wording] = getattr(model, "wording", {})
-    fields = _fields(model)
-    for field in fields:
-        name = field.encode_name
-        param = prefix + name
-        words = wording.get(name, _NO_WORDING)
-        if name not in body:
-            if field.required:
-                return words.missing_problem(param)
-            continue
-        value = body[name]
-        if (value is None and field.required) or (
-            words.blank_is_missing and isinstance(value, str) and not value.strip()
-        ):
-            return words.missing_problem(param)
-        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
-            if not isinstance(value, dict):
-                return words.missing_problem(param) if value is None else words.problem(param, "")
-            nested = first_problem(value, field.type, param + ".")
-            if nested is not None:
-                return nested
-            continue
-        try:
-            msgspec.convert({"value": value}, _holder(field.type))
-        except msgspec.ValidationError as error:
-            return words.problem(param, _relative(str(error)))
-    unknown: Unknown | None = getattr(model, "unknown", None)
-    if unknown is not None:
-        extra = sorted(set(body) - {field.encode_name for field in fields})
-        if extra:
-            return ValidationProblem(prefix + extra[0], unknown.code, unknown.message.format(name=extra[0]))
+def _find_unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """The dotted path and problem of the first value PostgreSQL cannot hold: a string or object key with a NUL (a
+    key's problem is reported at its object), or an integer past 64 bits. None when there is none."""
+    if isinstance(value, str):
+        return (path, _NUL_MESSAGE) if "\x00" in value else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if INTEGER_MIN <= value <= INTEGER_MAX else (path, _INTEGER_MESSAGE)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path, _NUL_MESSAGE
+            found = _find_unstorable(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_unstorable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
     return None

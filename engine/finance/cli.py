@@ -34,6 +34,7 @@ from engine.finance.reports.donor_aggregates import donor_aggregates
 from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
+from engine.payments.fees import book_fees_from_balance_transactions
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
 from toolkit.times import day_start, parse_day, parse_instant
@@ -96,11 +97,38 @@ def _render(report: Report, args: argparse.Namespace) -> None:
 # ---- reconcile ---------------------------------------------------------------------------------------------------
 
 
+def _processor_kind(name: str) -> str | None:
+    """The configured kind of processor ``name``, or None (said on stderr) when no such processor is configured."""
+    kinds = dict(load_settings().processor_specs())
+    if name not in kinds:
+        print(f"surge: no processor {name!r}; configured: {', '.join(kinds)}", file=sys.stderr)
+        return None
+    return kinds[name]
+
+
+def _fees_sweep(args: argparse.Namespace) -> int:
+    kind = _processor_kind(args.processor)
+    if kind is None:
+        return EXIT_USAGE
+
+    async def work(pool: asyncpg.Pool) -> int:
+        processor = build_processor(kind, args.processor, pool, os.environ)
+        try:
+            sweep = await book_fees_from_balance_transactions(pool, AccountDirectory(), processor, args.start, args.end)
+        finally:
+            await processor.close()
+        print(
+            f"fees sweep {args.processor}: {sweep.transactions} charge balance transactions read, "
+            f"{sweep.booked} late fees booked, {sweep.recorded} kept for donations not settled yet"
+        )
+        return EXIT_OK
+
+    return run_with_pool(load_settings(), work)
+
+
 def _reconcile(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    kinds = dict(settings.processor_specs())
-    if args.processor not in kinds:
-        print(f"surge: no processor {args.processor!r}; configured: {', '.join(kinds)}", file=sys.stderr)
+    kind = _processor_kind(args.processor)
+    if kind is None:
         return EXIT_USAGE
     try:
         window = Window(args.start, args.end, timedelta(seconds=args.slack_s))
@@ -109,11 +137,9 @@ def _reconcile(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def work(pool: asyncpg.Pool) -> int:
-        processor = build_processor(kinds[args.processor], args.processor, pool, os.environ)
+        processor = build_processor(kind, args.processor, pool, os.environ)
         try:
-            run_id = await reconciliation.run_reconciliation(
-                pool, processor, kinds[args.processor], window, _author(args)
-            )
+            run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, _author(args))
         except reconciliation.ProcessorReadError as error:
             print(f"surge: {error}", file=sys.stderr)
             return EXIT_USAGE
@@ -267,6 +293,16 @@ def register(commands: Any) -> None:
     run.add_argument("--json", action="store_true", help="print the run as JSON instead of the summary")
     run.add_argument("--by", help="who runs it (default cli:<user>)")
     run.set_defaults(run=_reconcile)
+
+    fees = commands.add_parser("fees", help="processor fees")
+    fees_commands = fees.add_subparsers(dest="fees_command", required=True)
+    sweep = fees_commands.add_parser(
+        "sweep", help="book, once, every fee still unknown that the processor's balance transactions report"
+    )
+    sweep.add_argument("--processor", required=True, help="processor name, as in SURGE_PROCESSORS")
+    sweep.add_argument("--from", dest="start", required=True, type=_start, help="date (UTC day) or time with zone")
+    sweep.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or time with zone")
+    sweep.set_defaults(run=_fees_sweep)
 
     runs = commands.add_parser("reconciliations", help="recorded reconciliation runs and their exceptions")
     runs_commands = runs.add_subparsers(dest="reconciliations_command", required=True)

@@ -18,15 +18,19 @@ from adapters.registry import SWEEPING_KINDS as _SWEEPING_KINDS
 from engine import chart_of_accounts
 from engine.finance.reconcile.adjustments import (
     Adjustment,
+    AdjustmentNoLongerAppliesError,
     AdjustmentUnavailableError,
-    ExceptionNotFoundError,
+    OpenException,
+    correction,
+    lock_open_exception,
+    lock_processor,
+    post_adjustment,
     proposed_legs,
-    resolve_exception,
 )
-from engine.finance.reconcile.history import ExceptionView, RunView, exception_view, record_run
+from engine.finance.reconcile.history import ExceptionView, RunView, record_run
 from engine.finance.reconcile.ledger_side import AccountPrefixes, load_ledger_items, opening_clearing
 from engine.finance.reconcile.matching import reconcile
-from engine.finance.reconcile.model import Discrepancy, Window
+from engine.finance.reconcile.model import Discrepancy, ExceptionKind, Window
 from engine.finance.reconcile.subjects import processor_item
 from engine.finance.reports.report import Report
 from ledger.accounts import AccountDirectory
@@ -52,23 +56,27 @@ def account_prefixes(processor: str) -> AccountPrefixes:
 async def run_reconciliation(
     pool: asyncpg.Pool, processor: Processor, kind: str, window: Window, requested_by: str
 ) -> int:
-    """Reconcile ``processor`` over ``window``, record the run and return its id."""
+    """Reconcile ``processor`` over ``window``, record the run and return its id.
+
+    Runs and resolutions of one processor are serialised (``lock_processor``) from the ledger read to the record: a
+    run records what the books held when it read them, and the next run starts from there. The lock is held across
+    the processor's read, which is bounded by the adapter's own timeouts."""
     started_at = datetime.now(UTC)
     prefixes = account_prefixes(processor.name)
-    async with pool.acquire() as connection:
+    async with pool.acquire() as connection, connection.transaction():
+        await lock_processor(connection, processor.name)
         # The ledger is read before the processor: the ledger lags the processor, never the other way round, so a
         # charge settling during the run shows as missing in the ledger (and clears next run), never as phantom.
         ledger_items = await load_ledger_items(connection, processor.name, prefixes, window)
         opening = None
         if kind in SWEEPING_KINDS:
             opening = await opening_clearing(connection, prefixes, window.read_from)
-    try:
-        transactions = await processor.balance_transactions(window.read_from, window.read_to)
-    except Exception as error:  # any adapter failure: the run cannot be made, and nothing was recorded
-        raise ProcessorReadError(f"reading {processor.name}'s balance transactions failed: {error}") from error
-    processor_items = [processor_item(t) for t in transactions]
-    result = reconcile(window, processor_items, ledger_items, opening_clearing=opening)
-    async with pool.acquire() as connection:
+        try:
+            transactions = await processor.balance_transactions(window.read_from, window.read_to)
+        except Exception as error:  # any adapter failure: the run cannot be made, and nothing was recorded
+            raise ProcessorReadError(f"reading {processor.name}'s balance transactions failed: {error}") from error
+        processor_items = [processor_item(t) for t in transactions]
+        result = reconcile(window, processor_items, ledger_items, opening_clearing=opening)
         proposals = await _proposals(connection, processor.name, result.discrepancies)
         recorded = await record_run(
             connection,
@@ -106,20 +114,61 @@ async def _proposals(
     campaigns = await _campaigns(connection, {d.donation_id for d in discrepancies if d.donation_id})
     proposals: dict[str, dict[str, Any]] = {}
     for discrepancy in discrepancies:
-        currency = discrepancy.currency or ""
         campaign = campaigns.get(discrepancy.donation_id or "")
         try:
-            legs = proposed_legs(
-                discrepancy,
-                clearing_account=chart_of_accounts.clearing(processor, currency),
-                fees_account=chart_of_accounts.fees(processor, currency),
-                counter_account=_counter_account(processor, discrepancy.subject, currency, campaign),
-            )
+            legs = _legs_for(processor, discrepancy, campaign)
         except AdjustmentUnavailableError as error:
             proposals[discrepancy.key] = {"proposed_adjustment": None, "proposal_note": str(error)}
             continue
         proposals[discrepancy.key] = {"proposed_adjustment": [_leg_json(leg) for leg in legs], "campaign": campaign}
     return proposals
+
+
+def _legs_for(processor: str, discrepancy: Discrepancy, campaign: str | None) -> tuple[Leg, ...]:
+    currency = discrepancy.currency or ""
+    return proposed_legs(
+        discrepancy,
+        clearing_account=chart_of_accounts.clearing(processor, currency),
+        fees_account=chart_of_accounts.fees(processor, currency),
+        counter_account=_counter_account(processor, discrepancy.subject, currency, campaign),
+    )
+
+
+# Kinds whose correction follows from the subject's amounts on each side, and can be worked out again at any time.
+RECOMPUTABLE_KINDS = frozenset(
+    {
+        ExceptionKind.MISSING_IN_LEDGER,
+        ExceptionKind.MISSING_AT_PROCESSOR,
+        ExceptionKind.AMOUNT_MISMATCH,
+        ExceptionKind.FEE_MISMATCH,
+    }
+)
+
+
+async def current_discrepancy(connection: asyncpg.Connection, exception: OpenException) -> Discrepancy | None:
+    """The exception as the ledger stands now: the processor's side as its run saw it, the ledger's side read again
+    over that run's window. ``None`` for kinds that are not a subject's amounts (a currency or payout balance one)."""
+    if exception.kind not in RECOMPUTABLE_KINDS or exception.currency is None:
+        return None
+    prefixes = account_prefixes(exception.processor)
+    items = [
+        item
+        for item in await load_ledger_items(connection, exception.processor, prefixes, exception.window)
+        if item.subject == exception.subject and item.currency == exception.currency
+    ]
+    detail = exception.detail
+    donation = detail.get("donation")
+    return Discrepancy(
+        exception.kind,
+        exception.subject,
+        exception.currency,
+        exception.occurred_at,
+        processor_gross=detail.get("processor_gross"),
+        processor_fee=detail.get("processor_fee"),
+        ledger_gross=sum(item.clearing + item.fee for item in items) if items else None,
+        ledger_fee=sum(item.fee for item in items) if items else None,
+        donation_id=donation if isinstance(donation, str) else None,
+    )
 
 
 def _leg_json(leg: Leg) -> dict[str, Any]:
@@ -156,17 +205,30 @@ async def resolve(
     resolved_by: str,
     legs: tuple[Leg, ...] | None = None,
 ) -> Adjustment:
-    """Resolve with ``legs``, or with the adjustment proposed when the exception was found."""
-    if legs is None:
-        found = await exception_view(connection, exception_id)
-        if found is None:
-            raise ExceptionNotFoundError(exception_id)
-        proposed = found.detail.get("proposed_adjustment")
-        if not proposed:
-            note = found.detail.get("proposal_note") or "no adjustment was proposed"
-            raise LegsInvalidError(f"{note}; give the legs of the adjusting entry")
-        legs = legs_from_json(proposed)
-    return await resolve_exception(connection, directory, exception_id, legs, memo=memo, resolved_by=resolved_by)
+    """Resolve an open exception with ``legs``, or with the correction worked out against the ledger as it is now.
+
+    Refused (``ExceptionNotOpenError``) when it was resolved already, when a later run cleared it, or when the
+    ledger has moved since its run so that the subject now agrees; the proposal shown at run time is never posted
+    blindly, as the books may have moved under it."""
+    if not memo.strip():
+        raise ValueError("an adjustment needs a memo saying why")
+    async with connection.transaction():
+        found = await lock_open_exception(connection, exception_id)
+        current = await current_discrepancy(connection, found)
+        if current is not None and correction(current) == (0, 0):
+            raise AdjustmentNoLongerAppliesError(
+                f"the ledger now agrees with the processor on {found.subject} ({found.kind.value}): nothing to correct"
+            )
+        if legs is None:
+            if current is None:
+                note = found.detail.get("proposal_note") or "no adjustment was proposed"
+                raise LegsInvalidError(f"{note}; give the legs of the adjusting entry")
+            campaigns = await _campaigns(connection, {current.donation_id} if current.donation_id else set())
+            try:
+                legs = _legs_for(found.processor, current, campaigns.get(current.donation_id or ""))
+            except AdjustmentUnavailableError as error:
+                raise LegsInvalidError(f"{error}; give the legs of the adjusting entry") from None
+        return await post_adjustment(connection, directory, found, legs, memo=memo, resolved_by=resolved_by)
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------------
@@ -187,11 +249,10 @@ def adjustment_json(adjustment: Adjustment | None) -> dict[str, Any] | None:
     }
 
 
-def exception_json(view: ExceptionView) -> dict[str, Any]:
+def _exception_fields(view: ExceptionView) -> dict[str, Any]:
+    """What the JSON view and the CSV row of an exception both say, as values."""
     return {
-        "object": "reconciliation_exception",
         "id": view.id,
-        "processor": view.processor,
         "status": view.status.value,
         "kind": view.kind.value,
         "subject": view.subject,
@@ -199,11 +260,21 @@ def exception_json(view: ExceptionView) -> dict[str, Any]:
         "processor_amount": view.processor_amount,
         "ledger_amount": view.ledger_amount,
         "difference": view.difference,
-        "occurred_at": view.occurred_at.isoformat(),
+        "occurred_at": view.occurred_at,
         "donation": view.detail.get("donation"),
         "processor_ids": view.detail.get("processor_ids", []),
         "ledger_references": view.detail.get("ledger_references", []),
         "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+    }
+
+
+def exception_json(view: ExceptionView) -> dict[str, Any]:
+    fields = _exception_fields(view)
+    return {
+        "object": "reconciliation_exception",
+        **fields,
+        "processor": view.processor,
+        "occurred_at": view.occurred_at.isoformat(),
         "proposed_adjustment": view.detail.get("proposed_adjustment"),
         "first_run": view.first_run_id,
         "last_run": view.last_run_id,
@@ -259,23 +330,14 @@ def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = 
     rows = []
     for view in exceptions:
         proposed = view.detail.get("proposed_adjustment") or []
+        fields = _exception_fields(view)
         rows.append(
             {
-                "id": view.id,
-                "status": view.status.value,
-                "kind": view.kind.value,
-                "subject": view.subject,
-                "currency": view.currency,
-                "processor_amount": view.processor_amount,
-                "ledger_amount": view.ledger_amount,
-                "difference": view.difference,
-                "occurred_at": view.occurred_at,
-                "donation": view.detail.get("donation"),
-                "processor_ids": " ".join(view.detail.get("processor_ids", [])),
-                "ledger_references": " ".join(view.detail.get("ledger_references", [])),
-                "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
+                **fields,
+                "processor_ids": " ".join(fields["processor_ids"]),
+                "ledger_references": " ".join(fields["ledger_references"]),
                 "proposed_adjustment": "; ".join(
-                    f"{leg['account']} {format_minor(leg['amount'], leg['currency'])}" for leg in proposed
+                    f"{leg['account']} {_amount(leg['amount'], leg['currency'])}" for leg in proposed
                 ),
                 "resolved_by": view.adjustment.resolved_by if view.adjustment else None,
                 "resolved_at": view.adjustment.resolved_at if view.adjustment else None,
@@ -292,7 +354,11 @@ def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = 
 
 
 def _amount(value: int | None, currency: str | None) -> str:
-    return "-" if value is None else format_minor(value, currency or "USD")
+    if value is None:
+        return "-"
+    if not currency:  # no currency, no decimals to place: the raw minor units, said plainly
+        return f"{value} minor units"
+    return f"{format_minor(value, currency)} {currency}"
 
 
 def summary_text(run: RunView) -> str:

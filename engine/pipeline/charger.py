@@ -73,15 +73,25 @@ class Charger:
             campaign=donation.campaign,
             metadata={"donation_id": donation.id, "campaign": donation.campaign},
         )
-        result = await self._call(processor, "charge", processor.charge(request))
-        gate.release(result.status)
+        status: ChargeStatus | None = None  # None when the call never completed (cancelled, e.g. at shutdown)
+        try:
+            result = await self._call(processor, "charge", processor.charge(request))
+            status = result.status
+        finally:
+            gate.release(status)
         return result
 
     async def lookup(self, processor: Processor, gate: ProcessorGate, donation: Donation) -> ChargeResult:
-        result = await self._call(
-            processor, "lookup", processor.lookup(processor_idempotency_key(donation.id), donation.processor_reference)
-        )
-        gate.release(result.status)
+        status: ChargeStatus | None = None
+        try:
+            result = await self._call(
+                processor,
+                "lookup",
+                processor.lookup(processor_idempotency_key(donation.id), donation.processor_reference),
+            )
+            status = result.status
+        finally:
+            gate.release(status)
         return result
 
     async def _call(self, processor: Processor, call: str, awaitable: Awaitable[ChargeResult]) -> ChargeResult:
@@ -105,7 +115,7 @@ class Charger:
                 status.value,
                 processor,
                 processor_reference=result.processor_reference,
-                fee_minor=result.fee.amount_minor if result.fee else None,
+                fee=result.fee,
                 decline_code=result.decline_code,
                 failure_message=result.message if status is not ChargeStatus.SUCCEEDED else None,
             )
@@ -119,7 +129,7 @@ class Charger:
                 status=status.value,
                 processor=processor,
                 processor_reference=result.processor_reference,
-                fee_minor=settlement.fee_minor,
+                fee_minor=result.fee.amount_minor if result.fee else None,
                 decline_code=result.decline_code,
                 failure_message=settlement.failure_message,
                 settled_at=datetime.now(UTC),

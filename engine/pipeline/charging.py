@@ -20,6 +20,7 @@ from adapters.base import Processor
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
 from engine.metrics import Metrics
+from engine.pipeline.challenge import ChallengeVerifier
 from engine.pipeline.charger import Charger, processor_idempotency_key
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import Donation
@@ -45,6 +46,7 @@ class Pipeline:
         limits: PipelineLimits,
         batcher_limits: BatcherLimits,
         metrics: Metrics,
+        challenge_verifier: ChallengeVerifier | None = None,
     ) -> None:
         if not processors:
             raise ValueError("at least one processor is needed")
@@ -66,7 +68,7 @@ class Pipeline:
         )
         self._charger = Charger(pool, processors, self._settle, limits, metrics)
         self._queue = DurableQueue(pool, self._charger, limits, metrics)
-        self._submission = Submission(self._intake, self._charger, self._queue, limits)
+        self._submission = Submission(self._intake, self._charger, self._queue, limits, challenge_verifier)
         self._in_flight = 0
         self._stopping = False
 
@@ -94,7 +96,13 @@ class Pipeline:
     # -- admission --------------------------------------------------------------------------------------------------
 
     async def submit(
-        self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
+        self,
+        key: ApiKey,
+        idempotency_key: str,
+        request: DonationRequest,
+        campaign: Campaign,
+        client_ip: str | None,
+        challenge: str | None = None,
     ) -> Donation | Refusal:
         """Accept, charge (or queue) a donation; raises :class:`OverloadError` when it cannot be taken now."""
         if self._stopping:
@@ -106,7 +114,7 @@ class Pipeline:
         self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            return await self._submission.submit(key, idempotency_key, request, campaign, client_ip)
+            return await self._submission.submit(key, idempotency_key, request, campaign, client_ip, challenge)
         finally:
             self._in_flight -= 1
             self.metrics.in_flight.dec()

@@ -1,6 +1,7 @@
 """Intake: one group-committed transaction records a batch of donation intents.
 
-Per item it claims the idempotency key (unique per API key), checks card-testing velocity, and places a hold on the
+Per item it claims the idempotency key (unique per API key), checks card-testing velocity (``velocity``: declines
+weighed against attempts and cards; a challenge before a refusal), and places a hold on the
 donor's election aggregate — or answers why not. Items are planned in order against the locked aggregate rows, so
 two donations of one donor in one batch see each other; across transactions and processes the aggregate row lock
 serialises them, and the table's CHECK refuses any aggregate above the limit whatever the code does.
@@ -20,6 +21,7 @@ from engine.campaigns import Campaign
 from engine.database import INDEX_LOOKUPS_ONLY
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
+from engine.pipeline.velocity import SourceStats, VelocityLimits, Verdict, assess, source_stats
 
 
 class IntakeOutcome(StrEnum):
@@ -28,7 +30,8 @@ class IntakeOutcome(StrEnum):
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # same key, different body
     LIMIT_EXCEEDED = "limit_exceeded"
     EMPLOYER_REQUIRED = "employer_required"  # the aggregate passes the itemization threshold
-    VELOCITY_EXCEEDED = "velocity_exceeded"  # too many recent declines from this source or donor
+    VELOCITY_EXCEEDED = "velocity_exceeded"  # clear card testing from this source or donor: refused
+    CHALLENGE_REQUIRED = "challenge_required"  # suspicious source: admitted only with a passed challenge
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class IntakeItem:
     processor: str | None
     client_ip: str | None
     created_at: datetime
+    challenge_passed: bool = False  # the client sent a challenge token the verifier accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +55,6 @@ class IntakeResult:
     donation: Donation | None = None  # the existing one for REPLAY / IDEMPOTENCY_MISMATCH
     aggregate_minor: int | None = None  # donor's election aggregate (posted + held) before this donation
     room_minor: int | None = None  # how much more the donor may give this election
-
-
-@dataclass(frozen=True)
-class VelocityLimits:
-    declines_max: int = 5
-    window_s: int = 600
 
 
 async def commit_intake(
@@ -109,34 +107,25 @@ async def _apply_velocity(
     if not fresh:
         return fresh
     ips = sorted({ip for i in fresh if (ip := items[i].client_ip)})
-    donors = sorted({(items[i].campaign.slug, items[i].request.donor_key) for i in fresh})
-    # One round trip for both checks: source addresses and donors with too many recent declines.
-    rows = await connection.fetch(
-        """SELECT 'ip' AS kind, host(client_ip) AS first, NULL::text AS second FROM surge.donations
-            WHERE status = 'declined' AND client_ip = ANY($1::inet[])
-              AND settled_at > now() - make_interval(secs => $4)
-            GROUP BY client_ip HAVING count(*) >= $5
-           UNION ALL
-           SELECT 'donor', campaign, donor_key FROM surge.donations
-            WHERE status = 'declined' AND (campaign, donor_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))
-              AND settled_at > now() - make_interval(secs => $4)
-            GROUP BY campaign, donor_key HAVING count(*) >= $5""",
-        ips,
-        [d[0] for d in donors],
-        [d[1] for d in donors],
-        velocity.window_s,
-        velocity.declines_max,
-    )
-    blocked_ips = {row["first"] for row in rows if row["kind"] == "ip"}
-    blocked_donors = {(row["first"], row["second"]) for row in rows if row["kind"] == "donor"}
+    donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
+    by_ip, by_donor = await source_stats(connection, ips, donors, velocity)
     kept = []
     for index in fresh:
         item = items[index]
-        if item.client_ip in blocked_ips or (item.campaign.slug, item.request.donor_key) in blocked_donors:
+        donor = (item.campaign.slug, item.campaign.election, item.request.donor_key)
+        verdict = assess(by_donor.get(donor, _NO_DECLINES), velocity)
+        if item.client_ip is not None:
+            verdict = max(verdict, assess(by_ip.get(item.client_ip, _NO_DECLINES), velocity))
+        if verdict is Verdict.REFUSE:
             results[index] = IntakeResult(IntakeOutcome.VELOCITY_EXCEEDED)
+        elif verdict is Verdict.CHALLENGE and not item.challenge_passed:
+            results[index] = IntakeResult(IntakeOutcome.CHALLENGE_REQUIRED)
         else:
             kept.append(index)
     return kept
+
+
+_NO_DECLINES = SourceStats()
 
 
 async def _hold_aggregates(
@@ -148,21 +137,24 @@ async def _hold_aggregates(
     if not fresh:
         return []
     donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
-    limits = {
-        (items[i].campaign.slug, items[i].campaign.election): items[i].campaign.contribution_limit_minor for i in fresh
-    }
-    # Create missing rows (the limit is copied from the campaign so that the CHECK can enforce it) and lock every
-    # donor's row, in key order — deadlock-free across concurrent batches — in one statement: the no-op update on
-    # conflict takes the row lock and returns the row.
+    # Create missing rows and lock every donor's row in one statement (the update on conflict takes the row lock and
+    # returns the row), in key order, stated by the ORDER BY rather than left to the plan: COLLATE "C" is the
+    # code-point order Python sorts by, so concurrent batches (of any process) lock rows in one order: no deadlock.
+    # The limit is the campaign's current one, read here rather than copied once when the row was created, so that a
+    # changed limit reaches donors who already gave. The row keeps it for the table's CHECK (the last line of
+    # defence); a limit lowered below what a donor already gave is stored as that total, which admits nothing more.
     locked = await connection.fetch(
         """INSERT INTO surge.contribution_aggregates AS a (campaign, election, donor_key, limit_minor)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-           ON CONFLICT (campaign, election, donor_key) DO UPDATE SET limit_minor = a.limit_minor
+           SELECT d.campaign, d.election, d.donor_key, c.contribution_limit_minor
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS d(campaign, election, donor_key)
+             JOIN surge.campaigns c ON c.slug = d.campaign
+            ORDER BY d.campaign COLLATE "C", d.election COLLATE "C", d.donor_key COLLATE "C"
+           ON CONFLICT (campaign, election, donor_key)
+           DO UPDATE SET limit_minor = greatest(EXCLUDED.limit_minor, a.posted_minor + a.held_minor)
            RETURNING campaign, election, donor_key, posted_minor, held_minor, limit_minor""",
         [d[0] for d in donors],
         [d[1] for d in donors],
         [d[2] for d in donors],
-        [limits[(d[0], d[1])] for d in donors],
     )
     totals = {(r["campaign"], r["election"], r["donor_key"]): r["posted_minor"] + r["held_minor"] for r in locked}
     caps = {(r["campaign"], r["election"], r["donor_key"]): r["limit_minor"] for r in locked}

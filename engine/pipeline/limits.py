@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine.pipeline.intake import VelocityLimits
+from engine.pipeline.review import ReviewLimits
+from engine.pipeline.velocity import VelocityLimits
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class PipelineLimits:
     retry_delay_ms: int = 2_000  # first delay before retrying a retryable charge or looking up an unknown one
     retry_delay_max_ms: int = 300_000
     velocity: VelocityLimits = field(default_factory=VelocityLimits)
+    review: ReviewLimits = field(default_factory=ReviewLimits)
 
     def __post_init__(self) -> None:
         for name in ("charge_timeout_ms", "in_flight_max", "queue_depth_max", "queue_poll_ms", "claim_batch_max"):

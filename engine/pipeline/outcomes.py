@@ -19,7 +19,8 @@ class RefusalReason(StrEnum):
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # the key was used with another body
     LIMIT_EXCEEDED = "limit_exceeded"  # the donor's aggregate for the election would pass the limit
     EMPLOYER_REQUIRED = "employer_required"  # past the itemization threshold without employer and occupation
-    VELOCITY_EXCEEDED = "velocity_exceeded"  # too many declines from this source: card testing suspected
+    VELOCITY_EXCEEDED = "velocity_exceeded"  # clear card testing from this source: refused
+    CHALLENGE_REQUIRED = "challenge_required"  # a suspicious source: pass the page's challenge and send its token
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ class DurableQueue:
         self.limits = limits
         self.metrics = metrics
         self.depth = 0  # rows queued, charging or pending, as last counted (plus those enqueued since)
+        self.needing_review = 0  # of those, flagged for finance's review (engine/pipeline/review.py)
         self._wake = asyncio.Event()
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
@@ -77,10 +78,13 @@ class DurableQueue:
                     await asyncio.wait_for(self._wake.wait(), self.limits.queue_poll_ms / 1000)
 
     async def _count(self) -> None:
-        self.depth = await self._pool.fetchval(
-            "SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"
+        row = await self._pool.fetchrow(
+            """SELECT count(*) AS depth, count(*) FILTER (WHERE needs_review_at IS NOT NULL) AS needing_review
+                 FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"""
         )
+        self.depth, self.needing_review = row["depth"], row["needing_review"]
         self.metrics.queue_depth.labels("durable").set(self.depth)
+        self.metrics.donations_needing_review.set(self.needing_review)
 
     async def _claim_due(self) -> int:
         capacity = self._charger.capacity()

@@ -8,12 +8,14 @@ whichever processor has room.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import asyncpg
 
 from adapters.base import ChargeStatus
 from engine.pipeline.charger import Charger
 from engine.pipeline.donations import Donation
+from engine.pipeline.review import flag_for_review
 
 _logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ async def _process(pool: asyncpg.Pool, charger: Charger, donation: Donation, pre
             return
         found = await charger.lookup(chosen[0], chosen[1], donation)
         if found.status is not ChargeStatus.NOT_FOUND:
-            await charger.apply(donation, chosen[0].name, found)
+            await _flag_if_undecided(pool, charger, await charger.apply(donation, chosen[0].name, found))
             return
         if not chosen[1].try_acquire():
             # Stay with this processor: a request it never answered may still land there, and only the same
@@ -58,7 +60,16 @@ async def _process(pool: asyncpg.Pool, charger: Charger, donation: Donation, pre
             charger.return_unused(chosen)
             raise
     result = await charger.charge(chosen[0], chosen[1], donation)
-    await charger.apply(donation, chosen[0].name, result)
+    await _flag_if_undecided(pool, charger, await charger.apply(donation, chosen[0].name, result))
+
+
+async def _flag_if_undecided(pool: asyncpg.Pool, charger: Charger, donation: Donation) -> None:
+    """A donation the processor still has not decided, past the review bound, is surfaced for finance."""
+    if donation.status != "pending":
+        return
+    stuck = charger.limits.review.is_stuck(donation.attempts, donation.created_at, datetime.now(UTC))
+    if stuck and await flag_for_review(pool, donation.id):
+        charger.metrics.donations_flagged_for_review.inc()
 
 
 async def reschedule(pool: asyncpg.Pool, donation_id: str, status: str) -> None:

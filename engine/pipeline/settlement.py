@@ -1,9 +1,10 @@
 """Settlement: one group-committed transaction turns charge outcomes into books.
 
 For each donation still open (queued, charging, pending) it records the final status, posts the ledger entries
-(processor clearing ← campaign contributions; the fee when known) and turns the donor's hold into a posted
-contribution — or releases it. A donation already settled (a webhook and a lookup racing, a replay after a crash)
-is left alone, and ledger references are the donation id, so settling twice cannot post twice.
+(processor clearing ← campaign contributions; the fee when known, as its own entry in the fee's currency — see
+engine/payments/fees.py) and turns the donor's hold into a posted contribution — or releases it. A donation already
+settled (a webhook and a lookup racing, a replay after a crash) is left alone, and ledger references are the
+donation id, so settling twice cannot post twice; only a fee it settled without, reported now, is booked (once).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import asyncpg
 
 from engine import chart_of_accounts
 from engine.database import INDEX_LOOKUPS_ONLY
+from engine.payments import fees
 from ledger.accounts import AccountDirectory
 from ledger.entries import EntryRequest, transfer
 from ledger.money import Money
-from ledger.posting import LedgerInvariantError, post_entries_or_raise
+from ledger.posting import LedgerInvariantError
 
 FINAL_STATUSES = frozenset({"succeeded", "declined", "failed"})
 
@@ -29,7 +31,7 @@ class Settlement:
     status: str  # succeeded, declined or failed
     processor: str
     processor_reference: str | None = None
-    fee_minor: int | None = None
+    fee: Money | None = None  # in the currency the processor charged it, not necessarily the donation's
     decline_code: str | None = None
     failure_message: str | None = None
 
@@ -46,18 +48,24 @@ async def commit_settlements(
     rows = await connection.fetch(
         """UPDATE surge.donations d
               SET status = s.status, processor = s.processor, processor_reference = s.processor_reference,
-                  fee_minor = s.fee_minor, decline_code = s.decline_code, failure_message = s.failure_message,
+                  -- A fee reported while the donation was pending (engine/payments/fees.py) is kept, not erased.
+                  fee_minor = coalesce(s.fee_minor, d.fee_minor),
+                  fee_currency = CASE WHEN s.fee_minor IS NULL THEN d.fee_currency ELSE s.fee_currency END,
+                  decline_code = s.decline_code, failure_message = s.failure_message,
                   settled_at = now(), updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
-                  AS s(id, status, processor, processor_reference, fee_minor, decline_code, failure_message)
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                         $8::text[])
+                  AS s(id, status, processor, processor_reference, fee_minor, fee_currency, decline_code,
+                       failure_message)
             WHERE d.id = s.id AND d.status IN ('queued', 'charging', 'pending')
         RETURNING d.id, d.status, d.amount_minor, d.currency, d.campaign, d.election, d.donor_key, d.processor,
-                  d.fee_minor""",
+                  d.fee_minor, d.fee_currency""",
         [i.donation_id for i in items],
         [i.status for i in items],
         [i.processor for i in items],
         [i.processor_reference for i in items],
-        [i.fee_minor for i in items],
+        [i.fee.amount_minor if i.fee else None for i in items],
+        [i.fee.currency if i.fee else None for i in items],
         [i.decline_code for i in items],
         [i.failure_message for i in items],
     )
@@ -66,7 +74,11 @@ async def commit_settlements(
         raise LedgerInvariantError("one donation settled twice in a batch")
     if rows:
         await _release_holds(connection, rows)
-        await _post(connection, directory, rows)
+    # Already final, but settled without its fee (a lookup or event that knew it arrives late): record it now.
+    late = [(i.donation_id, i.fee) for i in items if i.fee and i.status == "succeeded" and i.donation_id not in settled]
+    claimed = await fees.claim_late_fees(connection, late)
+    if rows or claimed:
+        await _post(connection, directory, rows, claimed)
     return [item.donation_id in settled for item in items]
 
 
@@ -79,11 +91,22 @@ async def _release_holds(connection: asyncpg.Connection, rows: list[asyncpg.Reco
             delta[1] += row["amount_minor"]
     keys = sorted(held)
     await connection.execute(
-        """UPDATE surge.contribution_aggregates a
-              SET held_minor = a.held_minor + d.held, posted_minor = a.posted_minor + d.posted, updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-                  AS d(campaign, election, donor_key, held, posted)
-            WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)""",
+        # Rows are locked in the order intake locks them (ORDER BY … COLLATE "C", engine/pipeline/intake.py), stated
+        # rather than left to the join's plan: a settlement batch and an intake batch never wait on each other in
+        # opposite orders (a deadlock would fail both batches).
+        """WITH d AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+                        AS d(campaign, election, donor_key, held, posted)),
+           locked AS (
+               SELECT a.campaign, a.election, a.donor_key, d.held, d.posted
+                 FROM surge.contribution_aggregates a
+                 JOIN d ON (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)
+                ORDER BY a.campaign COLLATE "C", a.election COLLATE "C", a.donor_key COLLATE "C"
+                  FOR UPDATE OF a)
+           UPDATE surge.contribution_aggregates a
+              SET held_minor = a.held_minor + l.held, posted_minor = a.posted_minor + l.posted, updated_at = now()
+             FROM locked l
+            WHERE (a.campaign, a.election, a.donor_key) = (l.campaign, l.election, l.donor_key)""",
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],
@@ -93,9 +116,10 @@ async def _release_holds(connection: asyncpg.Connection, rows: list[asyncpg.Reco
 
 
 def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
+    """The donation's own entry; its fee is a separate entry in the fee's currency (:func:`fees.donation_fee`)."""
     amount = Money(row["amount_minor"], row["currency"])
     processor, campaign = row["processor"], row["campaign"]
-    entries = [
+    return [
         transfer(
             row["id"],
             debit=chart_of_accounts.clearing(processor, amount.currency),
@@ -105,21 +129,15 @@ def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
             metadata={"donation": row["id"], "campaign": campaign},
         )
     ]
-    if row["fee_minor"]:
-        entries.append(
-            transfer(
-                f"fee:{row['id']}",
-                debit=chart_of_accounts.fees(processor, amount.currency),
-                credit=chart_of_accounts.clearing(processor, amount.currency),
-                money=Money(row["fee_minor"], amount.currency),
-                memo="processing fee",
-                metadata={"donation": row["id"]},
-            )
-        )
-    return entries
 
 
-async def _post(connection: asyncpg.Connection, directory: AccountDirectory, rows: list[asyncpg.Record]) -> None:
-    requests = [entry for row in rows if row["status"] == "succeeded" for entry in donation_entries(row)]
-    if requests:
-        await post_entries_or_raise(connection, directory, requests)
+async def _post(
+    connection: asyncpg.Connection,
+    directory: AccountDirectory,
+    rows: list[asyncpg.Record],
+    claimed: list[asyncpg.Record],
+) -> None:
+    succeeded = [row for row in rows if row["status"] == "succeeded"]
+    entries = [entry for row in succeeded for entry in donation_entries(row)]
+    settled_fees = [fee for row in succeeded if (fee := fees.donation_fee(row)) is not None]
+    await fees.post_with_fees(connection, directory, entries, [*settled_fees, *fees.booked_fees(claimed)])

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
+from engine.pipeline.challenge import ChallengeVerifier
 from engine.pipeline.charger import Charger
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import Donation, new_donation_id
@@ -28,15 +29,28 @@ class Submission:
         charger: Charger,
         queue: DurableQueue,
         limits: PipelineLimits,
+        challenge_verifier: ChallengeVerifier | None = None,
     ) -> None:
         self._intake = intake
+        self._challenge_verifier = challenge_verifier
         self._charger = charger
         self._queue = queue
         self.limits = limits
 
     async def submit(
-        self, key: ApiKey, idempotency_key: str, request: DonationRequest, campaign: Campaign, client_ip: str | None
+        self,
+        key: ApiKey,
+        idempotency_key: str,
+        request: DonationRequest,
+        campaign: Campaign,
+        client_ip: str | None,
+        challenge: str | None = None,
     ) -> Donation | Refusal:
+        # Verified before a gate slot is taken: the provider's answer can take a while.
+        verifier = self._challenge_verifier
+        challenge_passed = (
+            bool(challenge) and verifier is not None and await verifier.verify(challenge or "", client_ip)
+        )
         charger = self._charger
         chosen = charger.acquire_any()
         now = datetime.now(UTC)
@@ -51,6 +65,7 @@ class Submission:
             processor=chosen[0].name if chosen else None,
             client_ip=client_ip,
             created_at=now,
+            challenge_passed=challenge_passed,
         )
         try:
             result = await self._intake.submit_nowait(item)
@@ -114,6 +129,7 @@ def _refusal(result: IntakeResult, campaign: Campaign) -> Donation | Refusal:
         IntakeOutcome.LIMIT_EXCEEDED: RefusalReason.LIMIT_EXCEEDED,
         IntakeOutcome.EMPLOYER_REQUIRED: RefusalReason.EMPLOYER_REQUIRED,
         IntakeOutcome.VELOCITY_EXCEEDED: RefusalReason.VELOCITY_EXCEEDED,
+        IntakeOutcome.CHALLENGE_REQUIRED: RefusalReason.CHALLENGE_REQUIRED,
     }
     reason = reasons.get(outcome)
     if reason is None:

@@ -100,7 +100,8 @@ async def test_a_version_5_database_moves_its_reconciliation_history_to_the_fina
 
         applied = await database.migrate(connection)
 
-        assert [(m.version, m.name) for m in applied] == [(6, "finance_schema")]
+        # Later migrations apply after it; this test is about 0006.
+        assert [(m.version, m.name) for m in applied if m.version <= 6] == [(6, "finance_schema")]
         assert await schemas_of(connection) == dict.fromkeys(TABLES, "finance")
         for table in TABLES:
             assert await connection.fetchval(f"SELECT count(*) FROM finance.{table}") == 1, table

@@ -4,11 +4,8 @@ and by the CLI, re-run idempotently, resolved with audited adjusting entries, an
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from ledger.check import check_ledger
 from ledger.entries import transfer
 from ledger.money import Money
 from ledger.posting import post_entries
+from tests.commands import run_cli
 from tests.finance.conftest import Surge, donation, donor, insert_donation, simulated_processor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,26 +283,3 @@ async def test_reconciliation_needs_a_finance_key_and_valid_parameters(surge: Su
     response = await surge.client.get("/v1/reconciliations", headers=surge.auth(Role.FINANCE))
     assert [r["id"] for r in (await response.json())["data"]] == [empty["id"]]
     assert (await surge.client.get("/v1/reconciliations/999", headers=surge.auth(Role.FINANCE))).status == 404
-
-
-class CliResult:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-async def run_cli(database_url: str, tmp_path: Path, *arguments: str) -> CliResult:
-    """``python -m engine ...`` against the test's database, as an operator would run ``surge``."""
-    environment = {**os.environ, "DATABASE_URL": database_url, "SURGE_HOME": str(tmp_path / "cli-home")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        *arguments,
-        cwd=ROOT,
-        env=environment,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    return CliResult(process.returncode or 0, stdout.decode(), stderr.decode())

@@ -369,12 +369,24 @@ async def test_a_refund_sends_a_verifiable_webhook(processor: SimulatedProcessor
     [webhook] = await processor.webhooks()
     event = processor.parse_webhook(webhook.payload, webhook.headers)
     assert (event.type, event.processor_reference, event.donation_id, event.amount, event.object_id) == (
-        EventType.CHARGE_REFUNDED,
+        EventType.REFUND_UPDATED,
         reference,
         "don_k1",
         Money(250, USD),
         refund.processor_reference,
     )
+    assert (event.refund_status, event.refund_id) == (RefundStatus.SUCCEEDED, "ref_r1")  # Surge's id, from metadata
+
+
+async def test_a_refund_is_found_by_its_key_after_the_answer_was_lost(processor: SimulatedProcessor) -> None:
+    reference = await succeeded_charge(processor, "k1", 1000)
+    request = refund_request("r1", reference, 250)
+    assert (await processor.lookup_refund(request, None)).status is RefundStatus.NOT_FOUND
+    made = await processor.refund(request)
+    found = await processor.lookup_refund(request, None)
+    assert (found.status, found.processor_reference) == (RefundStatus.SUCCEEDED, made.processor_reference)
+    by_reference = await processor.lookup_refund(refund_request("other", reference, 250), made.processor_reference)
+    assert by_reference.processor_reference == made.processor_reference
 
 
 # ---- disputes, payouts and webhooks ------------------------------------------------------------------------------

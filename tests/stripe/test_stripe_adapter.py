@@ -378,7 +378,7 @@ async def test_partial_refunds(processor: StripeProcessor, stripe_client: stripe
     # localstripe would accept a further refund beyond the 2500 charged (real Stripe refuses it); the engine
     # refuses over-refunds itself before calling the adapter, so it is not tested here.
     stored = await stripe_client.v1.refunds.list_async(params={"payment_intent": reference})
-    assert {item.metadata["refund_id"] for item in stored.data} == {"refund-a", "refund-b"}
+    assert {item.metadata["surge_refund_id"] for item in stored.data} == {"refund-a", "refund-b"}
 
 
 async def test_refund_of_declined_or_unknown_charge_fails(processor: StripeProcessor):

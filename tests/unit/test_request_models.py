@@ -16,9 +16,8 @@ import pytest
 
 from benchmarks.request_models import VALID_BODY, hand_written, msgspec_models
 from engine.api.models import CampaignCreate, KeyCreate, RefundCreate
-from engine.api.validation import decode, first_problem
 from engine.pipeline.donation_request import AMOUNT_MINOR_MAX
-from engine.validation import ValidationProblem
+from engine.validation import ValidationProblem, decode, first_problem
 
 MISSING = object()
 WRONG_TYPES: list[Any] = [None, "", "   ", "x", 0, 7, -1, 2.5, True, False, [], ["a"], {}, {"a": 1}]

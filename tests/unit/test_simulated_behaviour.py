@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from adapters.base import EventType, WebhookPayloadError, WebhookSignatureError
+from adapters.base import EventType, RefundStatus, WebhookPayloadError, WebhookSignatureError
 from adapters.simulated import webhooks
 from adapters.simulated.config import ENVIRONMENT, OutageWindow, SimulatedConfig, SimulatedConfigError, environment_name
 from adapters.simulated.faults import LatencyModel, outage_end_epoch_s
@@ -385,7 +385,13 @@ def test_events_map_to_processor_events() -> None:
     payout = {"id": "po_1", "object": "payout", "amount": 5, "currency": "eur", "status": "paid"}
     assert webhooks.parse_event(_payload(webhooks.PAYOUT_PAID, payout)).amount == Money(5, "EUR")
     refund = {"id": "re_1", "object": "refund", "amount": 5, "currency": "usd", "payment_intent": "pi_1"}
-    assert webhooks.parse_event(_payload(webhooks.REFUND_CREATED, refund)).type is EventType.CHARGE_REFUNDED
+    refund |= {"status": "succeeded", "metadata": {"surge_refund_id": "re_surge_1"}}
+    parsed_refund = webhooks.parse_event(_payload(webhooks.REFUND_CREATED, refund))
+    assert (parsed_refund.type, parsed_refund.refund_status, parsed_refund.refund_id) == (
+        EventType.REFUND_UPDATED,
+        RefundStatus.SUCCEEDED,
+        "re_surge_1",
+    )
     failed = {"id": "pi_1", "amount": 5, "currency": "usd", "last_payment_error": {"decline_code": "x"}}
     parsed = webhooks.parse_event(_payload(webhooks.PAYMENT_FAILED, failed))
     assert (parsed.type, parsed.decline_code) == (EventType.CHARGE_FAILED, "x")

@@ -21,7 +21,7 @@ from adapters.simulated.store.charges import (
 )
 from adapters.simulated.store.disputes import close_dispute, create_dispute
 from adapters.simulated.store.events import StoredEvent, insert_events, new_id, stored_event, stored_events
-from adapters.simulated.store.refunds import RefundWrite, all_refunds, write_refunds
+from adapters.simulated.store.refunds import RefundWrite, all_refunds, refund_for, write_refunds
 
 __all__ = [
     "IDEMPOTENCY_MISMATCH_MESSAGE",
@@ -40,6 +40,7 @@ __all__ = [
     "insert_events",
     "new_id",
     "pay_out",
+    "refund_for",
     "resolve_pending",
     "stored_event",
     "stored_events",

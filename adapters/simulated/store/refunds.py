@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from adapters.base import RefundRequest, RefundResult, RefundStatus
+from adapters.base import SURGE_REFUND_ID, RefundRequest, RefundResult, RefundStatus
 from adapters.simulated import webhooks
 from adapters.simulated.record import ChargeRecordStatus, RecordedRefund
 from adapters.simulated.store.balance import Movement, insert_balance_transactions
@@ -191,6 +191,7 @@ async def _insert_refunds(
             "metadata": {
                 "donation_id": charges[request.processor_reference].donation_id,
                 "refund_id": request.refund_id,
+                SURGE_REFUND_ID: request.refund_id,  # how the engine knows its own refunds in events
             },
         }
         events.append(new_event(write.event_id, webhooks.REFUND_CREATED, now, refund))
@@ -214,3 +215,26 @@ async def all_refunds(connection: asyncpg.Connection, account: str) -> list[Reco
         )
         for row in rows
     ]
+
+
+async def refund_for(
+    connection: asyncpg.Connection, account: str, idempotency_key: str, reference: str | None
+) -> RecordedRefund | None:
+    """The refund recorded for ``idempotency_key`` (or with id ``reference``), or None."""
+    row = await connection.fetchrow(
+        """SELECT id, idempotency_key, refund_id, charge_id, amount, currency, created_at FROM simulator.refunds
+            WHERE account = $1 AND (idempotency_key = $2 OR id = $3) ORDER BY (idempotency_key = $2) DESC LIMIT 1""",
+        account,
+        idempotency_key,
+        reference,
+    )
+    if row is None:
+        return None
+    return RecordedRefund(
+        row["id"],
+        row["idempotency_key"],
+        row["refund_id"],
+        row["charge_id"],
+        Money(row["amount"], row["currency"]),
+        row["created_at"],
+    )

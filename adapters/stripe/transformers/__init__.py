@@ -37,7 +37,13 @@ from adapters.stripe.transformers.errors import (
 )
 from adapters.stripe.transformers.events import processor_event_from_stripe_event
 from adapters.stripe.transformers.objects import donation_id_of
-from adapters.stripe.transformers.refunds import refund_result_from_refund
+from adapters.stripe.transformers.refunds import (
+    refund_matches,
+    refund_metadata,
+    refund_result_from_refund,
+    refund_status_of,
+    surge_refund_id_of,
+)
 
 __all__ = [
     "STRIPE_THREE_DECIMAL_CURRENCIES",
@@ -56,11 +62,15 @@ __all__ = [
     "from_stripe_amount",
     "most_advanced",
     "processor_event_from_stripe_event",
+    "refund_matches",
+    "refund_metadata",
     "refund_result_from_error",
     "refund_result_from_refund",
+    "refund_status_of",
     "source_donation_id",
     "source_payment_intent",
     "stripe_exponent",
+    "surge_refund_id_of",
     "to_stripe_amount",
     "unexpanded_balance_transaction",
 ]

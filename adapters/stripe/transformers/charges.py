@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from adapters.base import ChargeResult, ChargeStatus
+from adapters.base import ChargeResult, ChargeStatus, EventType
 from adapters.stripe.transformers.amounts import from_stripe_amount
 from adapters.stripe.transformers.balance_transactions import balance_transaction_fee
+from adapters.stripe.transformers.objects import donation_id_of, id_of
 from ledger.money import Money
 
 _PENDING_MESSAGES = {
@@ -55,6 +56,28 @@ def charge_fee(intent: Mapping[str, Any]) -> Money | None:
     charge = intent.get("latest_charge")
     transaction = charge.get("balance_transaction") if isinstance(charge, Mapping) else None
     return balance_transaction_fee(transaction) if isinstance(transaction, Mapping) else None
+
+
+def charge_object_fee(charge: Mapping[str, Any]) -> Money | None:
+    """A Charge's fee, in its balance transaction's currency, when that transaction is expanded; else None."""
+    transaction = charge.get("balance_transaction")
+    return balance_transaction_fee(transaction) if isinstance(transaction, Mapping) else None
+
+
+def charge_updated_fields(charge: Mapping[str, Any]) -> dict[str, Any]:
+    """``charge.updated``: acted on only as a late fee, when the charge succeeded and its balance transaction (with
+    the fee and the settlement currency) is expanded. Webhooks name it without expanding it; the balance-transaction
+    sweep books those fees (engine/payments/fees.py)."""
+    fee = charge_object_fee(charge)
+    if fee is None or charge.get("status") != "succeeded":
+        return {"type": EventType.IGNORED, "object_id": charge.get("id")}
+    return {
+        "type": EventType.CHARGE_UPDATED,
+        "processor_reference": id_of(charge.get("payment_intent")) or charge["id"],
+        "donation_id": donation_id_of(charge),
+        "fee": fee,
+        "object_id": charge["id"],
+    }
 
 
 def unexpanded_balance_transaction(intent: Mapping[str, Any]) -> str | None:

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.base import EventType, ProcessorEvent, WebhookPayloadError
+from adapters.base import EventType, ProcessorEvent, RefundStatus, WebhookPayloadError
 from adapters.stripe.transformers.amounts import from_stripe_amount
 from adapters.stripe.transformers.balance_transactions import balance_transaction_fee
-from adapters.stripe.transformers.charges import charge_fee, payment_intent_amount
+from adapters.stripe.transformers.charges import charge_fee, charge_updated_fields, payment_intent_amount
 from adapters.stripe.transformers.objects import donation_id_of, id_of, list_data
+from adapters.stripe.transformers.refunds import refund_status_of, surge_refund_id_of
 from ledger.money import Money
 
 
@@ -57,15 +58,42 @@ def _payment_intent_failed(intent: Mapping[str, Any], data: Mapping[str, Any]) -
 
 
 def _charge_refunded(charge: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Since API 2022-11-15 the charge's refunds are not embedded: then the event names no refund (object_id None)
+    and carries the charge's cumulative ``amount_refunded``, which lets the engine book only what no refund it
+    knows of explains. Embedded refunds (older versions, expanded objects) name the newest one."""
     refunds = list_data(charge.get("refunds"))
     newest = max(refunds, key=lambda refund: refund.get("created", 0), default=None)
+    total = charge.get("amount_refunded")
     return {
         "type": EventType.CHARGE_REFUNDED,
         "processor_reference": id_of(charge.get("payment_intent")) or charge["id"],
         "donation_id": donation_id_of(charge),
         "amount": _refunded_amount(charge, data, newest),
         "object_id": newest.get("id") if newest else None,
+        "refund_status": refund_status_of(newest) if newest else None,
+        "refund_id": surge_refund_id_of(newest) if newest else None,
+        "amount_refunded": from_stripe_amount(total, charge["currency"]) if isinstance(total, int) else None,
     }
+
+
+def _refund_event(refund: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """refund.created / refund.updated / charge.refund.updated: one Refund object, in its current state."""
+    if refund.get("object") != "refund":
+        raise ValueError(f"expected a refund, got {refund.get('object')!r}")
+    return {
+        "type": EventType.REFUND_UPDATED,
+        "processor_reference": id_of(refund.get("payment_intent")) or id_of(refund.get("charge")),
+        "donation_id": donation_id_of(refund),
+        "amount": from_stripe_amount(refund["amount"], refund["currency"]),
+        "object_id": refund["id"],
+        "refund_status": refund_status_of(refund),
+        "refund_id": surge_refund_id_of(refund),
+    }
+
+
+def _refund_failed(refund: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    # Stripe sends refund.failed when a refund fails (its status is then failed): failed, whatever else it says.
+    return {**_refund_event(refund, data), "refund_status": RefundStatus.FAILED}
 
 
 def _refunded_amount(
@@ -137,6 +165,11 @@ _EVENT_TRANSLATIONS = {
     "payment_intent.succeeded": _payment_intent_succeeded,
     "payment_intent.payment_failed": _payment_intent_failed,
     "charge.refunded": _charge_refunded,
+    "charge.updated": lambda charge, data: charge_updated_fields(charge),
+    "refund.created": _refund_event,
+    "refund.updated": _refund_event,
+    "refund.failed": _refund_failed,
+    "charge.refund.updated": _refund_event,
     "charge.dispute.created": _dispute_created,
     "charge.dispute.closed": _dispute_closed,
     "payout.paid": _payout_paid,

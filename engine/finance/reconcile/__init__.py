@@ -24,7 +24,11 @@ The proposed adjustment makes the ledger's clearing and fee for the subject equa
 moves by Δgross - Δfee, the fee account by Δfee and the subject's own account (contributions, refunds, disputes or
 bank) by -Δgross — here clearing -175, fees +175. Adjustments carry the subject in their metadata
 (``reconciliation_subject``) and take effect at the subject's time, so the next run counts them and finds the
-subject matched.
+subject matched. An amount mismatch corrects only the gross and a fee mismatch only the fee (a subject wrong in both
+has one exception of each). Resolving works the correction out again against the ledger as it is then (the
+proposal is what the run saw), and is refused when the exception was resolved, a later run cleared it, or the
+ledger now agrees. Runs and resolutions of one processor are serialised by an advisory lock, from the ledger read
+to the record, so a run never records a view older than the books a resolution or an earlier run left.
 
 Windows: subjects belong to the run whose window holds their *anchor*, the earliest processor time (the ledger's
 when the processor has nothing). Both sides are read over the window widened by a slack on each side, so that a

@@ -44,7 +44,10 @@ class Report:
         if value is None:
             return ""
         if column in self.money_columns:
-            return format_minor(value, row.get("currency") or "USD")
+            currency = row.get("currency")
+            if not currency:  # a bug: an amount without its currency has no decimals to place
+                raise ValueError(f"report {self.name}: {column} is money but the row has no currency")
+            return format_minor(value, currency)
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(_plain(value))

@@ -1,0 +1,133 @@
+"""The refund worker: every engine process resolves refunds left ``refunding`` or ``pending`` until each is final.
+
+A refund is left unfinished by a crash after it was recorded (before, during or after the processor call), by a
+processor that timed out or was unavailable, or by a processor that accepted it for later (pending). Once its lease
+(``next_attempt_at``) has passed, the worker claims it (``FOR UPDATE SKIP LOCKED``, so engine processes share the
+work without doing any twice), asks the processor what became of it (``lookup_refund``: by the processor's refund
+id when known, else by the idempotency key / Surge refund id) and records the answer. Only a ``refunding`` refund the
+processor has no record of is sent again — with the same idempotency key, so a request that lands late is
+deduplicated. Succeeded is booked, failed releases the reservation; anything else is tried again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import asyncpg
+
+from adapters.base import Processor, RefundResult, RefundStatus
+from engine.payments.refunds import (
+    Refund,
+    apply_refund_result,
+    lease_seconds,
+    lookup_refund,
+    send_refund,
+)
+from ledger.accounts import AccountDirectory
+
+_logger = logging.getLogger(__name__)
+
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundWorkerLimits:
+    timeout_s: float = 10.0  # each processor call (lookup or refund)
+    poll_interval_s: float = 1.0
+    claim_batch_max: int = 20
+
+
+class RefundWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        directory: AccountDirectory,
+        processors: Mapping[str, Processor],
+        limits: RefundWorkerLimits | None = None,
+    ) -> None:
+        self._pool = pool
+        self._directory = directory
+        self._processors = dict(processors)
+        self.limits = limits or RefundWorkerLimits()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="refund-worker")
+
+    async def stop(self) -> None:
+        """Stop after the current round; a refund it was resolving keeps its lease and is resolved later."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                resolved = await self.run_once()
+            except _DATABASE_ERRORS as error:
+                _logger.warning("refund worker: %s; retrying", error)
+                resolved = 0
+            except Exception:
+                _logger.exception("refund worker failed; retrying")
+                resolved = 0
+            if resolved == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.limits.poll_interval_s)
+
+    async def run_once(self) -> int:
+        """Claim the refunds due now and resolve each; return how many were claimed."""
+        if not self._processors:
+            return 0
+        rows = await self._pool.fetch(
+            """WITH due AS (
+                   SELECT r.id FROM surge.refunds r JOIN surge.donations d ON d.id = r.donation_id
+                    WHERE r.status IN ('refunding', 'pending') AND r.next_attempt_at <= now()
+                      AND d.processor = ANY($3::text[])
+                    ORDER BY r.next_attempt_at LIMIT $1 FOR UPDATE OF r SKIP LOCKED)
+               UPDATE surge.refunds r
+                  SET attempts = r.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+                 FROM due, surge.donations d
+                WHERE r.id = due.id AND d.id = r.donation_id
+            RETURNING r.id, r.donation_id, r.amount_minor, r.currency, r.status, r.processor_reference,
+                      r.failure_message, r.created_at, d.processor, d.processor_reference AS charge_reference""",
+            self.limits.claim_batch_max,
+            lease_seconds(self.limits.timeout_s),
+            list(self._processors),
+        )
+        if rows:
+            await asyncio.gather(
+                *(self._resolve(Refund.from_row(row), row["processor"], row["charge_reference"]) for row in rows)
+            )
+        return len(rows)
+
+    async def _resolve(self, refund: Refund, processor_name: str, charge_reference: str) -> None:
+        try:
+            processor = self._processors[processor_name]
+            result = await self.ask(processor, refund, charge_reference)
+            async with self._pool.acquire() as connection:
+                settled = await apply_refund_result(connection, self._directory, refund.id, result)
+            _logger.info("refund %s resolved by the worker: %s (%s)", refund.id, settled.status, result.status)
+        except Exception:
+            # The refund keeps its lease and is tried again when it expires.
+            _logger.exception("resolving refund %s failed", refund.id)
+
+    async def ask(self, processor: Processor, refund: Refund, charge_reference: str) -> RefundResult:
+        found = await lookup_refund(processor, refund, charge_reference, self.limits.timeout_s)
+        if found.status is not RefundStatus.NOT_FOUND:
+            return found
+        if refund.status != "refunding":
+            # The processor accepted it (pending) yet cannot find it now: not proof that it never happened.
+            return RefundResult(RefundStatus.UNKNOWN, refund.processor_reference, "pending refund not found")
+        # Never made (the call was lost, refused as retryable, or never sent): send it, with the same key.
+        return await send_refund(processor, refund, charge_reference, self.limits.timeout_s)

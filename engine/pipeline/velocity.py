@@ -1,0 +1,129 @@
+"""Card-testing velocity: declines weighed against attempts and against the number of cards, per source address and
+per donor, with a challenge before a refusal.
+
+A campus, an office or a mobile carrier's NAT is one address for hundreds of honest donors, some of whose cards are
+declined; a card-testing bot is one address trying many cards, nearly all declined. What tells them apart:
+
+- the **decline ratio** over the address's most recent decided attempts in the window (succeeded, declined or
+  failed — one still being charged has not decided; at most ``sample_max`` of them, which also bounds what one check
+  reads), smoothed by a minimum sample: the ratio is ``declines / max(attempts, sample_min)``, so that a handful of
+  early declines is not a high ratio;
+- the **distinct cards declined**: a bot cycles cards; a donor who mistyped retries one. The card's identity is the
+  payment-method token the form sends (``pm_…``): with Stripe's single-use PaymentMethods each new card entry is a
+  new token, so it is a proxy that over-counts a donor re-entering one card (never under-counts a bot); a processor's
+  card fingerprint would be exact, but is only known after the charge.
+
+The verdict for a source (the worse of its address and its donor):
+
+- **allow** below ``declines_min`` declines or below ``challenge_ratio``;
+- **challenge** (moderate suspicion): the client must pass the donation page's challenge (hCaptcha / Turnstile,
+  verified server-side, ``engine.pipeline.challenge``) and send its token with the donation; a passed challenge
+  admits the request. Without a configured verifier no challenge can be passed, so moderate suspicion is allowed;
+- **refuse** (clear card testing): a ratio of at least ``refuse_ratio`` over at least ``refuse_cards_min`` distinct
+  declined cards — a passed challenge does not help (captcha farms are cheap for a bot that holds stolen cards).
+
+Only attempts that became donations count: a challenged or refused request leaves no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import asyncpg
+
+
+class Verdict(IntEnum):
+    """Ordered: the worse verdict of several wins."""
+
+    ALLOW = 0
+    CHALLENGE = 1
+    REFUSE = 2
+
+
+@dataclass(frozen=True)
+class VelocityLimits:
+    declines_min: int = 5  # no verdict below this many declines in the window
+    window_s: int = 600
+    sample_min: int = 10  # the ratio's denominator is at least this many attempts
+    sample_max: int = 200  # the most recent attempts of a source that are weighed
+    challenge_ratio: float = 0.3
+    refuse_ratio: float = 0.6
+    refuse_cards_min: int = 3  # distinct declined cards: one card retried is never refused
+    challenges_enabled: bool = False  # a challenge verifier is configured (else moderate suspicion is allowed)
+
+    def __post_init__(self) -> None:
+        if self.declines_min < 1 or self.window_s < 1 or self.refuse_cards_min < 1:
+            raise ValueError("declines_min, window_s and refuse_cards_min must be at least 1")
+        if not 1 <= self.sample_min <= self.sample_max:
+            raise ValueError("sample_min must be between 1 and sample_max")
+        if not 0 < self.challenge_ratio <= self.refuse_ratio <= 1:
+            raise ValueError("the ratios must satisfy 0 < challenge_ratio <= refuse_ratio <= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """A source's most recent decided attempts in the window (at most ``sample_max``)."""
+
+    attempts: int = 0
+    declines: int = 0
+    declined_cards: int = 0
+
+
+def assess(stats: SourceStats, limits: VelocityLimits) -> Verdict:
+    if stats.declines < limits.declines_min:
+        return Verdict.ALLOW
+    ratio = stats.declines / max(stats.attempts, limits.sample_min)
+    if ratio >= limits.refuse_ratio and stats.declined_cards >= limits.refuse_cards_min:
+        return Verdict.REFUSE
+    if ratio >= limits.challenge_ratio:
+        return Verdict.CHALLENGE if limits.challenges_enabled else Verdict.ALLOW
+    return Verdict.ALLOW
+
+
+Donor = tuple[str, str, str]  # campaign, election, donor key
+
+
+async def source_stats(
+    connection: asyncpg.Connection, ips: Sequence[str], donors: Sequence[Donor], limits: VelocityLimits
+) -> tuple[dict[str, SourceStats], dict[Donor, SourceStats]]:
+    """One round trip: the recent attempts of each address and each donor (only sources with declines come back)."""
+    rows = await connection.fetch(
+        """SELECT 'ip' AS kind, s.n, r.* FROM unnest($1::inet[]) WITH ORDINALITY AS s(ip, n)
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS attempts, count(*) FILTER (WHERE status = 'declined') AS declines,
+                      count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
+                 FROM (SELECT status, payment_method FROM surge.donations
+                        WHERE client_ip = s.ip AND status IN ('succeeded', 'declined', 'failed')
+                          AND created_at > now() - make_interval(secs => $5)
+                        ORDER BY created_at DESC LIMIT $6) recent) r
+           WHERE r.declines > 0
+           UNION ALL
+           SELECT 'donor', s.n, r.* FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                                         AS s(campaign, election, donor_key, n)
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS attempts, count(*) FILTER (WHERE status = 'declined') AS declines,
+                      count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
+                 FROM (SELECT status, payment_method FROM surge.donations
+                        WHERE (campaign, election, donor_key) = (s.campaign, s.election, s.donor_key)
+                          AND status IN ('succeeded', 'declined', 'failed')
+                          AND created_at > now() - make_interval(secs => $5)
+                        ORDER BY created_at DESC LIMIT $6) recent) r
+           WHERE r.declines > 0""",
+        list(ips),
+        [d[0] for d in donors],
+        [d[1] for d in donors],
+        [d[2] for d in donors],
+        limits.window_s,
+        limits.sample_max,
+    )
+    by_ip: dict[str, SourceStats] = {}
+    by_donor: dict[Donor, SourceStats] = {}
+    for row in rows:
+        stats = SourceStats(row["attempts"], row["declines"], row["declined_cards"])
+        if row["kind"] == "ip":
+            by_ip[ips[row["n"] - 1]] = stats
+        else:
+            by_donor[donors[row["n"] - 1]] = stats
+    return by_ip, by_donor
