@@ -6,8 +6,15 @@ Two copies of the same books are kept by ``tests/integration/test_money_lifecycl
   each refund, a dispute's withdrawal, fee and outcome, payouts). Once every event has been delivered and every
   refund call has returned, Surge's ledger must equal these "in-order books", whatever the delivery order was.
 - ``expected``: what Surge should show *now*, given which processor events it has been told about and which of its
-  own calls returned. An event that cannot apply yet (a refund of a donation not yet settled, a dispute closed
-  before it was opened) is parked and applied as soon as it can — the rule issue 10 asks for (defect 3).
+  own calls returned. An event that cannot apply yet (a refund or dispute of a donation not yet settled, a dispute
+  closed before it was opened) is parked and applied exactly once when it can (issue 10, defect 3): at once when a
+  webhook unblocks it (the charge's event, the dispute's opening — the same donation), by the next sweep
+  (``sweep``) when the pipeline's settlement did.
+
+Surge's own refunds (issue 10, defects 1 and 2) are reserved before the processor is called (``refunding``); the
+call's answer or the refund's event — whichever comes first, matched by Surge's refund id — makes them succeeded
+(booked), failed (the reservation released) or pending (still reserved, until an event says how it ended). An
+event for a refund Surge made never books it a second time; a refund made outside Surge is booked once.
 
 Accounts follow ``engine.chart_of_accounts`` (debits positive): a charge debits processor clearing and credits the
 campaign's contributions; fees, refunds, disputes and payouts take money out of clearing; a won dispute puts the
@@ -38,6 +45,20 @@ class Dispute:
 
 
 @dataclass
+class Refund:
+    """A refund made through Surge, as Surge should show it."""
+
+    id: str
+    gift: str
+    amount: int
+    status: str = "refunding"  # refunding, pending, succeeded, failed
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+
+@dataclass
 class Gift:
     """One donation, as the processor and as Surge see it."""
 
@@ -53,12 +74,14 @@ class Gift:
     # Surge's side
     status: str = "charging"  # charging, pending, succeeded, declined
     fee_booked: bool = False
+    fee_recorded: bool = False  # a late fee reported while the donation was still open: booked by its settlement
     refunded: int = 0
     reserved: int = 0
     disputed: int = 0
     dispute_state: str = "none"  # none, open, won, lost — as Surge booked it
     # The processor's side
     processor_refunded: int = 0
+    processor_pending: int = 0  # refunds the processor accepted for later (pending), not decided yet
     dispute: Dispute | None = None
 
     @property
@@ -71,7 +94,7 @@ class Gift:
         """What the processor would still refund: nothing once disputed (Surge's generator keeps to that)."""
         if self.processor_status != "succeeded" or self.dispute is not None:
             return 0
-        return self.amount - self.processor_refunded
+        return self.amount - self.processor_refunded - self.processor_pending
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,7 @@ class Event:
     """A processor event as the model sees it (the machine also keeps the engine's ProcessorEvent for it)."""
 
     id: str
-    kind: str  # charge_succeeded, charge_failed, refund, dispute_created, dispute_closed, payout
+    kind: str  # charge_succeeded, charge_failed, refund, refund_echo, dispute_created, dispute_closed, payout
     gift: str | None = None
     amount: int = 0
     currency: str = ""
@@ -87,6 +110,7 @@ class Event:
     fee_currency: str | None = None
     object_id: str | None = None
     surge_refund: str | None = None  # a refund Surge made itself (its id in the refund's metadata)
+    status: str = "succeeded"  # a refund event's refund status: succeeded, pending, failed
     won: bool = False
 
 
@@ -148,6 +172,7 @@ class SurgeModel:
     aggregates: dict[tuple[str, str], Aggregate] = field(default_factory=dict)
     parked: list[Event] = field(default_factory=list)
     disputes: dict[str, Dispute] = field(default_factory=dict)  # processor dispute id → dispute
+    refunds: dict[str, Refund] = field(default_factory=dict)  # Surge's refund id → refund
 
     def __post_init__(self) -> None:
         self.books = Books(self.processor)
@@ -184,30 +209,44 @@ class SurgeModel:
             gift.status = "succeeded"
             aggregate.posted += gift.amount
             self.books.charge(gift)
+            if fee is None and gift.fee_recorded:
+                fee, fee_currency = gift.fee, gift.fee_currency
             if fee:
                 self.books.fee(fee, fee_currency or gift.currency)
                 gift.fee_booked = True
         else:
             gift.status = "declined"
-        self.unpark()
         return True
 
     def mark_pending(self, gift: Gift) -> None:
         if gift.status == "charging":
             gift.status = "pending"
 
-    def reserve(self, gift: Gift, amount: int) -> None:
+    def reserve(self, gift: Gift, refund_id: str, amount: int) -> Refund:
+        """A refund through Surge is recorded (``refunding``) with its amount reserved, before the processor call."""
         if not 0 < amount <= gift.refundable or gift.status != "succeeded":
             raise ModelError(f"{gift.id}: cannot reserve {amount}")
         gift.reserved += amount
+        refund = self.refunds[refund_id] = Refund(refund_id, gift.id, amount)
+        return refund
 
-    def finish_refund(self, gift: Gift, amount: int, succeeded: bool) -> None:
-        gift.reserved -= amount
-        if succeeded:
-            gift.refunded += amount
-            self.books.refund(gift, amount)
-            self._remove_contribution(gift, amount)
-        self.unpark()
+    def refund_state(self, refund: Refund, status: str) -> None:
+        """What the processor said about Surge's refund (its call's answer or its event): a final refund stays as
+        it is; pending keeps the reservation; succeeded books it; failed releases the reservation."""
+        if refund.final:
+            return
+        if status == "pending":
+            refund.status = "pending"
+            return
+        gift = self.gifts[refund.gift]
+        gift.reserved -= refund.amount
+        refund.status = status
+        if status == "succeeded":
+            gift.refunded += refund.amount
+            self.books.refund(gift, refund.amount)
+            self._remove_contribution(gift, refund.amount)
+        elif status != "failed":
+            raise ModelError(f"refund {refund.id}: unknown status {status}")
 
     # --- processor events, in whatever order they come --------------------------------------------------------------
 
@@ -216,8 +255,14 @@ class SurgeModel:
         if event.gift is None:
             return True
         gift = self.gifts[event.gift]
+        if event.kind in ("charge_succeeded", "charge_failed", "fee"):
+            return True  # charge events settle an open donation or bring a fee; nothing waits for them
+        if gift.status in OPEN_STATUSES:
+            return False  # everything else changes a charge that happened: it waits for the charge's outcome
         if event.kind == "refund":
-            return event.surge_refund is not None or (gift.status == "succeeded" and gift.refundable >= event.amount)
+            return event.surge_refund is not None or gift.refundable >= event.amount
+        if event.kind == "refund_echo":
+            return True
         if event.kind == "dispute_created":
             return gift.status == "succeeded"
         if event.kind == "dispute_closed":
@@ -226,42 +271,62 @@ class SurgeModel:
         return True  # charge events settle an open donation or bring a fee; nothing waits for them
 
     def receive(self, event: Event) -> None:
-        if self.applicable(event):
-            self.apply(event)
-            self.unpark()
-        else:
+        """A webhook: applied now, or parked. One that changed its donation (settled it, moved money) applies at once
+        the parked events of that donation whose wait it ended; the others wait for the next sweep."""
+        if not self.applicable(event):
             self.parked.append(event)
+            return
+        if self.apply(event) and event.gift is not None:
+            self.unpark(event.gift)
 
-    def unpark(self) -> None:
+    def sweep(self) -> None:
+        """The sweeper: every parked event whose wait is over is applied."""
+        self.unpark(None)
+
+    def unpark(self, gift: str | None) -> None:
         progress = True
         while progress:
             progress = False
             for event in list(self.parked):
-                if self.applicable(event):
+                if (gift is None or event.gift == gift) and self.applicable(event):
                     self.parked.remove(event)
                     self.apply(event)
                     progress = True
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> bool:
+        """Apply ``event``; whether it changed its donation (a charge event for a settled donation does not)."""
         if event.kind == "payout":
             self.books.payout(event.currency, event.amount)
-            return
+            return True
         if event.gift is None:
             raise ModelError(f"event {event.id} names no donation")
         gift = self.gifts[event.gift]
         if event.kind in ("charge_succeeded", "charge_failed"):
             succeeded = event.kind == "charge_succeeded"
             settled = self.settle(gift, succeeded, event.fee, event.fee_currency)
-            if not settled and succeeded and event.fee and not gift.fee_booked:
+            if not settled and succeeded and event.fee and not gift.fee_booked and gift.status == "succeeded":
                 # A fee unknown when the charge answered, arriving late: booked now.
                 self.books.fee(event.fee, event.fee_currency or gift.currency)
                 gift.fee_booked = True
-        elif event.kind == "refund":
+            return settled
+        if event.kind == "refund":
             if event.surge_refund is None:  # made outside Surge (the processor's dashboard)
-                gift.refunded += event.amount
-                self.books.refund(gift, event.amount)
-                self._remove_contribution(gift, event.amount)
-            # Surge's own refund is booked when its call returns (or by this event: the machine observes which)
+                if event.status == "succeeded":
+                    gift.refunded += event.amount
+                    self.books.refund(gift, event.amount)
+                    self._remove_contribution(gift, event.amount)
+            else:  # Surge's own refund: the event settles it unless its call did already
+                self.refund_state(self.refunds[event.surge_refund], event.status)
+        elif event.kind == "fee":  # the processor reports a fee it did not know at charge time
+            if gift.fee_booked or gift.fee_recorded or gift.status not in ("succeeded", *OPEN_STATUSES):
+                return False
+            if gift.status == "succeeded":
+                self.books.fee(event.fee or 0, event.fee_currency or gift.currency)
+                gift.fee_booked = True
+            else:
+                gift.fee_recorded = True
+        elif event.kind == "refund_echo":
+            pass  # Stripe's charge.refunded for a refund Surge knows: nothing more to book
         elif event.kind == "dispute_created":
             self.open_dispute(gift, event)
         elif event.kind == "dispute_closed":
@@ -273,6 +338,7 @@ class SurgeModel:
             else:
                 self._remove_contribution(gift, dispute.amount)
                 gift.dispute_state = "lost"
+        return True
 
     def open_dispute(self, gift: Gift, event: Event) -> None:
         dispute = self.disputes[event.object_id or ""]
@@ -286,6 +352,9 @@ class SurgeModel:
         for gift in self.gifts.values():
             if gift.refunded + gift.reserved + gift.disputed > gift.amount or min(gift.refunded, gift.reserved) < 0:
                 raise ModelError(f"{gift.id}: refunded {gift.refunded} reserved {gift.reserved} of {gift.amount}")
+            unfinished = sum(r.amount for r in self.refunds.values() if r.gift == gift.id and not r.final)
+            if gift.reserved != unfinished:
+                raise ModelError(f"{gift.id}: reserved {gift.reserved}, refunds not final {unfinished}")
         for key, aggregate in self.aggregates.items():
             if aggregate.posted < 0 or aggregate.held < 0 or aggregate.posted + aggregate.held > self.limit:
                 raise ModelError(f"{key}: aggregate {aggregate}")

@@ -46,7 +46,15 @@ from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from adapters.base import ChargeResult, ChargeStatus, ProcessorEvent
+from adapters.base import (
+    SURGE_REFUND_ID,
+    ChargeResult,
+    ChargeStatus,
+    EventType,
+    ProcessorEvent,
+    RefundResult,
+    RefundStatus,
+)
 from adapters.simulated import webhooks
 from adapters.simulated.fees import processing_fee_minor
 from adapters.simulated.processor import SimulatedProcessor
@@ -56,15 +64,17 @@ from engine.campaigns import Campaign, create_campaign
 from engine.database import create_pool
 from engine.keys import Role, create_key
 from engine.metrics import Metrics
+from engine.payments.event_sweeper import SweeperLimits, sweep_once
 from engine.payments.processor_events import process_event
-from engine.payments.refunds import RefundRefusal, RefundRefusedError, finish_refund, reserve_refund
+from engine.payments.refunds import RefundRefusal, RefundRefusedError, apply_refund_result, reserve_refund
 from engine.pipeline.charger import Charger
 from engine.pipeline.donation_request import new_donation_request, request_fingerprint
 from engine.pipeline.donations import fetch_donation, new_donation_id
 from engine.pipeline.gate import GateLimits, ProcessorGate
-from engine.pipeline.intake import IntakeItem, IntakeOutcome, IntakeResult, VelocityLimits, commit_intake
+from engine.pipeline.intake import IntakeItem, IntakeOutcome, IntakeResult, commit_intake
 from engine.pipeline.limits import PipelineLimits
 from engine.pipeline.settlement import Settlement, commit_settlements
+from engine.pipeline.velocity import VelocityLimits
 from ledger.accounts import AccountDirectory
 from ledger.batcher import GroupCommitter
 from ledger.check import check_ledger
@@ -80,7 +90,8 @@ LIMIT_MINOR = 9_000  # per donor and election: a few donations reach it
 FEE_RATE_BP, FEE_FIXED_MINOR = 220, 30  # the simulated processor's defaults
 DISPUTE_FEE_MINOR = 1500
 # Card-testing velocity is not part of the money lifecycle: declines never block a donor here.
-VELOCITY = VelocityLimits(declines_max=1_000_000)
+VELOCITY = VelocityLimits(declines_min=1_000_000)
+REFUND_LEASE_S = 3600.0  # the machine answers refund calls itself: the refund worker never claims them
 SHRINK = os.environ.get("SURGE_LIFECYCLE_SHRINK") == "1"  # shrink failures of the xfail tests (slow)
 DONORS = (("Ada", "Lovelace", "10001"), ("Grace", "Hopper", "20002"))
 
@@ -94,17 +105,22 @@ class Scope:
     stripe_refund_echo: bool = False  # defect 1: Stripe's charge.refunded (no refund id) for a refund Surge made
     fee_late: bool = False  # defect 4: the fee is unknown when the charge answers, and comes with the event
     fee_foreign: bool = False  # defect 4: fees reported in another currency (GBP: no account opened for it)
+    refund_fails_later: bool = False  # defect 2: a refund the processor accepted as pending fails in the end
 
 
 @dataclass
 class SurgeRefund:
+    """A refund made through Surge, as the processor and its call see it (Surge's side: ``SurgeModel.refunds``)."""
+
     id: str
     gift: str
     amount: int
     idempotency_key: str
-    accepted: bool  # by the processor
+    answer: str  # what the refund call answers: succeeded, pending (decided later) or failed (refused)
     processor_reference: str | None
-    finished: bool = False
+    processor_status: str  # at the processor now: succeeded, pending, failed
+    returned: bool = False  # the call's answer was recorded
+    cumulative: int = 0  # the charge's refunded total at the processor once this refund succeeded
 
 
 @dataclass
@@ -115,6 +131,8 @@ class DatabaseState:
     donations: dict[str, asyncpg.Record]
     aggregates: dict[tuple[str, str], tuple[int, int, int]]
     event_ids: list[str]
+    refunds: dict[str, str]  # Surge's refunds (api-made): id → status
+    parked: set[str]  # event ids parked and not resolved
 
 
 async def read_state(connection: asyncpg.Connection, processor: str, campaigns: list[str]) -> DatabaseState:
@@ -136,7 +154,8 @@ async def read_state(connection: asyncpg.Connection, processor: str, campaigns: 
     donations = await connection.fetch(
         """SELECT d.id, d.status, d.amount_minor, d.refunded_minor, d.refund_reserved_minor, d.disputed_minor,
                   coalesce((SELECT sum(r.amount_minor) FROM surge.refunds r
-                             WHERE r.donation_id = d.id AND r.status = 'pending'), 0) AS refunds_pending,
+                             WHERE r.donation_id = d.id AND r.status IN ('refunding', 'pending')), 0)
+                         AS refunds_pending,
                   coalesce((SELECT sum(r.amount_minor) FROM surge.refunds r
                              WHERE r.donation_id = d.id AND r.status = 'succeeded'), 0) AS refunds_succeeded
              FROM surge.donations d WHERE d.campaign = ANY($1::text[])""",
@@ -148,6 +167,14 @@ async def read_state(connection: asyncpg.Connection, processor: str, campaigns: 
         campaigns,
     )
     events = await connection.fetch("SELECT event_id FROM surge.processor_events WHERE processor = $1", processor)
+    refunds = await connection.fetch(
+        """SELECT r.id, r.status FROM surge.refunds r JOIN surge.donations d ON d.id = r.donation_id
+            WHERE d.campaign = ANY($1::text[]) AND r.origin = 'api'""",
+        campaigns,
+    )
+    parked = await connection.fetch(
+        "SELECT event_id FROM surge.parked_events WHERE processor = $1 AND resolved_at IS NULL", processor
+    )
     return DatabaseState(
         balances={row["code"]: row["posted"] for row in rows if row["posted"]},
         pending={row["code"]: row["pending"] for row in rows if row["pending"]},
@@ -158,6 +185,8 @@ async def read_state(connection: asyncpg.Connection, processor: str, campaigns: 
             for row in aggregates
         },
         event_ids=[row["event_id"] for row in events],
+        refunds={row["id"]: row["status"] for row in refunds},
+        parked={row["event_id"] for row in parked},
     )
 
 
@@ -192,6 +221,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     charger: ClassVar[Charger]
     api_key_id: ClassVar[str]
     seen: ClassVar[Counter[str]] = Counter()
+    metrics: ClassVar[Metrics] = Metrics()
 
     def __init__(self) -> None:
         super().__init__()
@@ -273,23 +303,44 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.model.truth.fee(gift.fee, gift.fee_currency)
         self._charge_event(gift)
 
-    def _refund_event(self, gift: Gift, amount: int, reference: str, surge_refund: str | None) -> None:
-        metadata = {"donation_id": gift.id} | ({"refund_id": surge_refund} if surge_refund else {})
+    def _refund_event(
+        self,
+        gift: Gift,
+        amount: int,
+        reference: str,
+        surge_refund: str | None,
+        status: str = "succeeded",
+        event_type: str = webhooks.REFUND_CREATED,
+    ) -> None:
+        metadata = {"donation_id": gift.id} | ({SURGE_REFUND_ID: surge_refund} if surge_refund else {})
         engine_event = simulated_event(
-            webhooks.REFUND_CREATED,
+            event_type,
             {
                 "id": reference,
                 "object": "refund",
                 **webhooks.money_fields(Money(amount, gift.currency)),
                 "payment_intent": gift.reference,
-                "status": "succeeded",
+                "status": status,
                 "metadata": metadata,
             },
         )
-        self._emit(
-            Event("", "refund", gift.id, amount, gift.currency, object_id=reference, surge_refund=surge_refund),
-            engine_event,
+        event = Event(
+            "", "refund", gift.id, amount, gift.currency, object_id=reference, surge_refund=surge_refund, status=status
         )
+        self._emit(event, engine_event)
+
+    def _fee_event(self, gift: Gift) -> None:
+        """Stripe's charge.updated once the charge's balance transaction (its fee) exists."""
+        fee = Money(gift.fee or 0, gift.fee_currency or gift.currency)
+        engine_event = ProcessorEvent(
+            id=new_id("evt"),
+            type=EventType.CHARGE_UPDATED,
+            created=datetime.now(UTC),
+            processor_reference=gift.reference,
+            donation_id=gift.id,
+            fee=fee,
+        )
+        self._emit(Event("", "fee", gift.id, 0, gift.currency, fee.amount_minor, fee.currency), engine_event)
 
     # --- Surge's side -----------------------------------------------------------------------------------------------
 
@@ -313,29 +364,22 @@ class LifecycleMachine(RuleBasedStateMachine):
         fee = result.fee
         self._agree_after("charge answered" + (", foreign fee" if fee and fee.currency != gift.currency else ""))
 
-    def _finish(self, refund: SurgeRefund) -> None:
-        async def finish() -> str:
-            async with self.connection.transaction():
-                done = await finish_refund(
-                    self.connection,
-                    self.directory,
-                    refund.id,
-                    refund.accepted,
-                    refund.processor_reference,
-                    None if refund.accepted else "the processor refused the refund",
-                )
-            return done.status
-
-        status = self._run(finish())
-        if refund.accepted and not refund.finished:
-            self.seen["refund booked when its call returned"] += 1
-        assert status == ("succeeded" if refund.accepted else "failed"), (refund, status)
-        if not refund.finished:
-            refund.finished = True
-            self.model.finish_refund(self.model.gifts[refund.gift], refund.amount, refund.accepted)
+    def _refund_call_returns(self, refund: SurgeRefund) -> None:
+        """The refund call answers what the processor said when it was made; the API records it."""
+        status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING, "failed": RefundStatus.FAILED}
+        message = "the processor refused the refund" if refund.answer == "failed" else None
+        result = RefundResult(status[refund.answer], refund.processor_reference, message)
+        surge = self.model.refunds[refund.id]
+        if not surge.final:
+            self.seen[f"refund {refund.answer} when its call returned"] += 1
+        done = self._run(apply_refund_result(self.connection, self.directory, refund.id, result))
+        refund.returned = True
+        self.model.refund_state(surge, refund.answer)
+        assert done.status == surge.status, (refund, done, surge)
+        self._agree_after(f"refund call returned {refund.answer}")
 
     def _deliverable(self) -> list[Event]:
-        in_flight = {r.id for r in self.refunds.values() if not r.finished}
+        in_flight = {r.id for r in self.refunds.values() if not r.returned}
         events = []
         for event in self.outbox:
             if event.surge_refund in in_flight and not self.scope.refund_webhook_before_call_returns:
@@ -346,7 +390,6 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _deliver(self, event: Event) -> None:
         note(f"deliver {event}")
-        gift = self.model.gifts.get(event.gift or "")
         situation = self._situation(event)
         self.seen[f"delivered: {situation}"] += 1
         fresh = self._run(process_event(self.connection, self.directory, self.processor, self.engine_events[event.id]))
@@ -354,38 +397,22 @@ class LifecycleMachine(RuleBasedStateMachine):
         if event in self.outbox:
             self.outbox.remove(event)
         self.delivered.append(event)
-        if gift is not None and event.kind == "dispute_created" and not self.model.applicable(event):
-            # Before the donation settled: applying the withdrawal at once or parking it are both right.
-            disputed = self._run(
-                self.connection.fetchval("SELECT disputed_minor FROM surge.donations WHERE id = $1", gift.id)
-            )
-            if disputed == gift.disputed + event.amount:
-                self.model.open_dispute(gift, event)
-                self.model.unpark()
-            else:
-                self.model.parked.append(event)
-            self._agree_after(situation)
-            return
-        refund = self.refunds.get(event.surge_refund or "")
         self.model.receive(event)
-        if refund is not None and not refund.finished:
-            # Surge's own refund, its call not returned yet: the event may finish it (both are right).
-            status = self._run(self.connection.fetchval("SELECT status FROM surge.refunds WHERE id = $1", refund.id))
-            if status != "pending":
-                refund.finished = True
-                self.model.finish_refund(gift, refund.amount, status == "succeeded")  # type: ignore[arg-type]
         self._agree_after(situation)
 
     def _situation(self, event: Event) -> str:
         """What is special about this delivery, for telling failures apart."""
         gift = self.model.gifts.get(event.gift or "")
-        if event.kind == "refund" and event.surge_refund is not None:
+        if event.kind in ("refund", "refund_echo") and event.surge_refund is not None:
             refund = self.refunds[event.surge_refund]
-            return "surge refund, its call in flight" if not refund.finished else "surge refund, booked"
+            echo = "stripe charge.refunded echo of a " if event.kind == "refund_echo" else ""
+            return f"{echo}surge refund {event.status}, its call " + ("returned" if refund.returned else "in flight")
         if gift is not None and not self.model.applicable(event):
             return f"{event.kind}, out of order"
         if event.kind == "charge_succeeded" and gift is not None and gift.status == "succeeded":
             return "charge event after the charge answered"
+        if event.kind == "fee":
+            return "late fee, charge " + (gift.status if gift is not None else "unknown")
         if event.kind in ("charge_succeeded", "dispute_created") and event.fee_currency not in (None, event.currency):
             return f"{event.kind}, foreign fee"
         return event.kind
@@ -403,6 +430,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         for key, aggregate in self.model.aggregates.items():
             if state.aggregates.get(key, (0, 0, 0))[:2] != (aggregate.posted, aggregate.held):
                 return f"aggregate {key} {state.aggregates.get(key)} != model {aggregate}"
+        refunds = {r.id: r.status for r in self.model.refunds.values()}
+        if state.refunds != refunds:
+            return f"refunds {state.refunds} != model {refunds}"
+        if state.parked != {e.id for e in self.model.parked}:
+            return f"parked {sorted(state.parked)} != model {sorted(e.id for e in self.model.parked)}"
         return None
 
     def _agree_after(self, situation: str) -> None:
@@ -412,22 +444,32 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _quiescent(self) -> bool:
         return not (
-            self.outbox or self.answers or self.model.parked or any(not r.finished for r in self.refunds.values())
+            self.outbox or self.answers or self.model.parked or any(not r.returned for r in self.refunds.values())
         )
 
+    def _sweep(self) -> None:
+        """The parked-event sweeper runs once (in the engine, every second in every process)."""
+        self._run(sweep_once(self.pool, self.directory, self.metrics, SweeperLimits()))
+        self.model.sweep()
+        self._agree_after("sweep")
+
     def _drain(self) -> None:
-        """Every charge call answers, every refund call returns, every event arrives (the last emitted first when
-        any order is allowed)."""
+        """Every charge call answers, every pending refund is decided, every refund call returns, the sweeper runs,
+        every event arrives (the last emitted first when any order is allowed) and the sweeper runs again."""
         for gift_id, result in list(self.answers.items()):
             del self.answers[gift_id]
             self._answer(self.model.gifts[gift_id], result)
         for refund in list(self.refunds.values()):
-            if not refund.finished:
-                self._finish(refund)
+            if refund.processor_status == "pending":
+                self._processor_decides_refund(refund, True)
+            if not refund.returned:
+                self._refund_call_returns(refund)
+        self._sweep()
         while self.outbox:
             candidates = self._deliverable()
             assert candidates, f"events nobody can deliver: {self.outbox}"
             self._deliver(candidates[-1] if self.scope.events_in_any_order else candidates[0])
+        self._sweep()
 
     # --- rules ------------------------------------------------------------------------------------------------------
 
@@ -491,6 +533,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             if outcome == "succeeded":
                 late = self.scope.fee_late and data.draw(st.booleans(), label="fee arrives late")
                 fee = None if late else Money(gift.fee or 0, gift.fee_currency or currency)
+                if late and data.draw(st.booleans(), label="charge.updated brings the fee"):
+                    self._fee_event(gift)
                 answer = ChargeResult(ChargeStatus.SUCCEEDED, gift.reference, Money(amount, currency), fee)
             else:
                 answer = ChargeResult(ChargeStatus.DECLINED, gift.reference, decline_code="card_declined")
@@ -525,7 +569,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         amount = data.draw(st.none() | partial | st.integers(1, gift.amount + 100), label="refund amount")
         key = uuid.uuid4().hex
         try:
-            refund, _, _ = self._run(reserve_refund(self.connection, self.api_key_id, key, gift.id, amount))
+            claim = self._run(
+                reserve_refund(self.connection, self.api_key_id, key, gift.id, amount, REFUND_LEASE_S)
+            )
         except RefundRefusedError as error:
             wanted = amount if amount is not None else gift.refundable
             expected = (
@@ -538,37 +584,80 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert error.refusal is expected, (error, gift)
             self.seen[f"refund refused: {error.refusal.value}"] += 1
             return
-        assert gift.status == "succeeded", gift
+        refund = claim.refund
+        assert claim.created and gift.status == "succeeded", (claim, gift)
         assert refund.amount_minor == (amount if amount is not None else gift.refundable), (refund, gift)
-        assert refund.status == "pending", refund
-        self.model.reserve(gift, refund.amount_minor)
-        accepted = refund.amount_minor <= gift.processor_refundable
-        made = SurgeRefund(refund.id, gift.id, refund.amount_minor, key, accepted, None)
+        # Durable before the processor is called: reserved, and 'refunding' until the processor's answer is recorded.
+        assert refund.status == "refunding", refund
+        self.model.reserve(gift, refund.id, refund.amount_minor)
+        if refund.amount_minor > gift.processor_refundable:
+            answer = "failed"  # the processor refuses it (already refunded or disputed there)
+        else:
+            answer = data.draw(st.sampled_from(["succeeded", "succeeded", "pending"]), label="processor's answer")
+        made = SurgeRefund(refund.id, gift.id, refund.amount_minor, key, answer, None, answer)
         self.refunds[refund.id] = made
-        if accepted:
+        self._agree_after("refund reserved")
+        if answer != "failed":
             made.processor_reference = new_id("re")
-            gift.processor_refunded += made.amount
-            self.model.truth.refund(gift, made.amount)
-            self._refund_event(gift, made.amount, made.processor_reference, refund.id)
-        if not accepted or data.draw(st.sampled_from([True, False, False]), label="the refund call returns now"):
-            self._finish(made)
+            if answer == "succeeded":
+                self._processor_refunds(gift, made)
+            else:
+                gift.processor_pending += made.amount
+            self._refund_event(gift, made.amount, made.processor_reference, refund.id, answer)
+        if answer == "failed" or data.draw(st.sampled_from([True, False, False]), label="the refund call returns now"):
+            self._refund_call_returns(made)
 
-    @precondition(lambda self: any(not r.finished for r in self.refunds.values()))
+    def _processor_refunds(self, gift: Gift, made: SurgeRefund) -> None:
+        gift.processor_refunded += made.amount
+        made.cumulative = gift.processor_refunded
+        self.model.truth.refund(gift, made.amount)
+
+    def _processor_decides_refund(self, made: SurgeRefund, succeeded: bool) -> None:
+        """A refund the processor accepted for later (pending) succeeds or fails, and says so in an event."""
+        gift = self.model.gifts[made.gift]
+        gift.processor_pending -= made.amount
+        made.processor_status = "succeeded" if succeeded else "failed"
+        if succeeded:
+            self._processor_refunds(gift, made)
+        event_type = webhooks.REFUND_UPDATED if succeeded else webhooks.REFUND_FAILED
+        reference = made.processor_reference or ""
+        self._refund_event(gift, made.amount, reference, made.id, made.processor_status, event_type)
+
+    @precondition(lambda self: any(r.processor_status == "pending" for r in self.refunds.values()))
+    @rule(data=st.data())
+    def pending_refund_decided(self, data: st.DataObject) -> None:
+        self._step("pending refund decided")
+        pending = [r.id for r in self.refunds.values() if r.processor_status == "pending"]
+        made = self.refunds[data.draw(st.sampled_from(pending), label="pending refund")]
+        succeeded = not self.scope.refund_fails_later or data.draw(st.booleans(), label="pending refund succeeds")
+        self.seen["pending refund " + ("succeeded" if succeeded else "failed")] += 1
+        self._processor_decides_refund(made, succeeded)
+
+    @precondition(lambda self: any(not r.returned for r in self.refunds.values()))
     @rule(data=st.data())
     def refund_call_returns(self, data: st.DataObject) -> None:
         self._step("refund call returns")
-        in_flight = [r.id for r in self.refunds.values() if not r.finished]
-        self._finish(self.refunds[data.draw(st.sampled_from(in_flight), label="refund")])
+        in_flight = [r.id for r in self.refunds.values() if not r.returned]
+        self._refund_call_returns(self.refunds[data.draw(st.sampled_from(in_flight), label="refund")])
 
     @precondition(lambda self: self.refunds)
     @rule(data=st.data())
     def refund_request_replayed(self, data: st.DataObject) -> None:
         self._step("refund replayed")
         made = self.refunds[data.draw(st.sampled_from(list(self.refunds)), label="refund")]
-        refund, _, _ = self._run(
-            reserve_refund(self.connection, self.api_key_id, made.idempotency_key, made.gift, made.amount)
+        claim = self._run(
+            reserve_refund(
+                self.connection, self.api_key_id, made.idempotency_key, made.gift, made.amount, REFUND_LEASE_S
+            )
         )
-        assert refund.id == made.id, (refund, made)
+        assert claim.refund.id == made.id and not claim.created, (claim, made)
+        assert claim.refund.status == self.model.refunds[made.id].status, (claim, self.model.refunds[made.id])
+
+    @precondition(lambda self: self.model.parked)
+    @rule()
+    def sweeper_runs(self) -> None:
+        self._step("sweeper runs")
+        self._sweep()
 
     @precondition(lambda self: any(g.processor_refundable > 0 for g in self.model.gifts.values()))
     @rule(data=st.data())
@@ -687,20 +776,21 @@ class LifecycleMachine(RuleBasedStateMachine):
         fresh = self._run(process_event(self.connection, self.directory, self.processor, self.engine_events[event.id]))
         assert not fresh, f"event {event.id} delivered twice was applied twice"
 
-    @precondition(
-        lambda self: self.scope.stripe_refund_echo and any(r.finished and r.accepted for r in self.refunds.values())
-    )
+    def _echoable(self) -> list[str]:
+        return [
+            r.id
+            for r in self.refunds.values()
+            if r.processor_status == "succeeded" and (r.returned or self.scope.refund_webhook_before_call_returns)
+        ]
+
+    @precondition(lambda self: self.scope.stripe_refund_echo and self._echoable())
     @rule(data=st.data())
     def stripe_charge_refunded_echo(self, data: st.DataObject) -> None:
         """Stripe (API 2022-11-15 on) sends ``charge.refunded`` without the refunds embedded: a refund Surge made
-        and booked comes back with no refund id, and must not be booked a second time."""
+        comes back with no refund id — and the charge's refunded total when it succeeded — and must not be booked a
+        second time."""
         self._step("stripe charge.refunded echo")
-        made = self.refunds[
-            data.draw(
-                st.sampled_from([r.id for r in self.refunds.values() if r.finished and r.accepted]),
-                label="refund",
-            )
-        ]
+        made = self.refunds[data.draw(st.sampled_from(self._echoable()), label="refund")]
         gift = self.model.gifts[made.gift]
         engine_event = processor_event_from_stripe_event(
             {
@@ -714,16 +804,16 @@ class LifecycleMachine(RuleBasedStateMachine):
                         "object": "charge",
                         "payment_intent": gift.reference,
                         "amount": gift.amount,
-                        "amount_refunded": gift.processor_refunded,
+                        "amount_refunded": made.cumulative,
                         "currency": gift.currency.lower(),
                         "metadata": {"donation_id": gift.id},
                     },
-                    "previous_attributes": {"amount_refunded": gift.processor_refunded - made.amount},
+                    "previous_attributes": {"amount_refunded": made.cumulative - made.amount},
                 },
             }
         )
         assert engine_event.object_id is None and engine_event.amount == Money(made.amount, gift.currency)
-        event = Event(engine_event.id, "refund", gift.id, made.amount, gift.currency, surge_refund=made.id)
+        event = Event(engine_event.id, "refund_echo", gift.id, made.amount, gift.currency, surge_refund=made.id)
         self.engine_events[event.id] = engine_event
         self._deliver(event)
 
@@ -802,7 +892,7 @@ async def lifecycle_database(server_url: str) -> AsyncIterator[tuple[asyncpg.Poo
 
 
 def run_lifecycle(server_url: str, scope: Scope, *, max_examples: int, steps: int, shrink: bool = True) -> Counter[str]:
-    machine = type("LifecycleMachineRun", (LifecycleMachine,), {"scope": scope, "seen": Counter()})
+    machine: type[LifecycleMachine] = type("LifecycleMachineRun", (LifecycleMachine,), {"scope": scope, "seen": Counter()})
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
     with asyncio.Runner() as runner:
         database = lifecycle_database(server_url)
@@ -833,7 +923,10 @@ def test_money_lifecycle(postgres_server_url: str) -> None:
         "charge call answers",
         "pending charge resolves",
         "refund through surge",
-        "refund booked when its call returned",
+        "refund succeeded when its call returned",
+        "refund pending when its call returned",
+        "refund failed when its call returned",
+        "pending refund decided",
         "refund replayed",
         "refund outside surge",
         "dispute opens",
