@@ -90,6 +90,11 @@ class Gift:
         return self.amount - self.refunded - self.reserved - self.disputed
 
     @property
+    def processor_committed(self) -> int:
+        """What the processor has refunded or is refunding (pending): no dispute can take it."""
+        return self.processor_refunded + self.processor_pending
+
+    @property
     def processor_refundable(self) -> int:
         """What the processor would still refund: nothing once disputed (Surge's generator keeps to that)."""
         if self.processor_status != "succeeded" or self.dispute is not None:

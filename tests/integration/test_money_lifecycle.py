@@ -15,16 +15,17 @@ model's, never negative, never past the limit; refunded + disputed ≤ charged; 
 the pending refunds'; each event id is recorded once and a redelivery changes nothing. Whenever nothing is in
 flight (every event delivered, every call answered), Surge's books equal the in-order books.
 
-Where two behaviours are both right, the machine reads which one the engine chose and holds it to it: a refund's
-webhook that arrives before the refund call returns may finish that refund or leave it to the call; a dispute opened
-before its donation settled may be booked at once or parked. An event that cannot apply yet must be applied as soon
-as the change that unblocks it is committed (the settlement, the refund's end, the dispute's opening); a fix that
-applies parked events from a background sweep instead needs a rule here that runs the sweep. Not covered: refund
-recovery after a crash or an unknown outcome (defect 2: no recovery entry point exists yet), card-testing velocity.
+Refunds through Surge are reserved and recorded ``refunding`` before the processor call; the call answers what the
+processor decided (succeeded, pending — decided later by a refund.updated / refund.failed event — or failed), and
+whichever of the answer and the refund's event comes first settles it. An event that cannot apply yet is parked and
+applied once: at once when a webhook of the same donation unblocks it (its charge event, the dispute's opening),
+by the sweeper (``sweep_once``, rule ``sweeper_runs``) when the pipeline's settlement did; the parked events must be
+the model's. Not covered: refund recovery by the refund worker after a crash or an unknown outcome (tests/e2e/
+test_refund_recovery.py), card-testing velocity.
 
-Issue 10's known defects make some rules fail today. ``test_money_lifecycle`` keeps to what the current code
-handles; each ``xfail`` test below adds the rules of one defect (and the last all of them), with the counterexample
-hypothesis found in its reason. Remove the mark when the fix is merged.
+``test_money_lifecycle`` keeps to in-order delivery; each test below adds the rules of one of issue 10's defects
+(fixed: refunds matched by Surge's refund id, parked events and the sweeper, fees as Money with late fees), and the
+last all of them.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ DISPUTE_FEE_MINOR = 1500
 # Card-testing velocity is not part of the money lifecycle: declines never block a donor here.
 VELOCITY = VelocityLimits(declines_min=1_000_000)
 REFUND_LEASE_S = 3600.0  # the machine answers refund calls itself: the refund worker never claims them
-SHRINK = os.environ.get("SURGE_LIFECYCLE_SHRINK") == "1"  # shrink failures of the xfail tests (slow)
+SHRINK = os.environ.get("SURGE_LIFECYCLE_SHRINK") == "1"  # shrink failures (slow)
 DONORS = (("Ada", "Lovelace", "10001"), ("Grace", "Hopper", "20002"))
 
 
@@ -569,9 +570,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         amount = data.draw(st.none() | partial | st.integers(1, gift.amount + 100), label="refund amount")
         key = uuid.uuid4().hex
         try:
-            claim = self._run(
-                reserve_refund(self.connection, self.api_key_id, key, gift.id, amount, REFUND_LEASE_S)
-            )
+            claim = self._run(reserve_refund(self.connection, self.api_key_id, key, gift.id, amount, REFUND_LEASE_S))
         except RefundRefusedError as error:
             wanted = amount if amount is not None else gift.refundable
             expected = (
@@ -672,7 +671,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @precondition(
         lambda self: any(
-            g.processor_status == "succeeded" and g.dispute is None and g.amount > g.processor_refunded
+            g.processor_status == "succeeded" and g.dispute is None and g.amount > g.processor_committed
             for g in self.model.gifts.values()
         )
     )
@@ -682,10 +681,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         disputable = [
             g.id
             for g in self.model.gifts.values()
-            if g.processor_status == "succeeded" and g.dispute is None and g.amount > g.processor_refunded
+            if g.processor_status == "succeeded" and g.dispute is None and g.amount > g.processor_committed
         ]
         gift = self.model.gifts[data.draw(st.sampled_from(disputable), label="donation")]
-        amount = data.draw(st.integers(1, gift.amount - gift.processor_refunded), label="disputed amount")
+        amount = data.draw(st.integers(1, gift.amount - gift.processor_committed), label="disputed amount")
         fee = data.draw(st.sampled_from([DISPUTE_FEE_MINOR, 0]), label="dispute fee")
         fee_currency = self._foreign_currency(data, gift.currency, (USD, EUR, GBP))
         dispute = Dispute(new_id("dp"), amount, fee, fee_currency)
@@ -892,7 +891,9 @@ async def lifecycle_database(server_url: str) -> AsyncIterator[tuple[asyncpg.Poo
 
 
 def run_lifecycle(server_url: str, scope: Scope, *, max_examples: int, steps: int, shrink: bool = True) -> Counter[str]:
-    machine: type[LifecycleMachine] = type("LifecycleMachineRun", (LifecycleMachine,), {"scope": scope, "seen": Counter()})
+    machine: type[LifecycleMachine] = type(
+        "LifecycleMachineRun", (LifecycleMachine,), {"scope": scope, "seen": Counter()}
+    )
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
     with asyncio.Runner() as runner:
         database = lifecycle_database(server_url)
@@ -917,7 +918,7 @@ def run_lifecycle(server_url: str, scope: Scope, *, max_examples: int, steps: in
 def test_money_lifecycle(postgres_server_url: str) -> None:
     """Every rule the current code handles: in-order (or harmless out-of-order) delivery, duplicates, refunds
     whose webhook waits for the call, fees known at charge time in the charge's currency."""
-    seen = run_lifecycle(postgres_server_url, Scope(), max_examples=25, steps=30)
+    seen = run_lifecycle(postgres_server_url, Scope(), max_examples=25, steps=30, shrink=SHRINK)
     wanted = {
         "donate",
         "charge call answers",
@@ -945,61 +946,27 @@ def test_money_lifecycle(postgres_server_url: str) -> None:
     assert not wanted - set(seen), f"never exercised: {wanted - set(seen)}; seen {seen}"
 
 
-# Each known defect of issue 10 gets the rules that expose it, in its own test; the last one runs every rule. The
-# suite runs them without shrinking, to bound their time (each finds its failure within a few examples); the
-# counterexamples quoted are what hypothesis shrank them to (SURGE_LIFECYCLE_SHRINK=1 shrinks again, for minutes).
-# Each delivery and charge answer is checked on the spot, with one AssertionError subclass per situation, so a run
-# reports every defect it meets as a distinct failure (BooksDisagree<Situation>).
-#
-# A fix may let the machine pass before every part of its defect is fixed only where the quoted situation is gone:
-# remove the mark when the test passes, and keep the machine's rules as they are.
-
-DEFECT_1 = (
-    "issue 10 defect 1: a refund Surge made is booked a second time. Counterexample: donate 100 USD, the charge "
-    "answers, refund 1 through Surge (its call returns), then Stripe's charge.refunded for it (API 2022-11-15: no "
-    "refund embedded, object_id None) books it again: refunds 2 != 1, clearing 66 != 67 "
-    "(BooksDisagreeSurgeRefundBooked). And: donate 4500 USD (settled), refund 300 through Surge whose call has not "
-    "returned; the simulator's refund.created for it (processor_reference still NULL) is booked as an outside "
-    "refund while the 300 stays reserved, and booked again when the call returns: refunds 300 != 0 "
-    "(BooksDisagreeSurgeRefundItsCallInFlight)"
-)
-DEFECT_3 = (
-    "issue 10 defect 3: events that cannot apply yet are marked processed and lost. Counterexamples: (a) donate 100 "
-    "USD (charge answer pending), dispute opens (1) and closes lost, charge answers; dispute closed delivered before "
-    "dispute created is dropped ('closed but was never opened'): the donor's aggregate stays 100, not 99 "
-    "(BooksDisagreeDisputeCreated; won: the disputes account keeps the withdrawal); (b) a refund made outside Surge "
-    "whose event arrives before the charge settles is dropped: once the charge answers, clearing is 614 too high and "
-    "no refund is booked (BooksDisagreeChargeAnswered / BooksDisagreeChargeSucceeded)"
-)
-DEFECT_4 = (
-    "issue 10 defect 4: fees lose their currency and late fees are never booked. Counterexamples: (a) donate 100 USD "
-    "whose fee (32) is unknown when the charge answers; payment_intent.succeeded brings it and nothing is booked: "
-    "clearing 100 != 68, no fees account (BooksDisagreeChargeEventAfterTheChargeAnswered); (b) a charge answer or "
-    "event with its fee in EUR books 32 USD instead of 32 EUR (BooksDisagreeChargeAnsweredForeignFee, "
-    "BooksDisagreeChargeSucceededForeignFee); (c) a dispute (1 USD) with its 1500 fee in GBP raises "
-    "LedgerInvariantError 'dispute-fee:... account_not_found' from process_event, on every retry"
-)
+# Each of issue 10's defects keeps the rules that exposed it in its own test; the last one runs every rule. The suite
+# runs them without shrinking, to bound their time (SURGE_LIFECYCLE_SHRINK=1 shrinks a failure, for minutes). Each
+# delivery, charge answer, refund answer and sweep is checked on the spot, with one AssertionError subclass per
+# situation, so a run reports every disagreement it meets as a distinct failure (BooksDisagree<Situation>).
 
 
-@pytest.mark.xfail(strict=False, reason=DEFECT_1)
 def test_money_lifecycle_refund_webhooks(postgres_server_url: str) -> None:
-    scope = Scope(refund_webhook_before_call_returns=True, stripe_refund_echo=True)
+    scope = Scope(refund_webhook_before_call_returns=True, stripe_refund_echo=True, refund_fails_later=True)
     run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason=DEFECT_3)
 def test_money_lifecycle_events_in_any_order(postgres_server_url: str) -> None:
     scope = Scope(events_in_any_order=True)
     run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason=DEFECT_4)
 def test_money_lifecycle_fees(postgres_server_url: str) -> None:
     scope = Scope(fee_late=True, fee_foreign=True)
     run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 defects 1, 3 and 4 (see DEFECT_1, DEFECT_3, DEFECT_4 above)")
 def test_money_lifecycle_whole(postgres_server_url: str) -> None:
     """Every rule at once: what must pass once the fixes of issue 10 are merged."""
     scope = Scope(
@@ -1008,5 +975,6 @@ def test_money_lifecycle_whole(postgres_server_url: str) -> None:
         stripe_refund_echo=True,
         fee_late=True,
         fee_foreign=True,
+        refund_fails_later=True,
     )
     run_lifecycle(postgres_server_url, scope, max_examples=15, steps=30, shrink=SHRINK)
