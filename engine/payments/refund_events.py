@@ -8,8 +8,20 @@ index keeps to one row.
 
 A ``charge.refunded`` event (``CHARGE_REFUNDED``) may not say which refund it is about (Stripe stopped embedding the
 charge's refunds in API 2022-11-15). It then books only what no refund Surge knows of can explain: the charge's
-cumulative refunded amount beyond what the donation has refunded or reserved. Such a refund has no processor id yet;
-the refund event of the same refund, when it comes, attaches its id to that row instead of booking it again.
+cumulative refunded amount beyond what the donation has refunded or reserved. Such an unnamed row has no processor
+id: its money belongs to refunds made elsewhere whose own events have not come yet — not necessarily one refund, nor
+one of the same amount (an outside refund of 20 not delivered yet, Surge's refund of 14, then Stripe's
+charge.refunded for the 14 with a refunded total of 34: 14 of the outside 20 is booked unnamed at once).
+
+Attribution keeps the books equal to the processor's refunded total whatever the order: each unnamed row has an
+attributed part (``attributed_minor``, 0..amount); the rest is open. A named outside refund R of amount A, when its
+event comes, first claims the open parts of its donation's unnamed rows, oldest first (the donation row and those
+rows locked), and books only A minus what it claimed — nothing when they cover it. Each claim is recorded in
+``surge.refund_attributions`` (row, R's id, amount), and the lookup of known refunds consults it, so a later event
+about R books nothing again. When R claims one whole unnamed row and nothing else (the row was R), R's id is also
+attached to that row, as before. Why claiming is enough: an unnamed booking never exceeds what outside refunds not
+yet delivered amount to beyond the open parts already booked, so once every outside refund is delivered no part is
+left open and each was counted once.
 """
 
 from __future__ import annotations
@@ -46,6 +58,10 @@ async def refund_updated(
     )
     if known is not None:
         await _settle_known(connection, directory, Refund.from_row(known), event)
+    elif await _absorbed(connection, event.object_id):
+        # Booked already, as the open parts of unnamed rows it claimed: nothing more to book.
+        if event.refund_status is RefundStatus.FAILED:
+            _logger.error("refund %s failed after it was booked: for reconciliation", event.object_id)
     elif event.refund_status is RefundStatus.SUCCEEDED:
         await _book_refund_made_elsewhere(connection, directory, donation, event)
 
@@ -84,20 +100,50 @@ async def _book_refund_made_elsewhere(
     if event.amount is None:
         _logger.error("refund event %s has no amount; not booked", event.id)
         return
-    # Booked already from a charge.refunded that could not name it: give that row its id, book nothing more.
-    attached = await connection.fetchval(
-        """UPDATE surge.refunds SET processor_reference = $3, updated_at = now()
-            WHERE id = (SELECT id FROM surge.refunds
-                         WHERE donation_id = $1 AND origin = 'processor_charge' AND processor_reference IS NULL
-                           AND status = 'succeeded' AND amount_minor = $2
-                         ORDER BY created_at LIMIT 1 FOR UPDATE)
-        RETURNING id""",
+    # Booked already, in part or whole, from charge.refunded events that could not name it: claim those open parts.
+    amount = event.amount.amount_minor
+    claimed = 0
+    open_rows = await connection.fetch(
+        """SELECT id, amount_minor, attributed_minor FROM surge.refunds
+            WHERE donation_id = $1 AND origin = 'processor_charge' AND processor_reference IS NULL
+              AND status = 'succeeded' AND attributed_minor < amount_minor
+            ORDER BY created_at, id FOR UPDATE""",
         donation["id"],
-        event.amount.amount_minor,
-        event.object_id,
     )
-    if attached is None:
-        await _book(connection, directory, donation, event, event.amount.amount_minor, "processor_refund")
+    for row in open_rows:
+        if claimed == amount:
+            break
+        part = min(amount - claimed, row["amount_minor"] - row["attributed_minor"])
+        whole = part == amount == row["amount_minor"]  # this row was that refund: it gets its id
+        await connection.execute(
+            """UPDATE surge.refunds SET attributed_minor = attributed_minor + $2,
+                      processor_reference = CASE WHEN $3 THEN $4 ELSE processor_reference END, updated_at = now()
+                WHERE id = $1""",
+            row["id"],
+            part,
+            whole,
+            event.object_id,
+        )
+        await connection.execute(
+            """INSERT INTO surge.refund_attributions (refund_row_id, processor_refund_id, amount_minor)
+               VALUES ($1, $2, $3)""",
+            row["id"],
+            event.object_id,
+            part,
+        )
+        claimed += part
+    if claimed < amount:
+        await _book(connection, directory, donation, event, amount - claimed, "processor_refund")
+
+
+async def _absorbed(connection: asyncpg.Connection, processor_refund_id: str) -> bool:
+    """Whether the processor refund was booked by claiming the open parts of unnamed refunds."""
+    return bool(
+        await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM surge.refund_attributions WHERE processor_refund_id = $1)",
+            processor_refund_id,
+        )
+    )
 
 
 async def charge_refunded(

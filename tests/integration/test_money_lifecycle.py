@@ -957,8 +957,10 @@ ECHO_UNEXPLAINED = (
     "refund's own refund.created is attached to that row only when the amounts are equal, else booked again. "
     "Counterexample (USD): outside refund 11 (event not delivered), Surge refund 14 (succeeded, call returned), "
     "then Stripe's charge.refunded for the 14 (amount_refunded 25, previous 11): 11 booked at once "
-    "(BooksDisagreeStripeCharge.refundedEcho...); with an outside refund of 20 instead, 14 is booked by the echo "
-    "and 20 again by refund.created (14 over-refunded)"
+    "(BooksDisagreeStripeCharge.refundedEcho...): the engine books the processor's refunded total at once, the "
+    "model (tests/books_model.py) books an outside refund only when its event comes. The double booking (outside "
+    "refund of 20: 14 booked by the echo and 20 again by refund.created) is fixed by refund attribution "
+    "(migration 0012); the timing disagreement remains (seeds 8, 9, 12)"
 )
 
 
