@@ -83,10 +83,21 @@ class GroupCommitter(Generic[Item, Result]):
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] = asyncio.Queue(limits.queue_size_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._waiting_for_room = 0
 
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def waiting_for_room(self) -> int:
+        """Submitters held back by a full queue (back-pressure at work)."""
+        return self._waiting_for_room
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`stop` has begun: new items are refused while the queued ones are committed."""
+        return self._closed
 
     def start(self) -> None:
         self._tasks = [
@@ -120,7 +131,11 @@ class GroupCommitter(Generic[Item, Result]):
         except asyncio.QueueFull:
             if not wait_for_room:
                 raise BatcherFullError(self.name) from None
-            await self._queue.put((item, future))
+            self._waiting_for_room += 1
+            try:
+                await self._queue.put((item, future))
+            finally:
+                self._waiting_for_room -= 1
         return await future
 
     async def _run(self) -> None:

@@ -7,7 +7,6 @@ synchronised on events (a blocked commit, a clock with a sleeper) rather than on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 
@@ -19,6 +18,7 @@ from ledger.batcher import BatcherClosedError, BatcherFullError, BatcherLimits, 
 from ledger.entries import EntryOutcome, EntryRequest, EntryResult, transfer
 from ledger.money import Money
 from ledger.posting import post_entries
+from tests.waiting import wait_until
 from toolkit.clock import ManualClock
 
 T = TypeVar("T")
@@ -27,11 +27,6 @@ T = TypeVar("T")
 async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
     """Await with a bound: a batcher that loses an item must fail the test, not hang it."""
     return await asyncio.wait_for(awaitable, seconds)
-
-
-async def one_loop_turn() -> None:
-    """Let every ready task run until it blocks (no time passes): a task just created reaches its first wait."""
-    await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -125,8 +120,7 @@ async def started_and_blocked(pool: asyncpg.Pool, gate: Gate, queue_size_max: in
     first = asyncio.create_task(batcher.submit(0))
     await within(gate.entered.wait())
     queued = [asyncio.create_task(batcher.submit_nowait(value)) for value in range(1, queue_size_max + 1)]
-    await one_loop_turn()  # they queue
-    assert batcher.queue_depth == queue_size_max
+    await wait_until(lambda: batcher.queue_depth == queue_size_max, what="the items to queue")
     return batcher, [first, *queued]
 
 
@@ -149,7 +143,7 @@ async def test_submit_waits_for_room(pool: asyncpg.Pool, items_table: None) -> N
     batcher, tasks = await started_and_blocked(pool, gate, queue_size_max=3)
     try:
         waiting = asyncio.create_task(batcher.submit(4))
-        await one_loop_turn()  # it runs until it blocks on the full queue
+        await wait_until(lambda: batcher.waiting_for_room, what="the submit to block on the full queue")
         assert not waiting.done()  # back-pressure: it waits for room, it is neither refused nor queued
         assert batcher.queue_depth == 3
         gate.release.set()
@@ -241,16 +235,13 @@ async def test_a_reference_committed_by_another_transaction_meanwhile_is_retried
 
 async def wait_for_a_lock_wait(pool: asyncpg.Pool) -> None:
     """Until some session of this database waits for a lock (here: on another transaction's uncommitted row)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        waiting = await pool.fetchval(
+    await wait_until(
+        lambda: pool.fetchval(
             """SELECT count(*) FROM pg_stat_activity
                 WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the batch never waited for the other transaction")
+        ),
+        what="the batch to wait for the other transaction's lock",
+    )
 
 
 async def conflicting_when_batched(connection: asyncpg.Connection, values: Sequence[int]) -> list[str]:
@@ -306,7 +297,7 @@ async def test_stop_commits_what_is_queued_then_refuses_new_items(pool: asyncpg.
     await within(gate.entered.wait())
     assert batcher.queue_depth == 45
     stopping = asyncio.create_task(batcher.stop())
-    await one_loop_turn()  # stop() has closed the batcher and waits for the queue to drain
+    await wait_until(lambda: batcher.closed, what="stop() to close the batcher")  # it then waits for the queue
     assert not stopping.done()
     with pytest.raises(BatcherClosedError):
         await within(batcher.submit_nowait(99), 1)
