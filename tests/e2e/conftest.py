@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.base import Processor
 from engine.app import create_app
 from engine.bootstrap import bootstrap
 from engine.keys import Role
@@ -64,20 +65,25 @@ def surge_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Setti
     return Settings(home=tmp_path, database_url=database_url, **overrides)
 
 
-async def start_surge(database_url: str, settings: Settings) -> tuple[TestServer, TestClient, asyncpg.Pool, dict]:
+async def start_surge(
+    database_url: str, settings: Settings, processors: list[Processor] | None = None
+) -> tuple[TestServer, TestClient, asyncpg.Pool, dict]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     async with pool.acquire() as connection:
         keys = await bootstrap(connection, create_demo_campaign=True)
-    server = TestServer(create_app(settings, database_url))
+    server = TestServer(create_app(settings, database_url, processors=processors))
     client = TestClient(server)
     await client.start_server()
     return server, client, pool, keys
 
 
 @contextlib.asynccontextmanager
-async def running_surge(database_url: str, settings: Settings) -> AsyncIterator[Surge]:
-    """The app served on a test server with these settings, the demo campaign and a key per role; closed after."""
-    server, client, pool, keys = await start_surge(database_url, settings)
+async def running_surge(
+    database_url: str, settings: Settings, processors: list[Processor] | None = None
+) -> AsyncIterator[Surge]:
+    """The app served on a test server with these settings (and these processors instead of the configured ones),
+    the demo campaign and a key per role; closed after."""
+    server, client, pool, keys = await start_surge(database_url, settings, processors)
     try:
         yield Surge(client, pool, keys, server.app)
     finally:

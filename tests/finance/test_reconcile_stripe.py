@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.keys import Role
 from tests.e2e.conftest import Surge, donation
-from tests.stripe.conftest import localstripe_url  # noqa: F401  (fixtures used by surge_on_stripe)
-from tests.stripe.test_stripe_engine import surge_on_stripe  # noqa: F401
+from tests.stripe.conftest import localstripe_url, surge_on_stripe  # noqa: F401  (fixtures)
 
 
 async def test_charges_and_refunds_at_stripe_reconcile_cleanly(surge_on_stripe: Surge) -> None:  # noqa: F811

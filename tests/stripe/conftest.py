@@ -15,6 +15,7 @@ import pytest
 import stripe
 
 from adapters.stripe import StripeConfig, StripeProcessor
+from tests.e2e.conftest import Surge, running_surge, surge_settings
 
 SERVER_SCRIPT = Path(__file__).with_name("localstripe_server.py")
 STARTUP_TIMEOUT_S = 20
@@ -72,3 +73,11 @@ async def processor(localstripe_url: str) -> AsyncIterator[StripeProcessor]:
     adapter = StripeProcessor(stripe_config(localstripe_url))
     yield adapter
     await adapter.close()
+
+
+@pytest.fixture
+async def surge_on_stripe(database_url: str, localstripe_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
+    """The engine charging through the Stripe adapter, against localstripe."""
+    settings = surge_settings(database_url, tmp_path)
+    async with running_surge(database_url, settings, [StripeProcessor(stripe_config(localstripe_url))]) as surge:
+        yield surge

@@ -8,43 +8,16 @@ the real algorithm (HMAC-SHA256 over "timestamp.payload"); payment_intent events
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import asyncpg
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.stripe import StripeProcessor
-from engine.app import create_app
-from engine.bootstrap import bootstrap
 from engine.keys import Role
 from ledger import reads
 from ledger.check import check_ledger
-from tests.e2e.conftest import Surge, donation, surge_settings
-from tests.stripe.conftest import WEBHOOK_SECRET, stripe_config
+from tests.e2e.conftest import Surge, donation
+from tests.stripe.conftest import WEBHOOK_SECRET
 from tests.stripe.test_stripe_webhooks import DISPUTE, PAYOUT, event, sign
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-async def surge_on_stripe(database_url: str, localstripe_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with pool.acquire() as connection:
-        keys = await bootstrap(connection, create_demo_campaign=True)
-    app = create_app(
-        surge_settings(database_url, tmp_path),
-        database_url,
-        processors=[StripeProcessor(stripe_config(localstripe_url))],
-    )
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield Surge(client, pool, keys, app)
-    finally:
-        await client.close()
-        await pool.close()
 
 
 async def balance(surge: Surge, account: str) -> int:

@@ -11,48 +11,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import asyncpg
-import pytest
 import stripe
-from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.base import ChargeStatus, EventType
 from adapters.stripe import StripeProcessor
 from adapters.stripe.transformers import charge_result_from_payment_intent
-from engine.app import create_app
-from engine.bootstrap import bootstrap
 from ledger import reads
 from ledger.check import check_ledger
 from ledger.money import Money
-from tests.e2e.conftest import Surge, donation, surge_settings
-from tests.stripe.conftest import stripe_config
+from tests.e2e.conftest import Surge, donation
 from tests.stripe.test_stripe_webhooks import DISPUTE, parse, sign
 from tests.waiting import wait_until
 
 CARD_REQUIRES_AUTHENTICATION = "4000002500003155"
-
-
-@pytest.fixture
-async def surge_on_stripe(database_url: str, localstripe_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with pool.acquire() as connection:
-        keys = await bootstrap(connection, create_demo_campaign=True)
-    app = create_app(
-        surge_settings(database_url, tmp_path),
-        database_url,
-        processors=[StripeProcessor(stripe_config(localstripe_url))],
-    )
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield Surge(client, pool, keys, app)
-    finally:
-        await client.close()
-        await pool.close()
 
 
 def stripe_event(event_id: str, event_type: str, obj: dict[str, Any]) -> bytes:

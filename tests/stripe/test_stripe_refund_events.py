@@ -29,7 +29,7 @@ from ledger.money import Money
 from tests.e2e.conftest import Surge, donation
 from tests.stripe.conftest import WEBHOOK_SECRET
 from tests.stripe.test_stripe_adapter import donation as charge_request
-from tests.stripe.test_stripe_engine import balance, surge_on_stripe  # noqa: F401 (a fixture)
+from tests.stripe.test_stripe_engine import balance
 
 _event_numbers = itertools.count(1)
 
@@ -176,7 +176,7 @@ async def amounts(surge: Surge, donation_id: str) -> tuple[int, int]:
 
 
 async def test_a_partial_refund_by_surge_is_booked_once_whatever_stripe_sends_after_it(
-    surge_on_stripe: Surge,  # noqa: F811
+    surge_on_stripe: Surge,
     stripe_client: stripe.StripeClient,
 ) -> None:
     surge = surge_on_stripe
@@ -205,7 +205,7 @@ async def test_a_partial_refund_by_surge_is_booked_once_whatever_stripe_sends_af
 
 
 async def test_a_charge_refunded_event_beating_surges_own_refund_books_nothing(
-    surge_on_stripe: Surge,  # noqa: F811
+    surge_on_stripe: Surge,
 ) -> None:
     """The event arrives while Surge's refund is still reserved (its call not yet answered): the reservation
     explains it. The refund event naming Surge's refund then settles that refund, once."""
@@ -234,7 +234,7 @@ async def test_a_charge_refunded_event_beating_surges_own_refund_books_nothing(
 
 @pytest.mark.parametrize("charge_event_first", [True, False], ids=["charge-refunded-first", "refund-created-first"])
 async def test_a_dashboard_refund_is_booked_once_in_either_order(
-    surge_on_stripe: Surge,  # noqa: F811
+    surge_on_stripe: Surge,
     stripe_client: stripe.StripeClient,
     charge_event_first: bool,
 ) -> None:
@@ -261,7 +261,7 @@ async def test_a_dashboard_refund_is_booked_once_in_either_order(
 
 
 async def test_pending_refunds_are_settled_by_refund_updated_and_refund_failed_releases_the_reservation(
-    surge_on_stripe: Surge,  # noqa: F811
+    surge_on_stripe: Surge,
 ) -> None:
     surge = surge_on_stripe
     _, gift = await surge.donate(donation(8_000))
