@@ -3,8 +3,6 @@ at version 5 with reconciliation history migrates forward keeping every row, its
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -16,8 +14,7 @@ from ledger.accounts import AccountDirectory, AccountType, ensure_account
 from ledger.entries import transfer
 from ledger.money import Money
 from ledger.posting import post_entries_or_raise
-from tests.conftest import _with_database
-from toolkit import migrations
+from tests.migrating import empty_database, migrate_up_to  # noqa: F401  (a fixture)
 
 TABLES = (
     "reconciliation_runs",
@@ -26,30 +23,6 @@ TABLES = (
     "reconciliation_adjustments",
 )
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    """A database with no migrations applied (the per-test fixture's databases come migrated)."""
-    name = f"surge_old_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield _with_database(database_url, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
-
-
-async def migrate_up_to(connection: asyncpg.Connection, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    shipped = migrations.available_migrations
-
-    def older(packages: Sequence[str]) -> list[migrations.Migration]:
-        return [m for m in shipped(packages) if m.version <= version]
-
-    with monkeypatch.context() as patch:
-        patch.setattr(migrations, "available_migrations", older)
-        await database.migrate(connection)
 
 
 async def write_history(connection: asyncpg.Connection) -> None:
@@ -90,7 +63,8 @@ async def schemas_of(connection: asyncpg.Connection) -> dict[str, str]:
 
 
 async def test_a_version_5_database_moves_its_reconciliation_history_to_the_finance_schema(
-    empty_database: str, monkeypatch: pytest.MonkeyPatch
+    empty_database: str,  # noqa: F811  (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     connection = await asyncpg.connect(empty_database)
     try:

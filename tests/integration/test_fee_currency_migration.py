@@ -3,46 +3,20 @@ donation's currency, so that is the currency it keeps; a fee not yet known stays
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Sequence
-
 import asyncpg
 import pytest
 
 from engine import database
-from tests.conftest import _with_database
-from toolkit import migrations
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    name = f"surge_fees_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield _with_database(database_url, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
-
-
-async def migrate_below(connection: asyncpg.Connection, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    shipped = migrations.available_migrations
-
-    def older(packages: Sequence[str]) -> list[migrations.Migration]:
-        return [m for m in shipped(packages) if m.version < version]
-
-    with monkeypatch.context() as patch:
-        patch.setattr(migrations, "available_migrations", older)
-        await database.migrate(connection)
+from tests.migrating import empty_database, migrate_up_to  # noqa: F401  (a fixture)
 
 
 async def test_recorded_fees_keep_the_donation_currency_and_unknown_ones_stay_unknown(
-    empty_database: str, monkeypatch: pytest.MonkeyPatch
+    empty_database: str,  # noqa: F811  (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     connection = await asyncpg.connect(empty_database)
     try:
-        await migrate_below(connection, 9, monkeypatch)
+        await migrate_up_to(connection, 8, monkeypatch)
         await connection.execute(
             """INSERT INTO surge.campaigns (slug, name, currency, election, contribution_limit_minor)
                VALUES ('demo', 'Demo', 'EUR', '2026-general', 330000);
