@@ -13,22 +13,7 @@ from engine.campaigns import Campaign
 from engine.pipeline.donation_request import new_donation_request
 from engine.pipeline.donations import new_donation_id
 from engine.pipeline.intake import IntakeItem, IntakeOutcome, VelocityLimits, commit_intake
-
-
-def person(first_name: str) -> dict[str, object]:
-    return {
-        "first_name": first_name,
-        "last_name": "Doe",
-        "email": "donor@example.org",
-        "address_line1": "1 Main St",
-        "city": "Springfield",
-        "state": "IL",
-        "postal_code": "62701",
-        "country": "US",
-        "employer": "Acme",
-        "occupation": "Engineer",
-        "citizenship_attested": True,
-    }
+from tests.e2e.conftest import donation
 
 
 def intake_item(api_key_id: str, first_name: str, amount_minor: int, campaign: Campaign = DEMO_CAMPAIGN) -> IntakeItem:
@@ -38,7 +23,7 @@ def intake_item(api_key_id: str, first_name: str, amount_minor: int, campaign: C
         amount_minor=amount_minor,
         currency="USD",
         campaign=campaign.slug,
-        donor=person(first_name),
+        donor=donation(first_name=first_name)["donor"],
         payment_method="pm_card_visa",
         metadata=None,
         fingerprint=donation_id.encode(),
