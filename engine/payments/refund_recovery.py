@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from adapters.base import Processor, RefundResult, RefundStatus
+from engine.database import WORKER_RETRYABLE_ERRORS
 from engine.payments.refunds import (
     Refund,
     apply_refund_result,
@@ -30,8 +31,6 @@ from engine.payments.refunds import (
 from ledger.accounts import AccountDirectory
 
 _logger = logging.getLogger(__name__)
-
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,7 @@ class RefundWorker:
         while not self._stopping:
             try:
                 resolved = await self.run_once()
-            except _DATABASE_ERRORS as error:
+            except WORKER_RETRYABLE_ERRORS as error:
                 _logger.warning("refund worker: %s; retrying", error)
                 resolved = 0
             except Exception:

@@ -13,6 +13,7 @@ import time
 
 import asyncpg
 
+from engine.database import WORKER_RETRYABLE_ERRORS
 from engine.metrics import Metrics
 from engine.pipeline.charger import Charger
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
@@ -66,7 +67,7 @@ class DurableQueue:
                     await self._count()
                     last_count = time.monotonic()
                 claimed = await self._claim_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except WORKER_RETRYABLE_ERRORS as error:
                 _logger.warning("queue runner: %s; retrying", error)
                 claimed = 0
             except Exception:
