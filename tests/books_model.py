@@ -79,6 +79,7 @@ class Gift:
     reserved: int = 0
     disputed: int = 0
     dispute_state: str = "none"  # none, open, won, lost — as Surge booked it
+    unnamed_open: int = 0  # booked from charge.refunded totals no known refund explained, not yet claimed
     # The processor's side
     processor_refunded: int = 0
     processor_pending: int = 0  # refunds the processor accepted for later (pending), not decided yet
@@ -117,6 +118,7 @@ class Event:
     surge_refund: str | None = None  # a refund Surge made itself (its id in the refund's metadata)
     status: str = "succeeded"  # a refund event's refund status: succeeded, pending, failed
     won: bool = False
+    cumulative: int = 0  # refund_echo: the charge's refunded total at the processor when the event was sent
 
 
 class Books:
@@ -265,7 +267,9 @@ class SurgeModel:
         if gift.status in OPEN_STATUSES:
             return False  # everything else changes a charge that happened: it waits for the charge's outcome
         if event.kind == "refund":
-            return event.surge_refund is not None or gift.refundable >= event.amount
+            return (
+                event.surge_refund is not None or gift.refundable + min(gift.unnamed_open, event.amount) >= event.amount
+            )
         if event.kind == "refund_echo":
             return True
         if event.kind == "dispute_created":
@@ -317,9 +321,10 @@ class SurgeModel:
         if event.kind == "refund":
             if event.surge_refund is None:  # made outside Surge (the processor's dashboard)
                 if event.status == "succeeded":
-                    gift.refunded += event.amount
-                    self.books.refund(gift, event.amount)
-                    self._remove_contribution(gift, event.amount)
+                    # What a charge.refunded total booked for it already is claimed, only the rest is booked.
+                    claimed = min(event.amount, gift.unnamed_open)
+                    gift.unnamed_open -= claimed
+                    self._book_elsewhere(gift, event.amount - claimed)
             else:  # Surge's own refund: the event settles it unless its call did already
                 self.refund_state(self.refunds[event.surge_refund], event.status)
         elif event.kind == "fee":  # the processor reports a fee it did not know at charge time
@@ -331,7 +336,12 @@ class SurgeModel:
             else:
                 gift.fee_recorded = True
         elif event.kind == "refund_echo":
-            pass  # Stripe's charge.refunded for a refund Surge knows: nothing more to book
+            # Stripe's charge.refunded names no refund: the processor's refunded total is the truth, so what no
+            # refund Surge knows explains (an outside refund whose own event has not come yet) is booked at once.
+            if gift.status == "succeeded":
+                unexplained = min(event.cumulative - gift.refunded - gift.reserved, event.amount)
+                if unexplained > 0 and self._book_elsewhere(gift, unexplained):
+                    gift.unnamed_open += unexplained
         elif event.kind == "dispute_created":
             self.open_dispute(gift, event)
         elif event.kind == "dispute_closed":
@@ -343,6 +353,15 @@ class SurgeModel:
             else:
                 self._remove_contribution(gift, dispute.amount)
                 gift.dispute_state = "lost"
+        return True
+
+    def _book_elsewhere(self, gift: Gift, amount: int) -> bool:
+        """A refund made outside Surge, refunded at once; one that exceeds what is left is not booked (logged)."""
+        if amount <= 0 or amount > gift.refundable:
+            return False
+        gift.refunded += amount
+        self.books.refund(gift, amount)
+        self._remove_contribution(gift, amount)
         return True
 
     def open_dispute(self, gift: Gift, event: Event) -> None:

@@ -36,6 +36,7 @@ class WaitingFor(StrEnum):
     DONATION_UNKNOWN = "donation_unknown"  # no donation has the event's id or charge reference (yet)
     DONATION_NOT_FINAL = "donation_not_final"  # the donation is still queued, charging or pending
     DISPUTE_NOT_OPENED = "dispute_not_opened"  # a dispute closed before its opening was applied
+    REFUND_ROOM = "refund_room"  # an outside refund larger than what is left unrefunded, reserved or disputed now
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,8 +154,7 @@ async def _apply(
     if donation["status"] != "succeeded":
         return never(f"donation {donation['id']} is {donation['status']}: nothing was charged")
     if event.type in (EventType.CHARGE_REFUNDED, EventType.REFUND_UPDATED):
-        await _external_refund(connection, directory, donation, event)
-        return APPLIED
+        return await _external_refund(connection, directory, donation, event)
     if event.type is EventType.DISPUTE_CREATED:
         return await dispute_created(connection, directory, processor, donation, event)
     if event.type in (EventType.DISPUTE_WON, EventType.DISPUTE_LOST):
@@ -212,9 +211,8 @@ async def _late_fee(
 
 async def _external_refund(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
+) -> EventOutcome:
     # Refund events settle Surge's refunds and book others exactly once: engine/payments/refund_events.py
     if event.type is EventType.REFUND_UPDATED:
-        await refund_updated(connection, directory, donation, event)
-    else:
-        await charge_refunded(connection, directory, donation, event)
+        return await refund_updated(connection, directory, donation, event)
+    return await charge_refunded(connection, directory, donation, event)

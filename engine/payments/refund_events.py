@@ -33,6 +33,7 @@ import secrets
 import asyncpg
 
 from adapters.base import ProcessorEvent, RefundStatus
+from engine.payments.parked_events import APPLIED, EventOutcome, WaitingFor, not_yet
 from engine.payments.refunds import Refund, book_refund, finish_refund
 from ledger.accounts import AccountDirectory
 
@@ -43,11 +44,11 @@ _COLUMNS = "id, donation_id, amount_minor, currency, status, processor_reference
 
 async def refund_updated(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
+) -> EventOutcome:
     """Apply one refund's state, from an event that names it."""
     if event.object_id is None or event.refund_status is None:
         _logger.warning("refund event %s names no refund or no status; nothing to do", event.id)
-        return
+        return APPLIED
     known = await connection.fetchrow(
         f"""SELECT {_COLUMNS}, origin FROM surge.refunds
              WHERE donation_id = $1 AND (($2::text IS NOT NULL AND id = $2) OR processor_reference = $3)
@@ -63,7 +64,8 @@ async def refund_updated(
         if event.refund_status is RefundStatus.FAILED:
             _logger.error("refund %s failed after it was booked: for reconciliation", event.object_id)
     elif event.refund_status is RefundStatus.SUCCEEDED:
-        await _book_refund_made_elsewhere(connection, directory, donation, event)
+        return await _book_refund_made_elsewhere(connection, directory, donation, event)
+    return APPLIED
 
 
 async def _settle_known(
@@ -96,10 +98,10 @@ async def _settle_known(
 
 async def _book_refund_made_elsewhere(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
+) -> EventOutcome:
     if event.amount is None:
         _logger.error("refund event %s has no amount; not booked", event.id)
-        return
+        return APPLIED
     # Booked already, in part or whole, from charge.refunded events that could not name it: claim those open parts.
     amount = event.amount.amount_minor
     claimed = 0
@@ -110,6 +112,11 @@ async def _book_refund_made_elsewhere(
             ORDER BY created_at, id FOR UPDATE""",
         donation["id"],
     )
+    needed = amount - min(amount, sum(row["amount_minor"] - row["attributed_minor"] for row in open_rows))
+    if needed > await _room(connection, donation["id"]):
+        # Surge's own refund still holds what the processor refused it, or a dispute holds it: wait, parked, for
+        # the reservation's release (or the dispute's end) rather than book more than was given.
+        return not_yet(WaitingFor.REFUND_ROOM)
     for row in open_rows:
         if claimed == amount:
             break
@@ -134,6 +141,16 @@ async def _book_refund_made_elsewhere(
         claimed += part
     if claimed < amount:
         await _book(connection, directory, donation, event, amount - claimed, "processor_refund")
+    return APPLIED
+
+
+async def _room(connection: asyncpg.Connection, donation_id: str) -> int:
+    """What the donation has left that is neither refunded, reserved for a refund nor disputed (its row is locked)."""
+    return await connection.fetchval(
+        """SELECT amount_minor - refunded_minor - refund_reserved_minor - disputed_minor FROM surge.donations
+            WHERE id = $1""",
+        donation_id,
+    )
 
 
 async def _absorbed(connection: asyncpg.Connection, processor_refund_id: str) -> bool:
@@ -148,15 +165,14 @@ async def _absorbed(connection: asyncpg.Connection, processor_refund_id: str) ->
 
 async def charge_refunded(
     connection: asyncpg.Connection, directory: AccountDirectory, donation: asyncpg.Record, event: ProcessorEvent
-) -> None:
+) -> EventOutcome:
     """A charge's refunded amount grew. With the refund named (embedded), it is handled as that refund's event;
     unnamed, only what no known refund explains is booked."""
     if event.object_id is not None:
         status = event.refund_status or RefundStatus.SUCCEEDED
-        await refund_updated(connection, directory, donation, _with_refund_status(event, status))
-        return
+        return await refund_updated(connection, directory, donation, _with_refund_status(event, status))
     if donation["status"] != "succeeded":
-        return
+        return APPLIED
     current = await connection.fetchrow(
         "SELECT refunded_minor + refund_reserved_minor AS known, currency FROM surge.donations WHERE id = $1",
         donation["id"],
@@ -164,7 +180,7 @@ async def charge_refunded(
     if event.amount_refunded is not None:
         if event.amount_refunded.currency != current["currency"]:
             _logger.error("refund event %s is in %s, not the donation's currency", event.id, event.amount_refunded)
-            return
+            return APPLIED
         unexplained = event.amount_refunded.amount_minor - current["known"]
         amount = unexplained if event.amount is None else min(unexplained, event.amount.amount_minor)
     else:
@@ -177,8 +193,9 @@ async def charge_refunded(
         amount = 0 if any_refund or event.amount is None else event.amount.amount_minor
     if amount <= 0:
         _logger.info("charge.refunded %s is explained by refunds Surge knows; nothing booked", event.id)
-        return
+        return APPLIED
     await _book(connection, directory, donation, event, amount, "processor_charge")
+    return APPLIED
 
 
 def _with_refund_status(event: ProcessorEvent, status: RefundStatus) -> ProcessorEvent:

@@ -247,3 +247,27 @@ async def test_an_event_parked_too_long_is_reported_and_counted(surge: Surge, ca
     # Finance sees it on the dashboard's attention count, overdue.
     async with surge.app[POOL].acquire() as connection:
         assert await attention(connection) == Attention(0, 1, 1)
+
+
+async def test_an_outside_refund_with_no_room_left_waits_for_room_then_is_booked_once(surge: Surge) -> None:
+    # A dispute holds the whole charge when the processor reports a refund made in its dashboard: booking it would
+    # refund more than was given, dropping it would lose it. It waits, parked, until the dispute is won.
+    processor = simulator(surge)
+    _, gift = await surge.donate(donation(10_000))
+    opened = await processor.create_dispute(gift["processor_reference"])
+    await post_webhook(surge, opened.payload, opened.headers)
+    refund = refund_object(gift, "re_dashboard", 3_000)
+
+    await post_event(surge, "evt_refund_no_room", REFUND_CREATED, refund)
+    assert await waiting(surge) == [("evt_refund_no_room", "refund_room")]
+    assert (await read_donation(surge, gift["id"]))["amount_refunded"] == 0
+
+    won = await processor.close_dispute(opened.object_id, won=True)
+    await post_webhook(surge, won.payload, won.headers)
+    # The dispute's end gives the room back and applies the waiting refund in the same transaction.
+    assert await waiting(surge) == []
+    assert await outcome(surge, "evt_refund_no_room") == "applied"
+    await post_event(surge, "evt_refund_no_room_again", REFUND_CREATED, refund)
+    assert (await read_donation(surge, gift["id"]))["amount_refunded"] == 3_000
+    assert await balance(surge, "refunds:demo") == 3_000
+    await ledger_is_clean(surge)

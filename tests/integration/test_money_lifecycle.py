@@ -42,7 +42,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
@@ -94,6 +93,9 @@ DISPUTE_FEE_MINOR = 1500
 VELOCITY = VelocityLimits(declines_min=1_000_000)
 REFUND_LEASE_S = 3600.0  # the machine answers refund calls itself: the refund worker never claims them
 SHRINK = os.environ.get("SURGE_LIFECYCLE_SHRINK") == "1"  # shrink failures (slow)
+# The suite explores the same examples on every run (derandomized, no example database), so what it covers and
+# what it proves does not depend on luck; SURGE_LIFECYCLE_EXPLORE=1 draws fresh examples to hunt for new failures.
+EXPLORE = os.environ.get("SURGE_LIFECYCLE_EXPLORE") == "1"
 DONORS = (("Ada", "Lovelace", "10001"), ("Grace", "Hopper", "20002"))
 
 
@@ -592,7 +594,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         if refund.amount_minor > gift.processor_refundable:
             answer = "failed"  # the processor refuses it (already refunded or disputed there)
         else:
-            answer = data.draw(st.sampled_from(["succeeded", "succeeded", "pending"]), label="processor's answer")
+            answer = data.draw(st.sampled_from(["succeeded", "pending"]), label="processor's answer")
         made = SurgeRefund(refund.id, gift.id, refund.amount_minor, key, answer, None, answer)
         self.refunds[refund.id] = made
         self._agree_after("refund reserved")
@@ -812,7 +814,15 @@ class LifecycleMachine(RuleBasedStateMachine):
             }
         )
         assert engine_event.object_id is None and engine_event.amount == Money(made.amount, gift.currency)
-        event = Event(engine_event.id, "refund_echo", gift.id, made.amount, gift.currency, surge_refund=made.id)
+        event = Event(
+            engine_event.id,
+            "refund_echo",
+            gift.id,
+            made.amount,
+            gift.currency,
+            surge_refund=made.id,
+            cumulative=made.cumulative,
+        )
         self.engine_events[event.id] = engine_event
         self._deliver(event)
 
@@ -907,6 +917,8 @@ def run_lifecycle(server_url: str, scope: Scope, *, max_examples: int, steps: in
                     stateful_step_count=steps,
                     deadline=None,
                     phases=phases,
+                    derandomize=not EXPLORE,
+                    database=None if not EXPLORE else settings.default.database,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                 ),
             )
@@ -950,21 +962,6 @@ def test_money_lifecycle(postgres_server_url: str) -> None:
 # situation, so a run reports every disagreement it meets as a distinct failure (BooksDisagree<Situation>).
 
 
-ECHO_UNEXPLAINED = (
-    "suspected engine defect (engine/payments/refund_events.py charge_refunded / _book_refund_made_elsewhere): a "
-    "charge.refunded without an embedded refund books min(amount_refunded - (refunded + reserved), this refund) "
-    "as an unnamed refund when an earlier refund made outside Surge has not been delivered yet; the outside "
-    "refund's own refund.created is attached to that row only when the amounts are equal, else booked again. "
-    "Counterexample (USD): outside refund 11 (event not delivered), Surge refund 14 (succeeded, call returned), "
-    "then Stripe's charge.refunded for the 14 (amount_refunded 25, previous 11): 11 booked at once "
-    "(BooksDisagreeStripeCharge.refundedEcho...): the engine books the processor's refunded total at once, the "
-    "model (tests/books_model.py) books an outside refund only when its event comes. The double booking (outside "
-    "refund of 20: 14 booked by the echo and 20 again by refund.created) is fixed by refund attribution "
-    "(migration 0012); the timing disagreement remains (seeds 8, 9, 12)"
-)
-
-
-@pytest.mark.xfail(strict=False, reason=ECHO_UNEXPLAINED)
 def test_money_lifecycle_refund_webhooks(postgres_server_url: str) -> None:
     scope = Scope(refund_webhook_before_call_returns=True, stripe_refund_echo=True, refund_fails_later=True)
     run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
@@ -980,7 +977,6 @@ def test_money_lifecycle_fees(postgres_server_url: str) -> None:
     run_lifecycle(postgres_server_url, scope, max_examples=8, steps=30, shrink=SHRINK)
 
 
-@pytest.mark.xfail(strict=False, reason=ECHO_UNEXPLAINED)
 def test_money_lifecycle_whole(postgres_server_url: str) -> None:
     """Every rule at once: what must pass once the fixes of issue 10 are merged."""
     scope = Scope(
