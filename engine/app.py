@@ -153,8 +153,12 @@ async def _parked_event_sweeper(app: web.Application) -> AsyncIterator[None]:
 async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
     # Resolves refunds left unfinished (crash, timeout, pending at the processor): engine/payments/refund_recovery.py
     processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
-    limits = RefundWorkerLimits(timeout_s=app[SETTINGS].charge_timeout_ms / 1000)
-    worker = RefundWorker(app[POOL], app[ACCOUNTS], processors, limits)
+    settings = app[SETTINGS]
+    limits = RefundWorkerLimits(
+        timeout_s=settings.charge_timeout_ms / 1000,
+        review=ReviewLimits(settings.review_after_lookups, settings.review_after_hours),
+    )
+    worker = RefundWorker(app[POOL], app[ACCOUNTS], processors, limits, app[METRICS])
     worker.start()
     yield
     await worker.stop()

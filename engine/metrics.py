@@ -75,6 +75,16 @@ class Metrics:
             "Donations flagged for finance's review because the processor never decided them",
             registry=self.registry,
         )
+        self.refunds_needing_review = Gauge(
+            "surge_refunds_needing_review",
+            "Refunds the processor has not decided after the review bound (attempts or hours), still unfinished",
+            registry=self.registry,
+        )
+        self.refunds_flagged_for_review = Counter(
+            "surge_refunds_flagged_for_review",
+            "Refunds flagged for finance's review because the processor never decided them",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("surge_donations_in_flight", "Donation requests in progress", registry=self.registry)
 
     def observe_batch(self, name: str, size: int, seconds: float) -> None:

@@ -262,13 +262,20 @@ def donations_chart(series: Sequence[MinuteCount]) -> str:
 
 
 def attention_note(attention: Attention) -> str:
-    """Donations the processor never decided and webhook events waiting to apply (engine/finance/attention.py)."""
-    if not attention.donations_needing_review and not attention.events_parked:
+    """Donations and refunds the processor never decided, refunds it returned and webhook events waiting to apply
+    (engine/finance/attention.py)."""
+    if not attention.total and not attention.events_parked:
         return '<span class="ok" id="attention">nothing waiting</span>'
     parts = []
     if attention.donations_needing_review:
         count = attention.donations_needing_review
         parts.append(f"{count} donation{'s' if count != 1 else ''} the processor never decided")
+    if attention.refunds_needing_review:
+        count = attention.refunds_needing_review
+        parts.append(f"{count} refund{'s' if count != 1 else ''} the processor never decided")
+    if attention.refunds_returned:
+        count = attention.refunds_returned
+        parts.append(f"{count} refund{'s' if count != 1 else ''} returned by the processor, donor not repaid")
     if attention.events_parked:
         overdue = f" ({attention.events_parked_overdue} overdue)" if attention.events_parked_overdue else ""
         count = attention.events_parked

@@ -34,6 +34,7 @@ import asyncpg
 
 from adapters.base import ProcessorEvent, RefundStatus
 from engine.payments.parked_events import APPLIED, EventOutcome, WaitingFor, not_yet
+from engine.payments.refund_returns import return_refund
 from engine.payments.refunds import Refund, book_refund, finish_refund
 from ledger.accounts import AccountDirectory
 
@@ -86,8 +87,8 @@ async def _settle_known(
         )
     elif status is RefundStatus.FAILED and refund.status == "succeeded":
         # The money came back to the processor balance after the refund had succeeded (Stripe: a refund can fail
-        # later): reconciliation shows it; the books are not changed by guesswork.
-        _logger.error("refund %s (%s) failed after it succeeded: for reconciliation", refund.id, event.object_id)
+        # later): reversed by a new entry (engine/payments/refund_returns.py).
+        await return_refund(connection, directory, refund.id, None)
     elif refund.processor_reference is None and status is RefundStatus.SUCCEEDED:
         await connection.execute(
             "UPDATE surge.refunds SET processor_reference = $2, updated_at = now() WHERE id = $1",

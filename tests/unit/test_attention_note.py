@@ -14,6 +14,8 @@ from engine.finance.attention import Attention
         (Attention(0, 0, 0), "ok", "nothing waiting"),
         (Attention(0, 2, 0), "ok", "2 processor events waiting to apply"),
         (Attention(1, 0, 0), "bad", "1 donation the processor never decided"),
+        (Attention(0, 0, 0, 1, 0), "bad", "1 refund the processor never decided"),
+        (Attention(0, 0, 0, 0, 2), "bad", "2 refunds returned by the processor, donor not repaid"),
         (
             Attention(3, 1, 1),
             "bad",
