@@ -605,7 +605,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             else:
                 gift.processor_pending += made.amount
             self._refund_event(gift, made.amount, made.processor_reference, refund.id, answer)
-        if answer == "failed" or data.draw(st.sampled_from([True, False, False]), label="the refund call returns now"):
+        if answer == "failed" or data.draw(st.booleans(), label="the refund call returns now"):
             self._refund_call_returns(made)
 
     def _processor_refunds(self, gift: Gift, made: SurgeRefund) -> None:
@@ -930,7 +930,6 @@ def run_lifecycle(server_url: str, scope: Scope, *, max_examples: int, steps: in
 def test_money_lifecycle(postgres_server_url: str) -> None:
     """Every rule the current code handles: in-order (or harmless out-of-order) delivery, duplicates, refunds
     whose webhook waits for the call, fees known at charge time in the charge's currency."""
-    seen = run_lifecycle(postgres_server_url, Scope(), max_examples=25, steps=30, shrink=SHRINK)
     wanted = {
         "donate",
         "charge call answers",
@@ -952,6 +951,13 @@ def test_money_lifecycle(postgres_server_url: str) -> None:
         "limit exceeded",
         "refund refused: not_refundable",
     }
+    # The draws are fixed, but which rules can run depends on how the engine's own tasks interleave with the
+    # machine: a rarely reached rule gets a second, longer run rather than a flaky test.
+    seen: Counter[str] = Counter()
+    for max_examples in (25, 60):
+        seen += run_lifecycle(postgres_server_url, Scope(), max_examples=max_examples, steps=30, shrink=SHRINK)
+        if not wanted - set(seen):
+            break
     print(f"lifecycle machine exercised: {dict(seen)}")
     assert not wanted - set(seen), f"never exercised: {wanted - set(seen)}; seen {seen}"
 
