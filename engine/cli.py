@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import asyncpg
+import orjson
 
 from engine import chart_of_accounts, database
 from engine.campaigns import (
@@ -26,6 +27,7 @@ from engine.settings import ConfigError, Settings, load_settings
 from engine.validation import ValidationProblem
 from ledger.check import check_ledger
 from toolkit import migrations
+from toolkit.cli_help import examples
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -51,9 +53,21 @@ def _db_migrate(args: argparse.Namespace) -> int:
 def _db_status(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
-            for item in await database.migration_status(connection):
-                state = f"applied {item.applied_at:%Y-%m-%d %H:%M:%S}" if item.applied_at else "pending"
-                print(f"{item.version:04d}_{item.name}: {state}")
+            statuses = await database.migration_status(connection)
+        if args.json:
+            rows = [
+                {
+                    "version": item.version,
+                    "name": item.name,
+                    "applied_at": item.applied_at.isoformat() if item.applied_at else None,
+                }
+                for item in statuses
+            ]
+            print(orjson.dumps({"object": "list", "data": rows}, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for item in statuses:
+            state = f"applied {item.applied_at:%Y-%m-%d %H:%M:%S}" if item.applied_at else "pending"
+            print(f"{item.version:04d}_{item.name}: {state}")
         return 0
 
     return run_with_pool(_settings(args), work, apply_migrations=False)
@@ -63,6 +77,10 @@ def _ledger_check(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
             report = await check_ledger(connection)
+        if args.json:
+            body = {"ok": report.ok, "entries": report.entries, "accounts": report.accounts}
+            print(orjson.dumps({**body, "problems": list(report.problems)}, option=orjson.OPT_INDENT_2).decode())
+            return 0 if report.ok else 1
         for problem in report.problems:
             print(f"PROBLEM: {problem}")
         verdict = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
@@ -110,7 +128,12 @@ def _campaigns_create(args: argparse.Namespace) -> int:
 
 def _campaigns_list(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        for c in await list_campaigns(pool):
+        campaigns = await list_campaigns(pool)
+        if args.json:
+            data = [campaign.as_json() for campaign in campaigns]
+            print(orjson.dumps({"object": "list", "data": data}, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for c in campaigns:
             origins = ",".join(c.allowed_origins) or "-"
             print(
                 f"{c.slug}\t{c.currency}\t{c.election}\tlimit={c.contribution_limit_minor}\t"
@@ -133,26 +156,54 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="surge", description="Surge donation processing engine")
+    parser = argparse.ArgumentParser(
+        prog="surge",
+        description="Surge donation processing engine",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the engine (HTTP API)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the engine (HTTP API)",
+        **examples("surge serve", "surge serve --host 0.0.0.0 --port 8080 --workers 2"),
+    )
     serve.add_argument("--host", help="address to listen on (SURGE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (SURGE_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (SURGE_WORKERS, default 1)")
     serve.set_defaults(run=_serve)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
-    db.add_parser("migrate", help="apply pending migrations").set_defaults(run=_db_migrate)
-    db.add_parser("status", help="list migrations and whether each is applied").set_defaults(run=_db_status)
+    db.add_parser("migrate", help="apply pending migrations", **examples("surge db migrate")).set_defaults(
+        run=_db_migrate
+    )
+    status = db.add_parser(
+        "status", help="list migrations and whether each is applied", **examples("surge db status --json")
+    )
+    status.add_argument("--json", action="store_true", help="print the migrations as JSON")
+    status.set_defaults(run=_db_status)
 
     ledger = commands.add_parser("ledger", help="the ledger").add_subparsers(dest="ledger_command", required=True)
-    ledger.add_parser("check", help="prove entries balance and balances equal postings").set_defaults(run=_ledger_check)
+    check = ledger.add_parser(
+        "check",
+        help="prove entries balance and balances equal postings (exit 1 when not)",
+        **examples("surge ledger check", "surge ledger check --json"),
+    )
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.set_defaults(run=_ledger_check)
 
     campaigns = commands.add_parser("campaigns", help="campaigns").add_subparsers(
         dest="campaigns_command", required=True
     )
-    create = campaigns.add_parser("create", help="create a campaign")
+    create = campaigns.add_parser(
+        "create",
+        help="create a campaign",
+        **examples(
+            'surge campaigns create smith-2026 --name "Smith for Senate" --election 2026-general',
+            'surge campaigns create fund --name "Clean Water Fund" --election 2026 --currency EUR --limit 1000000',
+        ),
+    )
     create.add_argument("slug", help="short name used by forms, e.g. smith-2026")
     create.add_argument("--name", required=True)
     create.add_argument("--election", required=True, help="election label, e.g. 2026-primary")
@@ -162,16 +213,30 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--allowed-origin", action="append", help="browser origin allowed to post (repeatable)")
     create.add_argument("--no-attestation", action="store_true", help="do not require the citizenship attestation")
     create.set_defaults(run=_campaigns_create)
-    campaigns.add_parser("list", help="list campaigns").set_defaults(run=_campaigns_list)
+    listing = campaigns.add_parser("list", help="list campaigns", **examples("surge campaigns list --json"))
+    listing.add_argument("--json", action="store_true", help="print the campaigns as JSON")
+    listing.set_defaults(run=_campaigns_list)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
-    key = keys.add_parser("create", help="create an API key and print it once")
+    key = keys.add_parser(
+        "create",
+        help="create an API key and print it once",
+        **examples('surge keys create --role form --label "donation page"', "surge keys create --role finance"),
+    )
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
     finance_cli.register(commands)  # reconcile, reconciliations, report
     _register_plugins(commands)
     return parser
+
+
+EXIT_CODES = """exit codes:
+  0    done; for checks and reconciliations: everything agrees
+  1    reconciliation found exceptions, the ledger check found problems, or the command failed (database,
+       migrations, configuration at run time)
+  2    usage: bad arguments or settings (the message says which)
+  130  interrupted"""
 
 
 # Commands from other installed packages (``surge loadtest``) register themselves through this entry-point group,

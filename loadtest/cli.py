@@ -29,7 +29,12 @@ KEY=VALUE changes that engine's settings. It exits 1 when the post-run audit fai
 port and injects, on a schedule drawn from --seed: SIGKILL of a worker (started again), PostgreSQL stopped in
 immediate mode (started again), processor outages and slowdowns, timeouts that did and did not charge, webhooks
 duplicated, delayed and reordered, refunds (full, partial, concurrent with one key) and disputes. The report draws
-the faults over the charts; the audit adds refunds, fees, disputes, webhooks, reconciliation and ledger check."""
+the faults over the charts; the audit adds refunds, fees, disputes, webhooks, reconciliation and ledger check.
+
+examples:
+  surge loadtest --profile spike
+  surge loadtest --profile deadline --chaos --seed 1
+  surge loadtest --url http://127.0.0.1:8000 --form-key sk_form_... --profile steady --rate 100 --duration 120"""
 
 
 def register(commands: Any) -> None:

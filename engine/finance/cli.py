@@ -6,8 +6,11 @@
     surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv
 
 Dates name whole UTC days, both inclusive (``--to 2026-03-31`` runs to the end of that day); a full ISO 8601 time
-must carry its zone (``Z`` or ``+hh:mm``): one without is refused, not guessed. ``surge reconcile`` exits 0 when
-the ledger agrees with the processor, 1 when it found exceptions, so that a scheduled run can alert.
+must carry its zone (``Z`` or ``+hh:mm``): one without is refused, not guessed. Without a range, ``surge reconcile``
+and ``surge fees sweep`` cover yesterday (UTC), the daily run finance schedules; ``--from`` alone runs to now, and
+``--to`` alone covers the day before it. ``--processor`` may be left out when one processor is configured.
+``surge reconcile`` exits 0 when the ledger agrees with the processor, 1 when it found exceptions, so that a
+scheduled run can alert.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -37,6 +40,7 @@ from engine.finance.reports.trial_balance import trial_balance
 from engine.payments.fees import book_fees_from_balance_transactions
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
+from toolkit.cli_help import examples
 from toolkit.times import day_start, parse_day, parse_instant
 
 EXIT_OK = 0
@@ -87,9 +91,17 @@ def _write(text: str, output: str | None) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(_json_text(value))
+
+
 def _render(report: Report, args: argparse.Namespace) -> None:
-    if args.format == "json":
-        _write(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n", args.output)
+    if args.format == "json" or args.json:
+        _write(_json_text(report.as_json()), args.output)
     else:
         _write(report.as_csv(), args.output)
 
@@ -97,19 +109,38 @@ def _render(report: Report, args: argparse.Namespace) -> None:
 # ---- reconcile ---------------------------------------------------------------------------------------------------
 
 
-def _processor_kind(name: str) -> str | None:
-    """The configured kind of processor ``name``, or None (said on stderr) when no such processor is configured."""
+def _processor_kind(args: argparse.Namespace) -> str | None:
+    """The configured kind of the processor ``--processor`` names (the only one configured when it names none), or
+    None (said on stderr) when there is no such processor or the choice is not clear."""
     kinds = dict(load_settings().processor_specs())
-    if name not in kinds:
-        print(f"surge: no processor {name!r}; configured: {', '.join(kinds)}", file=sys.stderr)
+    if args.processor is None:
+        if len(kinds) != 1:
+            print(f"surge: --processor is needed: configured are {', '.join(kinds)}", file=sys.stderr)
+            return None
+        [args.processor] = kinds
+    if args.processor not in kinds:
+        print(f"surge: no processor {args.processor!r}; configured: {', '.join(kinds)}", file=sys.stderr)
         return None
-    return kinds[name]
+    return kinds[args.processor]
+
+
+def window_edges(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The range a command covers: yesterday (UTC) when none is given, ``--from`` to now, or the day before
+    ``--to``."""
+    if start is None and end is None:
+        today = day_start(now.astimezone(UTC).date())
+        return today - timedelta(days=1), today
+    if start is None:
+        assert end is not None
+        return end - timedelta(days=1), end
+    return start, end if end is not None else now
 
 
 def _fees_sweep(args: argparse.Namespace) -> int:
-    kind = _processor_kind(args.processor)
+    kind = _processor_kind(args)
     if kind is None:
         return EXIT_USAGE
+    args.start, args.end = window_edges(args.start, args.end, datetime.now(UTC))
 
     async def work(pool: asyncpg.Pool) -> int:
         processor = build_processor(kind, args.processor, pool, os.environ)
@@ -118,7 +149,8 @@ def _fees_sweep(args: argparse.Namespace) -> int:
         finally:
             await processor.close()
         print(
-            f"fees sweep {args.processor}: {sweep.transactions} charge balance transactions read, "
+            f"fees sweep {args.processor} {args.start.isoformat()} .. {args.end.isoformat()}: "
+            f"{sweep.transactions} charge balance transactions read, "
             f"{sweep.booked} late fees booked, {sweep.recorded} kept for donations not settled yet"
         )
         return EXIT_OK
@@ -127,11 +159,12 @@ def _fees_sweep(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    kind = _processor_kind(args.processor)
+    kind = _processor_kind(args)
     if kind is None:
         return EXIT_USAGE
+    start, end = window_edges(args.start, args.end, datetime.now(UTC))
     try:
-        window = Window(args.start, args.end, timedelta(seconds=args.slack_s))
+        window = Window(start, end, timedelta(seconds=args.slack_s))
     except ValueError as error:
         print(f"surge: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -150,7 +183,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         if run is None:
             raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
         if args.json:
-            print(orjson.dumps(reconciliation.run_json(run), option=orjson.OPT_INDENT_2).decode())
+            _print_json(reconciliation.run_json(run))
         else:
             print(reconciliation.summary_text(run))
         if args.csv:
@@ -164,6 +197,11 @@ def _runs_list(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
             runs = await list_runs(connection, processor=args.processor, limit=args.limit)
+        if args.json:
+            _print_json(
+                {"object": "list", "data": [reconciliation.run_json(run, with_exceptions=False) for run in runs]}
+            )
+            return EXIT_OK
         for run in runs:
             print(
                 f"#{run.id}\t{run.processor}\t{run.window_from.isoformat()}\t{run.window_to.isoformat()}\t"
@@ -182,7 +220,10 @@ def _runs_show(args: argparse.Namespace) -> int:
         if run is None:
             print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
             return EXIT_USAGE
-        print(reconciliation.summary_text(run))
+        if args.json:
+            _print_json(reconciliation.run_json(run))
+        else:
+            print(reconciliation.summary_text(run))
         if args.csv:
             _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
         return EXIT_OK
@@ -195,7 +236,8 @@ def _exceptions_list(args: argparse.Namespace) -> int:
         status = ExceptionStatus(args.status) if args.status else None
         async with pool.acquire() as connection:
             found = await list_exceptions(connection, processor=args.processor, status=status)
-        _write(reconciliation.exceptions_report(found).as_csv(), args.output)
+        report = reconciliation.exceptions_report(found)
+        _write(_json_text(report.as_json()) if args.json else report.as_csv(), args.output)
         return EXIT_OK
 
     return run_with_pool(load_settings(), work)
@@ -282,12 +324,25 @@ async def _schedule_a(connection: asyncpg.Connection, args: argparse.Namespace) 
 
 def register(commands: Any) -> None:
     """Add the finance commands to the ``surge`` parser's sub-commands."""
-    run = commands.add_parser("reconcile", help="reconcile the ledger against a processor's record")
-    run.add_argument("--processor", required=True, help="processor name, as in SURGE_PROCESSORS")
-    run.add_argument(
-        "--from", dest="start", required=True, type=_start, help="date (UTC day) or ISO 8601 time with zone"
+    run = commands.add_parser(
+        "reconcile",
+        help="reconcile the ledger against a processor's record",
+        description="Match every ledger movement in the range with the processor's balance transactions and record "
+        "the run; exits 1 when it found exceptions (for a scheduled run to alert on).",
+        **examples(
+            "surge reconcile                                  # yesterday (UTC), the one processor configured",
+            "surge reconcile --processor stripe --from 2026-03-01 --to 2026-03-31 --csv exceptions.csv",
+            "surge reconcile --from 2026-11-03T00:00:00Z      # from then until now",
+            "surge reconcile --json | jq .exceptions",
+        ),
     )
-    run.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or ISO 8601 time with zone")
+    run.add_argument("--processor", help="processor name, as in SURGE_PROCESSORS (default: the only one)")
+    run.add_argument(
+        "--from", dest="start", type=_start, help="date (UTC day) or ISO 8601 time with zone (default: yesterday)"
+    )
+    run.add_argument(
+        "--to", dest="end", type=_end, help="date (inclusive) or ISO 8601 time with zone (default: now when --from is given)"
+    )
     run.add_argument("--slack-s", type=int, default=3600, help="seconds read beyond each edge (default 3600)")
     run.add_argument("--csv", metavar="FILE", help="write the exceptions as CSV ('-' for standard output)")
     run.add_argument("--json", action="store_true", help="print the run as JSON instead of the summary")
@@ -297,29 +352,55 @@ def register(commands: Any) -> None:
     fees = commands.add_parser("fees", help="processor fees")
     fees_commands = fees.add_subparsers(dest="fees_command", required=True)
     sweep = fees_commands.add_parser(
-        "sweep", help="book, once, every fee still unknown that the processor's balance transactions report"
+        "sweep",
+        help="book, once, every fee still unknown that the processor's balance transactions report",
+        **examples("surge fees sweep                     # yesterday (UTC)", "surge fees sweep --from 2026-11-01"),
     )
-    sweep.add_argument("--processor", required=True, help="processor name, as in SURGE_PROCESSORS")
-    sweep.add_argument("--from", dest="start", required=True, type=_start, help="date (UTC day) or time with zone")
-    sweep.add_argument("--to", dest="end", required=True, type=_end, help="date (inclusive) or time with zone")
+    sweep.add_argument("--processor", help="processor name, as in SURGE_PROCESSORS (default: the only one)")
+    sweep.add_argument("--from", dest="start", type=_start, help="date (UTC day) or time with zone")
+    sweep.add_argument("--to", dest="end", type=_end, help="date (inclusive) or time with zone")
     sweep.set_defaults(run=_fees_sweep)
 
     runs = commands.add_parser("reconciliations", help="recorded reconciliation runs and their exceptions")
     runs_commands = runs.add_subparsers(dest="reconciliations_command", required=True)
-    listing = runs_commands.add_parser("list", help="runs, newest first")
+    listing = runs_commands.add_parser(
+        "list",
+        help="runs, newest first",
+        **examples("surge reconciliations list --limit 5", "surge reconciliations list --processor stripe --json"),
+    )
     listing.add_argument("--processor")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true", help="print the runs as JSON")
     listing.set_defaults(run=_runs_list)
-    show = runs_commands.add_parser("show", help="one run's summary and exceptions")
+    show = runs_commands.add_parser(
+        "show",
+        help="one run's summary and exceptions",
+        **examples("surge reconciliations show 12", "surge reconciliations show 12 --csv exceptions-12.csv"),
+    )
     show.add_argument("id", type=int)
     show.add_argument("--csv", metavar="FILE")
+    show.add_argument("--json", action="store_true", help="print the run as JSON")
     show.set_defaults(run=_runs_show)
-    exceptions = runs_commands.add_parser("exceptions", help="exceptions as CSV")
+    exceptions = runs_commands.add_parser(
+        "exceptions",
+        help="exceptions as CSV (or JSON)",
+        **examples("surge reconciliations exceptions --status open", "surge reconciliations exceptions --json"),
+    )
     exceptions.add_argument("--status", choices=[s.value for s in ExceptionStatus])
     exceptions.add_argument("--processor")
     exceptions.add_argument("--output", metavar="FILE")
+    exceptions.add_argument("--json", action="store_true", help="JSON instead of CSV")
     exceptions.set_defaults(run=_exceptions_list)
-    resolve = runs_commands.add_parser("resolve", help="resolve an exception with an adjusting entry")
+    resolve = runs_commands.add_parser(
+        "resolve",
+        help="resolve an exception with an adjusting entry",
+        **examples(
+            'surge reconciliations resolve 17 --memo "fee corrected by the processor\'s March statement"',
+            'surge reconciliations resolve 17 --memo "wrong account" '
+            '--legs \'[{"account":"fees:stripe:USD","amount":30,"currency":"USD"},'
+            '{"account":"clearing:stripe:USD","amount":-30,"currency":"USD"}]\'',
+        ),
+    )
     resolve.add_argument("id", type=int, help="exception id")
     resolve.add_argument("--memo", required=True, help="why: kept with the entry, who and when")
     resolve.add_argument(
@@ -328,21 +409,43 @@ def register(commands: Any) -> None:
     resolve.add_argument("--by", help="who resolves it (default cli:<user>)")
     resolve.set_defaults(run=_resolve)
 
-    report = commands.add_parser("report", help="finance reports (CSV, or JSON with --format json)")
+    report = commands.add_parser("report", help="finance reports (CSV, or JSON with --json)")
     kinds = report.add_subparsers(dest="report_command", required=True)
 
-    def add(name: str, help_text: str, build: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = kinds.add_parser(name, help=help_text)
+    def add(name: str, help_text: str, build: Any, *lines: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = kinds.add_parser(name, help=help_text, **examples(*lines))
         parser.add_argument("--format", choices=["csv", "json"], default="csv")
+        parser.add_argument("--json", action="store_true", help="same as --format json")
         parser.add_argument("--output", metavar="FILE", help="write here instead of standard output")
         parser.set_defaults(run=_report(build))
         return parser
 
-    trial = add("trial-balance", "every account's balance, debits and credits", _trial_balance)
+    trial = add(
+        "trial-balance",
+        "every account's balance, debits and credits",
+        _trial_balance,
+        "surge report trial-balance",
+        "surge report trial-balance --as-of 2026-10-31 --json",
+    )
     trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time with zone (default: now)")
-    days = add("campaign-days", "per campaign and day: gross, refunds, disputes, fees, net", _campaign_days)
-    aggregates = add("donor-aggregates", "per donor and election: aggregate, held, limit, room", _donor_aggregates)
-    schedule = add("schedule-a", "itemized receipts, FEC Form 3 Schedule A shape", _schedule_a)
+    days = add(
+        "campaign-days",
+        "per campaign and day: gross, refunds, disputes, fees, net",
+        _campaign_days,
+        "surge report campaign-days --campaign smith-2026 --from 2026-11-01 --to 2026-11-30 --output november.csv",
+    )
+    aggregates = add(
+        "donor-aggregates",
+        "per donor and election: aggregate, held, limit, room",
+        _donor_aggregates,
+        "surge report donor-aggregates --campaign smith-2026 --election 2026-general",
+    )
+    schedule = add(
+        "schedule-a",
+        "itemized receipts, FEC Form 3 Schedule A shape",
+        _schedule_a,
+        "surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv",
+    )
     for parser in (days, aggregates, schedule):
         parser.add_argument("--campaign")
     for parser in (aggregates, schedule):
