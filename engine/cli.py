@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from importlib.metadata import entry_points
@@ -12,6 +13,7 @@ import asyncpg
 import orjson
 
 from engine import chart_of_accounts, database
+from engine.audit import Actor, AuditAction, read, record
 from engine.campaigns import (
     FEDERAL_LIMIT_PER_ELECTION_MINOR,
     ITEMIZATION_THRESHOLD_MINOR,
@@ -22,7 +24,7 @@ from engine.campaigns import (
 )
 from engine.database import DatabaseStartError, run_with_pool
 from engine.finance import cli as finance_cli
-from engine.keys import Role, create_key
+from engine.keys import Role, create_key, list_keys, revoke_key
 from engine.settings import ConfigError, Settings, load_settings
 from engine.validation import ValidationProblem
 from ledger.check import check_ledger
@@ -109,7 +111,7 @@ def _campaigns_create(args: argparse.Namespace) -> int:
         return 2
 
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             try:
                 await create_campaign(connection, campaign)
             except CampaignExistsError:
@@ -117,6 +119,7 @@ def _campaigns_create(args: argparse.Namespace) -> int:
                 return 1
             for name, _ in _settings(args).processor_specs():
                 await chart_of_accounts.ensure_processor_accounts(connection, name, campaign.currency)
+            await record(connection, _operator(), AuditAction.CAMPAIGN_CREATED, campaign.slug, campaign.as_json())
         print(
             f"created campaign {campaign.slug} ({campaign.currency}, limit {campaign.contribution_limit_minor} "
             f"per donor for {campaign.election})"
@@ -144,12 +147,65 @@ def _campaigns_list(args: argparse.Namespace) -> int:
     return run_with_pool(_settings(args), work)
 
 
+def _operator() -> Actor:
+    """Who runs a command, for the audit trail: the terminal's user."""
+    return Actor(f"cli:{getpass.getuser()}")
+
+
 def _keys_create(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             key, secret = await create_key(connection, Role(args.role), args.label)
+            changes = {"role": key.role.value, "label": args.label}
+            await record(connection, _operator(), AuditAction.KEY_CREATED, key.id, changes)
         print(f"{key.id} ({key.role.value}): {secret}")
         print("The secret is shown only this once; Surge stores its hash.", file=sys.stderr)
+        return 0
+
+    return run_with_pool(_settings(args), work)
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as connection, connection.transaction():
+            if await revoke_key(connection, args.id):
+                await record(connection, _operator(), AuditAction.KEY_REVOKED, args.id)
+                print(f"revoked {args.id}: refused within 30 s by every engine process, its dashboard sessions now")
+                return 0
+            known = any(key["id"] == args.id for key in await list_keys(connection))
+        print(f"surge: {'key ' + args.id + ' was revoked already' if known else 'no key ' + args.id}", file=sys.stderr)
+        return 0 if known else 2
+
+    return run_with_pool(_settings(args), work)
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        keys = await list_keys(pool)
+        if args.json:
+            print(orjson.dumps({"object": "list", "data": keys}, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for key in keys:
+            state = f"revoked {key['revoked']}" if key["revoked"] else "active"
+            print(f"{key['id']}\t{key['role']}\t{state}\tcreated {key['created']}\t{key['label'] or ''}")
+        return 0
+
+    return run_with_pool(_settings(args), work)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool) -> int:
+        events = await read(pool, limit=args.limit, action=args.action, subject=args.subject)
+        if args.json:
+            data = [event.as_json() for event in events]
+            print(orjson.dumps({"object": "list", "data": data}, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for event in events:
+            changes = orjson.dumps(event.changes).decode() if event.changes else ""
+            print(
+                f"#{event.id}\t{event.at.isoformat()}\t{event.actor}\t{event.address or '-'}\t{event.action}\t"
+                f"{event.subject or '-'}\t{changes}"
+            )
         return 0
 
     return run_with_pool(_settings(args), work)
@@ -226,6 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--label")
     key.set_defaults(run=_keys_create)
+    revoke = keys.add_parser(
+        "revoke", help="revoke an API key (and its dashboard sessions)", **examples("surge keys revoke key_3f9a1c2b")
+    )
+    revoke.add_argument("id", help="the key's id (key_…), as `surge keys list` shows it")
+    revoke.set_defaults(run=_keys_revoke)
+    keys_list = keys.add_parser(
+        "list", help="keys, their roles and states (never secrets)", **examples("surge keys list")
+    )
+    keys_list.add_argument("--json", action="store_true", help="print the keys as JSON")
+    keys_list.set_defaults(run=_keys_list)
+
+    audit = commands.add_parser(
+        "audit",
+        help="the audit trail: who did what, when, from where",
+        **examples(
+            "surge audit --limit 20", "surge audit --action refund_requested --json", "surge audit --subject key_3f9a"
+        ),
+    )
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--action", help="only this action (refund_requested, key_revoked, signed_in, …)")
+    audit.add_argument("--subject", help="only events about this (a donation, key, campaign or exception:<id>)")
+    audit.add_argument("--json", action="store_true", help="print the events as JSON")
+    audit.set_defaults(run=_audit)
     finance_cli.register(commands)  # reconcile, reconciliations, report
     _register_plugins(commands)
     return parser

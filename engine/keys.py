@@ -105,3 +105,30 @@ async def authenticate(verifier: KeyVerifier, secret: str | None) -> ApiKey:
 def require_role(key: ApiKey, *roles: Role) -> None:
     if key.role is not Role.ADMIN and key.role not in roles:
         raise RoleRefusedError(key.role, roles)
+
+
+async def revoke_key(connection: asyncpg.Connection, key_id: str) -> bool:
+    """Revoke a key: refused from now on by every process once its cached verification expires
+    (``KEY_CACHE_TTL_S``), and its dashboard sessions end at once. True when this call revoked it."""
+    revoked = await connection.fetchval(
+        "UPDATE surge.api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING true", key_id
+    )
+    return bool(revoked)
+
+
+async def list_keys(connection: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, object]]:
+    """Every key's id, role, label and dates (never a secret: only its hash is stored)."""
+    rows = await connection.fetch(
+        "SELECT id, role, label, created_at, revoked_at FROM surge.api_keys ORDER BY created_at, id"
+    )
+    return [
+        {
+            "object": "api_key",
+            "id": row["id"],
+            "role": row["role"],
+            "label": row["label"],
+            "created": row["created_at"].isoformat(),
+            "revoked": row["revoked_at"].isoformat() if row["revoked_at"] else None,
+        }
+        for row in rows
+    ]

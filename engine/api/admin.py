@@ -1,4 +1,4 @@
-"""Campaigns and API keys (admin), readable campaign list (finance)."""
+"""Campaigns and API keys (admin), readable campaign list and audit trail (finance)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from aiohttp import web
 from engine import chart_of_accounts
 from engine.api.errors import ApiError, json_response
 from engine.api.models import KeyCreate
-from engine.api.requests import authorized, json_body
+from engine.api.requests import actor, authorized, int_param, json_body
 from engine.api.state import POOL, PROCESSORS
+from engine.audit import AuditAction, read, record
 from engine.campaigns import CampaignExistsError, campaign_from_json, create_campaign, list_campaigns
-from engine.keys import Role, create_key
+from engine.keys import Role, create_key, list_keys, revoke_key
 from engine.validation import decode
 
 routes = web.RouteTableDef()
@@ -18,16 +19,17 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/campaigns")
 async def post_campaign(request: web.Request) -> web.Response:
-    await authorized(request, Role.ADMIN)
+    key = await authorized(request, Role.ADMIN)
     raw = await json_body(request)
     campaign = campaign_from_json(raw)
-    async with request.app[POOL].acquire() as connection:
+    async with request.app[POOL].acquire() as connection, connection.transaction():
         try:
             await create_campaign(connection, campaign)
         except CampaignExistsError:
             raise ApiError(409, "resource_exists", f"Campaign {campaign.slug} already exists.", param="slug") from None
         for processor, _ in request.app[PROCESSORS]:
             await chart_of_accounts.ensure_processor_accounts(connection, processor.name, campaign.currency)
+        await record(connection, actor(request, key), AuditAction.CAMPAIGN_CREATED, campaign.slug, campaign.as_json())
     return json_response(campaign.as_json(), 201)
 
 
@@ -40,8 +42,50 @@ async def get_campaigns(request: web.Request) -> web.Response:
 
 @routes.post("/v1/keys")
 async def post_key(request: web.Request) -> web.Response:
-    await authorized(request, Role.ADMIN)
+    admin = await authorized(request, Role.ADMIN)
     body = decode(await json_body(request), KeyCreate)
-    async with request.app[POOL].acquire() as connection:
+    async with request.app[POOL].acquire() as connection, connection.transaction():
         key, secret = await create_key(connection, Role(body.role), body.label)
+        changes = {"role": key.role.value, "label": body.label}
+        await record(connection, actor(request, admin), AuditAction.KEY_CREATED, key.id, changes)
     return json_response({"object": "api_key", "id": key.id, "role": key.role.value, "secret": secret}, 201)
+
+
+@routes.get("/v1/keys")
+async def get_keys(request: web.Request) -> web.Response:
+    await authorized(request, Role.ADMIN)
+    return json_response({"object": "list", "data": await list_keys(request.app[POOL]), "has_more": False})
+
+
+@routes.delete("/v1/keys/{id}")
+async def delete_key(request: web.Request) -> web.Response:
+    """Revoke a key: refused by every engine process within the key cache's lifetime, its dashboard sessions at
+    once. Revoking a revoked key changes nothing (200 again); an unknown one is 404."""
+    admin = await authorized(request, Role.ADMIN)
+    key_id = request.match_info["id"]
+    async with request.app[POOL].acquire() as connection, connection.transaction():
+        if await revoke_key(connection, key_id):
+            await record(connection, actor(request, admin), AuditAction.KEY_REVOKED, key_id)
+        keys = [k for k in await list_keys(connection) if k["id"] == key_id]
+    if not keys:
+        raise ApiError(404, "resource_missing", f"No such key: {key_id}", param="id")
+    return json_response(keys[0])
+
+
+@routes.get("/v1/audit-events")
+async def get_audit_events(request: web.Request) -> web.Response:
+    """The audit trail, newest first; ``starting_after`` (an event id) continues a page."""
+    await authorized(request, Role.FINANCE)
+    limit = int_param(request, "limit", 50, 1, 500)
+    before = request.query.get("starting_after")
+    if before is not None and not (before.isascii() and before.isdigit() and len(before) <= 18):
+        raise ApiError(400, "parameter_invalid", "starting_after must be an audit event id.", param="starting_after")
+    events = await read(
+        request.app[POOL],
+        limit=limit,
+        before_id=int(before) if before is not None else None,
+        action=request.query.get("action"),
+        subject=request.query.get("subject"),
+    )
+    data = [event.as_json() for event in events]
+    return json_response({"object": "list", "data": data, "has_more": len(data) == limit})

@@ -22,7 +22,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from engine.api import dashboard_html
+from engine.api.requests import actor, client_ip
 from engine.api.state import KEYS, POOL
+from engine.audit import Actor, AuditAction, read, record
 from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
@@ -123,9 +125,14 @@ async def login(request: web.Request) -> web.Response:
     if isinstance(secret, str) and 0 < len(secret.strip()) <= KEY_LENGTH_MAX:
         key = await request.app[KEYS].verify(secret.strip())
     if key is None or key.role not in (Role.FINANCE, Role.ADMIN):
+        # Who tried is unknown (never the secret): the address and which key, when it was a valid one.
+        refused = Actor(f"key:{key.id}" if key else "unknown", client_ip(request))
+        async with request.app[POOL].acquire() as connection:
+            await record(connection, refused, AuditAction.SIGN_IN_REFUSED, "dashboard")
         return _html(dashboard_html.login_page("That is not a finance key."), 401)
-    async with request.app[POOL].acquire() as connection:
+    async with request.app[POOL].acquire() as connection, connection.transaction():
         token = await create_session(connection, key)
+        await record(connection, actor(request, key), AuditAction.SIGNED_IN, "dashboard")
     response = _redirect("/dashboard")
     response.set_cookie(
         COOKIE_NAME,
@@ -145,8 +152,13 @@ async def logout(request: web.Request) -> web.Response:
         return _html(dashboard_html.login_page("Sign-out must come from this site."), 403)
     token = request.cookies.get(COOKIE_NAME)
     if token:
-        async with request.app[POOL].acquire() as connection:
+        async with request.app[POOL].acquire() as connection, connection.transaction():
+            signed_in = await session_key(connection, token)
             await connection.execute("DELETE FROM surge.dashboard_sessions WHERE token_hash = $1", _token_hash(token))
+            if signed_in is not None:
+                await record(
+                    connection, Actor(f"key:{signed_in[0]}", client_ip(request)), AuditAction.SIGNED_OUT, "dashboard"
+                )
     response = _redirect("/dashboard/login")
     response.del_cookie(COOKIE_NAME, path="/dashboard")
     return response
@@ -178,3 +190,19 @@ async def dashboard(request: web.Request) -> web.Response:
             attention=needs,
         )
     )
+
+
+AUDIT_PAGE_SIZE = 100
+
+
+@routes.get("/dashboard/audit")
+async def audit_trail(request: web.Request) -> web.Response:
+    before = request.query.get("before")
+    before_id = int(before) if before and before.isascii() and before.isdigit() and len(before) <= 18 else None
+    async with request.app[POOL].acquire() as connection:
+        signed_in = await session_key(connection, request.cookies.get(COOKIE_NAME))
+        if signed_in is None:
+            return _redirect("/dashboard/login")
+        events = await read(connection, limit=AUDIT_PAGE_SIZE, before_id=before_id)
+    next_before = events[-1].id if len(events) == AUDIT_PAGE_SIZE else None
+    return _html(dashboard_html.audit_page(key_label=signed_in[1], events=events, next_before=next_before))

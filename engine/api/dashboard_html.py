@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
+from engine.audit import AuditEvent
 from engine.finance.attention import Attention
 from engine.finance.reconcile.history import ExceptionView, RunView
 from engine.finance.reports.donation_series import MinuteCount, currency_totals
@@ -304,6 +305,7 @@ def dashboard_page(
     body = (
         "<header><h1>Surge finance</h1>"
         f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note} · {attention_note(attention)}</span>"
+        '<a href="/dashboard/audit" id="audit-link">Audit trail</a>'
         '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'
@@ -316,3 +318,27 @@ def dashboard_page(
         "</main>"
     )
     return page("Surge finance", body)
+
+
+def audit_page(*, key_label: str, events: Sequence[AuditEvent], next_before: int | None) -> str:
+    """The audit trail, newest first, a page at a time (engine/audit.py)."""
+    rows = [
+        (
+            escape(_time(event.at)),
+            escape(event.actor),
+            escape(event.address or "—"),
+            escape(event.action.replace("_", " ")),
+            escape(event.subject or "—"),
+            escape(", ".join(f"{name}: {value}" for name, value in event.changes.items())),
+        )
+        for event in events
+    ]
+    headers = [("When", False), ("Who", False), ("From", False), ("Did", False), ("What", False), ("Change", False)]
+    table = _table(headers, rows) if rows else '<p class="muted">Nothing recorded yet.</p>'
+    more = f'<p><a id="older" href="/dashboard/audit?before={next_before}">Older</a></p>' if next_before else ""
+    body = (
+        f"<header><h1>Audit trail</h1><span>signed in as {escape(key_label)}</span>"
+        '<a href="/dashboard">Dashboard</a></header>'
+        f'<main><section class="wide" id="audit-events">{table}{more}</section></main>'
+    )
+    return page("Surge finance — audit trail", body)

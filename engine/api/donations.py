@@ -17,8 +17,9 @@ from engine.api.errors import (
     refund_status,
 )
 from engine.api.models import DonationCreate, RefundCreate
-from engine.api.requests import authorized, client_ip, int_param, json_body
+from engine.api.requests import actor, authorized, client_ip, int_param, json_body
 from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS, SETTINGS
+from engine.audit import AuditAction, record
 from engine.keys import Role
 from engine.payments.refunds import apply_refund_result, lease_seconds, reserve_refund, send_refund
 from engine.pipeline.donation_request import (
@@ -134,12 +135,21 @@ async def refund_donation(request: web.Request) -> web.Response:
     amount = decode(await json_body(request, allow_empty=True), RefundCreate).amount
     pool = request.app[POOL]
     timeout_s = request.app[SETTINGS].charge_timeout_ms / 1000
-    async with pool.acquire() as connection:
-        # Committed before the processor is called: from here on the refund is the refund worker's to finish if
-        # this request does not (crash, timeout, processor not configured in this process).
+    async with pool.acquire() as connection, connection.transaction():
+        # Committed before the processor is called, with who asked: from here on the refund is the refund worker's
+        # to finish if this request does not (crash, timeout, processor not configured in this process).
         claim = await reserve_refund(
             connection, key.id, idempotency_key, request.match_info["id"], amount, lease_seconds(timeout_s)
         )
+        if claim.created:
+            changes = {
+                "refund": claim.refund.id,
+                "amount": claim.refund.amount_minor,
+                "currency": claim.refund.currency,
+            }
+            await record(
+                connection, actor(request, key), AuditAction.REFUND_REQUESTED, claim.refund.donation_id, changes
+            )
     refund = claim.refund
     processor = next((p for p, _ in request.app[PROCESSORS] if p.name == claim.processor), None)
     if claim.created and processor is not None:

@@ -130,6 +130,26 @@ _PATHS: dict[str, Any] = {
             "Create an API key (admin)",
             {"201": _json("ApiKeyCreated", "The key, shown once")},
             requestBody=_body("KeyCreate"),
+        ),
+        "get": _op("List API keys, never their secrets (admin)", {"200": {"description": "Keys"}}),
+    },
+    "/v1/keys/{id}": {
+        "delete": _op(
+            "Revoke an API key and end its dashboard sessions (admin)",
+            {"200": {"description": "The key, revoked"}, "404": {"description": "No such key"}},
+            parameters=[_ID],
+        )
+    },
+    "/v1/audit-events": {
+        "get": _op(
+            "The audit trail: who did what, when, from where; newest first (finance)",
+            {"200": {"description": "A page of audit events"}},
+            parameters=[
+                _limit(500),
+                _query("starting_after", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+                _query("action", {"type": "string"}),
+                _query("subject", {"type": "string"}),
+            ],
         )
     },
     "/v1/webhooks/{processor}": {
@@ -237,6 +257,14 @@ _PATHS: dict[str, Any] = {
             },
             security=[],
         ),
+    },
+    "/dashboard/audit": {
+        "get": _op(
+            "The audit trail (HTML; session cookie from /dashboard/login), 100 a page, older with ?before",
+            {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+            parameters=[_query("before", {"type": "string"})],
+            security=[],
+        )
     },
     "/dashboard/logout": {
         "post": _op("End the dashboard session", {"303": {"description": "Signed out"}}, security=[])

@@ -11,6 +11,7 @@ from aiohttp import web
 from engine.api.errors import ApiError
 from engine.api.state import KEYS, SETTINGS
 from engine.api.validation import parse_json_object
+from engine.audit import Actor
 from engine.keys import ApiKey, Role, authenticate, require_role
 from toolkit.times import parse_day, parse_instant
 
@@ -21,6 +22,11 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not secret.strip():
         return None
     return secret.strip()
+
+
+def actor(request: web.Request, key: ApiKey) -> Actor:
+    """Who acts, for the audit trail: the key, from the client's address."""
+    return Actor(f"key:{key.id}", client_ip(request))
 
 
 async def authorized(request: web.Request, *roles: Role) -> ApiKey:

@@ -27,6 +27,7 @@ import asyncpg
 import orjson
 
 from adapters.registry import build_processor
+from engine.audit import Actor, AuditAction, record
 from engine.database import run_with_pool
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
@@ -80,6 +81,11 @@ def _day(value: str) -> date:
 
 def _author(args: argparse.Namespace) -> str:
     return args.by or f"cli:{getpass.getuser()}"
+
+
+def _actor(args: argparse.Namespace) -> Actor:
+    """For the audit trail: who ran it at this terminal (``--by`` names who it is done for, kept in the change)."""
+    return Actor(f"cli:{getpass.getuser()}" + (f" for {args.by}" if args.by else ""))
 
 
 def _write(text: str, output: str | None) -> None:
@@ -180,8 +186,10 @@ def _reconcile(args: argparse.Namespace) -> int:
             await processor.close()
         async with pool.acquire() as connection:
             run = await run_view(connection, run_id)
-        if run is None:
-            raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
+            if run is None:
+                raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
+            changes = {"processor": run.processor, "from": start, "to": end, "exceptions": run.exception_count}
+            await record(connection, _actor(args), AuditAction.RECONCILIATION_RUN, f"reconciliation:{run_id}", changes)
         if args.json:
             _print_json(reconciliation.run_json(run))
         else:
@@ -253,9 +261,14 @@ def _resolve(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
             try:
-                adjustment = await reconciliation.resolve(
-                    connection, AccountDirectory(), args.id, memo=args.memo, resolved_by=_author(args), legs=legs
-                )
+                async with connection.transaction():
+                    adjustment = await reconciliation.resolve(
+                        connection, AccountDirectory(), args.id, memo=args.memo, resolved_by=_author(args), legs=legs
+                    )
+                    changes = {"memo": args.memo, "entry": adjustment.entry_reference}
+                    await record(
+                        connection, _actor(args), AuditAction.EXCEPTION_RESOLVED, f"exception:{args.id}", changes
+                    )
             except ExceptionNotFoundError:
                 print(f"surge: no exception #{args.id}", file=sys.stderr)
                 return EXIT_USAGE
@@ -341,7 +354,10 @@ def register(commands: Any) -> None:
         "--from", dest="start", type=_start, help="date (UTC day) or ISO 8601 time with zone (default: yesterday)"
     )
     run.add_argument(
-        "--to", dest="end", type=_end, help="date (inclusive) or ISO 8601 time with zone (default: now when --from is given)"
+        "--to",
+        dest="end",
+        type=_end,
+        help="date (inclusive) or ISO 8601 time with zone (default: now when --from is given)",
     )
     run.add_argument("--slack-s", type=int, default=3600, help="seconds read beyond each edge (default 3600)")
     run.add_argument("--csv", metavar="FILE", help="write the exceptions as CSV ('-' for standard output)")
