@@ -8,6 +8,8 @@ amendment 179 of 2025: XCG replaced ANG), and the packages that carry it bring l
 
 from __future__ import annotations
 
+import re
+
 _EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
 _EXPONENT_4 = "CLF UYW"
@@ -48,3 +50,17 @@ def format_minor(amount_minor: int, currency: str) -> str:
     sign = "-" if amount_minor < 0 else ""
     whole, fraction = divmod(abs(amount_minor), 10**exponent)
     return f"{sign}{whole}.{fraction:0{exponent}d}"
+
+
+_DECIMAL = re.compile(r"^(\d{1,15})(?:\.(\d+))?$")
+
+
+def parse_major(text: str, currency: str) -> int:
+    """A typed amount ("25", "25.5", "25.50") as minor units, by string arithmetic: never through a float. More
+    decimals than the currency has, a sign, or anything else is refused (ValueError)."""
+    match = _DECIMAL.match(text.strip().replace(",", ""))
+    exponent = minor_unit_exponent(currency)
+    if match is None or len(match.group(2) or "") > exponent:
+        raise ValueError(f"not an amount in {currency}: {text!r}")
+    whole, fraction = match.group(1), (match.group(2) or "").ljust(exponent, "0")
+    return int(whole) * 10**exponent + (int(fraction) if fraction else 0)

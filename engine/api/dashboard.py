@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,11 +51,11 @@ _SECURITY_HEADERS = {
 }
 
 
-def _html(text: str, status: int = 200) -> web.Response:
+def html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
 
 
-def _redirect(location: str) -> web.Response:
+def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **_SECURITY_HEADERS})
 
 
@@ -80,23 +81,50 @@ async def create_session(connection: asyncpg.Connection, key: ApiKey) -> str:
     return token
 
 
-async def session_key(connection: asyncpg.Connection, token: str | None) -> tuple[str, str] | None:
-    """The (key id, label) of a live session from a finance or admin key that is not revoked, else None."""
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    key: ApiKey
+    label: str
+    csrf: str  # the token every form of this session posts back
+
+
+def csrf_token(cookie_token: str) -> str:
+    """A form token bound to the session: computed from the cookie's token, which no other site can read (HttpOnly,
+    SameSite=Strict), so a forged post cannot carry it; nothing more to store."""
+    return hashlib.sha256(b"surge-dashboard-csrf:" + cookie_token.encode()).hexdigest()
+
+
+async def signed_in(request: web.Request, connection: asyncpg.Connection) -> DashboardSession | None:
+    """The session of this request's cookie, if live and its key not revoked."""
+    token = request.cookies.get(COOKIE_NAME)
     if not token or len(token) > KEY_LENGTH_MAX:
         return None
     row = await connection.fetchrow(
-        """SELECT k.id, coalesce(k.label, k.id) AS label
+        """SELECT k.id, k.role, coalesce(k.label, k.id) AS label
              FROM surge.dashboard_sessions s JOIN surge.api_keys k ON k.id = s.api_key_id
             WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL
               AND k.role IN ('finance', 'admin')""",
         _token_hash(token),
     )
-    return None if row is None else (row["id"], row["label"])
+    if row is None:
+        return None
+    return DashboardSession(ApiKey(row["id"], Role(row["role"])), row["label"], csrf_token(token))
+
+
+async def posted_form(request: web.Request, session: DashboardSession) -> MultiDictProxy[Any] | None:
+    """The form a signed-in page posted, or None when it is not to be acted on: from another origin, unreadable,
+    or without this session's CSRF token."""
+    if not _same_origin(request):
+        return None
+    form = await _sign_in_form(request)
+    if form is None or not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
+        return None
+    return form
 
 
 @routes.get("/dashboard/login")
 async def login_form(request: web.Request) -> web.Response:
-    return _html(dashboard_html.login_page())
+    return html(dashboard_html.login_page())
 
 
 # What aiohttp's form and multipart readers raise on a body that does not match its Content-Type (a missing or bad
@@ -116,10 +144,10 @@ async def _sign_in_form(request: web.Request) -> MultiDictProxy[Any] | None:
 @routes.post("/dashboard/login")
 async def login(request: web.Request) -> web.Response:
     if not _same_origin(request):
-        return _html(dashboard_html.login_page("Sign-in must come from this site."), 403)
+        return html(dashboard_html.login_page("Sign-in must come from this site."), 403)
     form = await _sign_in_form(request)
     if form is None:
-        return _html(dashboard_html.login_page("The sign-in form could not be read."), 400)
+        return html(dashboard_html.login_page("The sign-in form could not be read."), 400)
     secret = form.get("key")
     key = None
     if isinstance(secret, str) and 0 < len(secret.strip()) <= KEY_LENGTH_MAX:
@@ -129,11 +157,11 @@ async def login(request: web.Request) -> web.Response:
         refused = Actor(f"key:{key.id}" if key else "unknown", client_ip(request))
         async with request.app[POOL].acquire() as connection:
             await record(connection, refused, AuditAction.SIGN_IN_REFUSED, "dashboard")
-        return _html(dashboard_html.login_page("That is not a finance key."), 401)
+        return html(dashboard_html.login_page("That is not a finance key."), 401)
     async with request.app[POOL].acquire() as connection, connection.transaction():
         token = await create_session(connection, key)
         await record(connection, actor(request, key), AuditAction.SIGNED_IN, "dashboard")
-    response = _redirect("/dashboard")
+    response = redirect("/dashboard")
     response.set_cookie(
         COOKIE_NAME,
         token,
@@ -149,17 +177,15 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/dashboard/logout")
 async def logout(request: web.Request) -> web.Response:
     if not _same_origin(request):
-        return _html(dashboard_html.login_page("Sign-out must come from this site."), 403)
+        return html(dashboard_html.login_page("Sign-out must come from this site."), 403)
     token = request.cookies.get(COOKIE_NAME)
     if token:
         async with request.app[POOL].acquire() as connection, connection.transaction():
-            signed_in = await session_key(connection, token)
+            session = await signed_in(request, connection)
             await connection.execute("DELETE FROM surge.dashboard_sessions WHERE token_hash = $1", _token_hash(token))
-            if signed_in is not None:
-                await record(
-                    connection, Actor(f"key:{signed_in[0]}", client_ip(request)), AuditAction.SIGNED_OUT, "dashboard"
-                )
-    response = _redirect("/dashboard/login")
+            if session is not None:
+                await record(connection, actor(request, session.key), AuditAction.SIGNED_OUT, "dashboard")
+    response = redirect("/dashboard/login")
     response.del_cookie(COOKIE_NAME, path="/dashboard")
     return response
 
@@ -167,9 +193,9 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/dashboard")
 async def dashboard(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as connection:
-        signed_in = await session_key(connection, request.cookies.get(COOKIE_NAME))
-        if signed_in is None:
-            return _redirect("/dashboard/login")
+        session = await signed_in(request, connection)
+        if session is None:
+            return redirect("/dashboard/login")
         # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             campaign_report = await campaign_days(connection)
@@ -178,10 +204,10 @@ async def dashboard(request: web.Request) -> web.Response:
             per_minute = await donations_per_minute(connection)
             open_exceptions = await open_exception_count(connection)
             needs = await attention(connection)
-    return _html(
+    return html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
-            key_label=signed_in[1],
+            key_label=session.label,
             campaign_report=campaign_report,
             trial_balance_report=trial_balance_report,
             latest_run=last_run,
@@ -200,9 +226,9 @@ async def audit_trail(request: web.Request) -> web.Response:
     before = request.query.get("before")
     before_id = int(before) if before and before.isascii() and before.isdigit() and len(before) <= 18 else None
     async with request.app[POOL].acquire() as connection:
-        signed_in = await session_key(connection, request.cookies.get(COOKIE_NAME))
-        if signed_in is None:
-            return _redirect("/dashboard/login")
+        session = await signed_in(request, connection)
+        if session is None:
+            return redirect("/dashboard/login")
         events = await read(connection, limit=AUDIT_PAGE_SIZE, before_id=before_id)
     next_before = events[-1].id if len(events) == AUDIT_PAGE_SIZE else None
-    return _html(dashboard_html.audit_page(key_label=signed_in[1], events=events, next_before=next_before))
+    return html(dashboard_html.audit_page(key_label=session.label, events=events, next_before=next_before))

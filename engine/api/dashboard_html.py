@@ -79,7 +79,7 @@ def money_text(amount: int, currency: str) -> str:
     return f"{format_minor(amount, currency)} {currency}"
 
 
-def _table(
+def table(
     headers: Sequence[tuple[str, bool]], rows: Iterable[Sequence[str]], footer: Sequence[str] | None = None
 ) -> str:
     """``headers`` are (label, numeric); cells are HTML already escaped."""
@@ -120,7 +120,7 @@ def campaign_totals(report: Report) -> str:
         ("Fees", True),
         ("Net", True),
     ]
-    return _table(headers, rows)
+    return table(headers, rows)
 
 
 def trial_balance(report: Report) -> str:
@@ -142,10 +142,10 @@ def trial_balance(report: Report) -> str:
             f"credits {money(t['credit'], currency)} — {verdict}</li>"
         )
     if not rows:
-        table = '<p class="muted" id="empty-ledger">The ledger has no posted balances yet.</p>'
+        balances = '<p class="muted" id="empty-ledger">The ledger has no posted balances yet.</p>'
     else:
-        table = _table([("Account", False), ("Type", False), ("Debit", True), ("Credit", True)], rows)
-    return table + (f'<ul id="trial-balance-totals">{"".join(checks)}</ul>' if checks else "")
+        balances = table([("Account", False), ("Type", False), ("Debit", True), ("Credit", True)], rows)
+    return balances + (f'<ul id="trial-balance-totals">{"".join(checks)}</ul>' if checks else "")
 
 
 def _status(view: ExceptionView) -> str:
@@ -177,7 +177,7 @@ def reconciliation(run: RunView | None) -> str:
             ]
         )
     summary = (
-        _table(
+        table(
             [
                 ("Currency", False),
                 ("Payouts (processor)", True),
@@ -204,7 +204,7 @@ def reconciliation(run: RunView | None) -> str:
         for x in run.exceptions
     ]
     exceptions = (
-        _table(
+        table(
             [
                 ("Id", False),
                 ("Status", False),
@@ -223,8 +223,12 @@ def reconciliation(run: RunView | None) -> str:
     return head + summary + (f'<div id="exceptions"><h2>Exceptions</h2>{exceptions}</div>' if exceptions else "")
 
 
+def time_text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def _time(moment: datetime) -> str:
-    return escape(moment.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    return escape(time_text(moment))
 
 
 def donations_chart(series: Sequence[MinuteCount]) -> str:
@@ -324,7 +328,7 @@ def audit_page(*, key_label: str, events: Sequence[AuditEvent], next_before: int
     """The audit trail, newest first, a page at a time (engine/audit.py)."""
     rows = [
         (
-            escape(_time(event.at)),
+            _time(event.at),
             escape(event.actor),
             escape(event.address or "—"),
             escape(event.action.replace("_", " ")),
@@ -334,11 +338,11 @@ def audit_page(*, key_label: str, events: Sequence[AuditEvent], next_before: int
         for event in events
     ]
     headers = [("When", False), ("Who", False), ("From", False), ("Did", False), ("What", False), ("Change", False)]
-    table = _table(headers, rows) if rows else '<p class="muted">Nothing recorded yet.</p>'
+    events_table = table(headers, rows) if rows else '<p class="muted">Nothing recorded yet.</p>'
     more = f'<p><a id="older" href="/dashboard/audit?before={next_before}">Older</a></p>' if next_before else ""
     body = (
         f"<header><h1>Audit trail</h1><span>signed in as {escape(key_label)}</span>"
         '<a href="/dashboard">Dashboard</a></header>'
-        f'<main><section class="wide" id="audit-events">{table}{more}</section></main>'
+        f'<main><section class="wide" id="audit-events">{events_table}{more}</section></main>'
     )
     return page("Surge finance — audit trail", body)

@@ -19,9 +19,8 @@ from engine.api.errors import (
 from engine.api.models import DonationCreate, RefundCreate
 from engine.api.requests import actor, authorized, client_ip, int_param, json_body
 from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS, SETTINGS
-from engine.audit import AuditAction, record
 from engine.keys import Role
-from engine.payments.refunds import apply_refund_result, lease_seconds, reserve_refund, send_refund
+from engine.payments.refund_requests import request_refund
 from engine.pipeline.donation_request import (
     DonationRequest,
     new_donation_request,
@@ -133,27 +132,15 @@ async def refund_donation(request: web.Request) -> web.Response:
     key = await authorized(request, Role.FINANCE)
     idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     amount = decode(await json_body(request, allow_empty=True), RefundCreate).amount
-    pool = request.app[POOL]
-    timeout_s = request.app[SETTINGS].charge_timeout_ms / 1000
-    async with pool.acquire() as connection, connection.transaction():
-        # Committed before the processor is called, with who asked: from here on the refund is the refund worker's
-        # to finish if this request does not (crash, timeout, processor not configured in this process).
-        claim = await reserve_refund(
-            connection, key.id, idempotency_key, request.match_info["id"], amount, lease_seconds(timeout_s)
-        )
-        if claim.created:
-            changes = {
-                "refund": claim.refund.id,
-                "amount": claim.refund.amount_minor,
-                "currency": claim.refund.currency,
-            }
-            await record(
-                connection, actor(request, key), AuditAction.REFUND_REQUESTED, claim.refund.donation_id, changes
-            )
-    refund = claim.refund
-    processor = next((p for p, _ in request.app[PROCESSORS] if p.name == claim.processor), None)
-    if claim.created and processor is not None:
-        result = await send_refund(processor, refund, claim.charge_reference, timeout_s)
-        async with pool.acquire() as connection:
-            refund = await apply_refund_result(connection, request.app[ACCOUNTS], refund.id, result)
+    refund = await request_refund(
+        request.app[POOL],
+        request.app[ACCOUNTS],
+        [processor for processor, _ in request.app[PROCESSORS]],
+        api_key_id=key.id,
+        idempotency_key=idempotency_key,
+        donation_id=request.match_info["id"],
+        amount_minor=amount,
+        timeout_s=request.app[SETTINGS].charge_timeout_ms / 1000,
+        actor=actor(request, key),
+    )
     return json_response(refund.as_json(), refund_status(refund))

@@ -14,7 +14,6 @@ from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
 from engine.api.requests import actor, authorized, int_param, json_body, parse_date, parse_time
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
-from engine.audit import AuditAction, record
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
@@ -91,17 +90,15 @@ async def create_reconciliation(request: web.Request) -> web.Response:
     window = Window(start, end, timedelta(seconds=slack_s))
     pool = request.app[POOL]
     try:
-        run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, f"key:{key.id}")
+        run_id = await reconciliation.run_reconciliation(
+            pool, processor, kind, window, f"key:{key.id}", actor(request, key)
+        )
     except reconciliation.ProcessorReadError as error:
         raise ApiError(503, "processor_unavailable", str(error), retry_after_s=30) from None
     async with pool.acquire() as connection:
         run = await run_view(connection, run_id)
-        if run is None:
-            raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
-        changes = {"processor": run.processor, "from": start, "to": end, "exceptions": run.exception_count}
-        await record(
-            connection, actor(request, key), AuditAction.RECONCILIATION_RUN, f"reconciliation:{run_id}", changes
-        )
+    if run is None:
+        raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
     return json_response(reconciliation.run_json(run), status=201)
 
 
@@ -154,18 +151,15 @@ async def resolve_exception(request: web.Request) -> web.Response:
     try:
         legs = reconciliation.legs_from_json(body.legs) if body.legs is not None else None
         async with request.app[POOL].acquire() as connection:
-            async with connection.transaction():
-                adjustment = await reconciliation.resolve(
-                    connection, request.app[ACCOUNTS], exception_id, memo=memo, resolved_by=f"key:{key.id}", legs=legs
-                )
-                changes = {"memo": memo, "entry": adjustment.entry_reference}
-                await record(
-                    connection,
-                    actor(request, key),
-                    AuditAction.EXCEPTION_RESOLVED,
-                    f"exception:{exception_id}",
-                    changes,
-                )
+            await reconciliation.resolve(
+                connection,
+                request.app[ACCOUNTS],
+                exception_id,
+                memo=memo,
+                resolved_by=f"key:{key.id}",
+                actor=actor(request, key),
+                legs=legs,
+            )
             view = await exception_view(connection, exception_id)
     except ExceptionNotFoundError:
         raise ApiError(404, "resource_missing", f"No such exception: {exception_id}", param="id") from None

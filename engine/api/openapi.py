@@ -266,6 +266,40 @@ _PATHS: dict[str, Any] = {
             security=[],
         )
     },
+    "/dashboard/donations": {
+        "get": _op(
+            "Find donations (HTML): ?q= id, email, name, postal code or processor reference, campaign, amount, dates",
+            {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+            parameters=[
+                _query(name, {"type": "string"}) for name in ("q", "campaign", "amount", "from", "to", "after")
+            ],
+            security=[],
+        )
+    },
+    "/dashboard/donations/{id}": {
+        "get": _op(
+            "A donation: its history, refunds, processor events, ledger entries (HTML)",
+            {
+                "200": {"description": "HTML"},
+                "303": {"description": "To the sign-in form"},
+                "404": {"description": "HTML"},
+            },
+            parameters=[_ID, _query("notice", {"type": "string"})],
+            security=[],
+        )
+    },
+    "/dashboard/donations/{id}/refund": {
+        "post": _op(
+            "Refund from the dashboard: a confirmation page, then the refund (form with the session CSRF token)",
+            {
+                "200": {"description": "The confirmation page (HTML)"},
+                "303": {"description": "Done, or to the sign-in form"},
+                "403": {"description": "Not posted from this dashboard (HTML)"},
+            },
+            parameters=[_ID],
+            security=[],
+        )
+    },
     "/dashboard/logout": {
         "post": _op("End the dashboard session", {"303": {"description": "Signed out"}}, security=[])
     },

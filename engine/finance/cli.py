@@ -27,7 +27,7 @@ import asyncpg
 import orjson
 
 from adapters.registry import build_processor
-from engine.audit import Actor, AuditAction, record
+from engine.audit import Actor
 from engine.database import run_with_pool
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
@@ -178,7 +178,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         processor = build_processor(kind, args.processor, pool, os.environ)
         try:
-            run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, _author(args))
+            run_id = await reconciliation.run_reconciliation(pool, processor, kind, window, _author(args), _actor(args))
         except reconciliation.ProcessorReadError as error:
             print(f"surge: {error}", file=sys.stderr)
             return EXIT_USAGE
@@ -186,10 +186,8 @@ def _reconcile(args: argparse.Namespace) -> int:
             await processor.close()
         async with pool.acquire() as connection:
             run = await run_view(connection, run_id)
-            if run is None:
-                raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
-            changes = {"processor": run.processor, "from": start, "to": end, "exceptions": run.exception_count}
-            await record(connection, _actor(args), AuditAction.RECONCILIATION_RUN, f"reconciliation:{run_id}", changes)
+        if run is None:
+            raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
         if args.json:
             _print_json(reconciliation.run_json(run))
         else:
@@ -261,14 +259,15 @@ def _resolve(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as connection:
             try:
-                async with connection.transaction():
-                    adjustment = await reconciliation.resolve(
-                        connection, AccountDirectory(), args.id, memo=args.memo, resolved_by=_author(args), legs=legs
-                    )
-                    changes = {"memo": args.memo, "entry": adjustment.entry_reference}
-                    await record(
-                        connection, _actor(args), AuditAction.EXCEPTION_RESOLVED, f"exception:{args.id}", changes
-                    )
+                adjustment = await reconciliation.resolve(
+                    connection,
+                    AccountDirectory(),
+                    args.id,
+                    memo=args.memo,
+                    resolved_by=_author(args),
+                    actor=_actor(args),
+                    legs=legs,
+                )
             except ExceptionNotFoundError:
                 print(f"surge: no exception #{args.id}", file=sys.stderr)
                 return EXIT_USAGE

@@ -16,6 +16,7 @@ import asyncpg
 from adapters.base import Processor
 from adapters.registry import SWEEPING_KINDS as _SWEEPING_KINDS
 from engine import chart_of_accounts
+from engine.audit import Actor, AuditAction, record
 from engine.finance.reconcile.adjustments import (
     Adjustment,
     AdjustmentNoLongerAppliesError,
@@ -54,9 +55,9 @@ def account_prefixes(processor: str) -> AccountPrefixes:
 
 
 async def run_reconciliation(
-    pool: asyncpg.Pool, processor: Processor, kind: str, window: Window, requested_by: str
+    pool: asyncpg.Pool, processor: Processor, kind: str, window: Window, requested_by: str, actor: Actor
 ) -> int:
-    """Reconcile ``processor`` over ``window``, record the run and return its id.
+    """Reconcile ``processor`` over ``window``, record the run (and in the audit trail, who ran it) and return its id.
 
     Runs and resolutions of one processor are serialised (``lock_processor``) from the ledger read to the record: a
     run records what the books held when it read them, and the next run starts from there. The lock is held across
@@ -86,6 +87,13 @@ async def run_reconciliation(
             started_at=started_at,
             extra_detail=proposals,
         )
+        changes = {
+            "processor": processor.name,
+            "from": window.start,
+            "to": window.end,
+            "exceptions": len(result.discrepancies),
+        }
+        await record(connection, actor, AuditAction.RECONCILIATION_RUN, f"reconciliation:{recorded.id}", changes)
     return recorded.id
 
 
@@ -203,6 +211,7 @@ async def resolve(
     *,
     memo: str,
     resolved_by: str,
+    actor: Actor,
     legs: tuple[Leg, ...] | None = None,
 ) -> Adjustment:
     """Resolve an open exception with ``legs``, or with the correction worked out against the ledger as it is now.
@@ -228,7 +237,10 @@ async def resolve(
                 legs = _legs_for(found.processor, current, campaigns.get(current.donation_id or ""))
             except AdjustmentUnavailableError as error:
                 raise LegsInvalidError(f"{error}; give the legs of the adjusting entry") from None
-        return await post_adjustment(connection, directory, found, legs, memo=memo, resolved_by=resolved_by)
+        adjustment = await post_adjustment(connection, directory, found, legs, memo=memo, resolved_by=resolved_by)
+        changes = {"memo": memo, "entry": adjustment.entry_reference}
+        await record(connection, actor, AuditAction.EXCEPTION_RESOLVED, f"exception:{exception_id}", changes)
+        return adjustment
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------------

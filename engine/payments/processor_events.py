@@ -49,8 +49,9 @@ async def receive_event(
     """Record ``event`` once and apply it, park it, or note why it never applies; a redelivery changes nothing."""
     async with connection.transaction():
         inserted = await connection.fetchval(
-            """INSERT INTO surge.processor_events (processor, event_id, type, payload, object_id)
-               VALUES ($1, $2, $3, $4::text::jsonb, $5)
+            """INSERT INTO surge.processor_events
+                      (processor, event_id, type, payload, object_id, donation_id, charge_reference)
+               VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7)
                ON CONFLICT DO NOTHING RETURNING true""",
             processor,
             event.id,
@@ -58,6 +59,8 @@ async def receive_event(
             # Already JSON text: passed as text, or the pool's jsonb codec would encode it a second time.
             orjson.dumps(dict(event.raw), default=str).decode(),
             event.object_id,
+            event.donation_id,
+            event.processor_reference,
         )
         if not inserted:
             return _REDELIVERED

@@ -15,6 +15,7 @@ import asyncpg
 
 from adapters.base import BalanceTransaction, BalanceTransactionType, ChargeRequest, ChargeStatus, Processor
 from engine import chart_of_accounts
+from engine.audit import Actor
 from engine.finance.reconcile.adjustments import proposed_legs
 from engine.finance.reconcile.matching import reconcile
 from engine.finance.reconcile.model import ExceptionKind, LedgerItem, Window
@@ -219,11 +220,13 @@ async def test_concurrent_runs_are_serialised_and_record_the_books_in_order(surg
     processor = simulated_processor(surge)
     held = HeldRead(processor)
     # Run A reads the ledger (the charge missing) and is held before the processor's record.
-    first = asyncio.ensure_future(run_reconciliation(surge.pool, cast(Processor, held), "simulated", window, "a"))
+    first = asyncio.ensure_future(
+        run_reconciliation(surge.pool, cast(Processor, held), "simulated", window, "a", Actor("cli:a"))
+    )
     await asyncio.wait_for(held.reading.wait(), timeout=10)
     # The late booking lands, and run B starts: it must wait for A, or A would record a stale view after B.
     await post(surge, orphan.charge_entry(), orphan.fee_entry())
-    second = asyncio.ensure_future(run_reconciliation(surge.pool, processor, "simulated", window, "b"))
+    second = asyncio.ensure_future(run_reconciliation(surge.pool, processor, "simulated", window, "b", Actor("cli:b")))
     await wait_until(
         lambda: second.done() or _count_at_least(surge.pool, 1), what="run B finished or waiting", timeout=10
     )

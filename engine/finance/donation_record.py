@@ -1,0 +1,96 @@
+"""Everything Surge knows about one donation, for finance's donation page: the donation, its refunds, the processor
+events about it, its ledger entries and the people who acted on it — and its history, merged in time order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from adapters.base import EventType
+from engine.audit import AuditEvent, read
+from engine.pipeline.donations import DONATION_COLUMNS, Donation
+from ledger.reads import EntryPosting, entry_postings
+
+DISPUTE_EVENTS = tuple(t.value for t in (EventType.DISPUTE_CREATED, EventType.DISPUTE_WON, EventType.DISPUTE_LOST))
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    at: datetime
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    reference: str
+    postings: list[EntryPosting]
+
+
+@dataclass(frozen=True, slots=True)
+class DonationRecord:
+    donation: Donation
+    refunds: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    entries: list[LedgerEntry]
+    actions: list[AuditEvent]
+
+    @property
+    def history(self) -> list[Moment]:
+        d = self.donation
+        moments = [Moment(d.created_at, f"received ({d.amount_minor} {d.currency} minor units, {d.campaign})")]
+        if d.settled_at is not None:
+            moments.append(Moment(d.settled_at, f"{d.status} after {d.attempts} processor call(s)"))
+        for refund in self.refunds:
+            moments.append(Moment(refund["created_at"], f"refund {refund['id']} of {refund['amount_minor']} asked"))
+            if refund["settled_at"] is not None:
+                moments.append(Moment(refund["settled_at"], f"refund {refund['id']} {refund['status']}"))
+            if refund["returned_at"] is not None:
+                moments.append(Moment(refund["returned_at"], f"refund {refund['id']} returned by the processor"))
+        for event in self.events:
+            outcome = event["outcome"] or "received"
+            moments.append(Moment(event["received_at"], f"processor event {event['type']} ({outcome})"))
+        for action in self.actions:
+            moments.append(Moment(action.at, f"{action.action.replace('_', ' ')} by {action.actor}"))
+        return sorted(moments, key=lambda moment: moment.at)
+
+
+async def donation_record(connection: asyncpg.Connection, donation_id: str) -> DonationRecord | None:
+    row = await connection.fetchrow(f"SELECT {DONATION_COLUMNS} FROM surge.donations WHERE id = $1", donation_id)
+    if row is None:
+        return None
+    donation = Donation.from_row(row)
+    refunds = [
+        dict(r)
+        for r in await connection.fetch(
+            """SELECT id, amount_minor, currency, status, processor_reference, origin, failure_message, created_at,
+                      settled_at, returned_at, needs_review_at
+                 FROM surge.refunds WHERE donation_id = $1 ORDER BY created_at, id""",
+            donation_id,
+        )
+    ]
+    events = [
+        dict(e)
+        for e in await connection.fetch(
+            """SELECT processor, event_id, type, object_id, outcome, outcome_reason, received_at
+                 FROM surge.processor_events
+                WHERE donation_id = $1 OR ($2::text IS NOT NULL AND charge_reference = $2)
+                ORDER BY received_at, event_id""",
+            donation_id,
+            donation.processor_reference,
+        )
+    ]
+    references = [donation.id, f"fee:{donation.id}"]
+    for refund in refunds:
+        references += [refund["id"], f"{refund['id']}:returned"]
+    for dispute in sorted({e["object_id"] for e in events if e["type"] in DISPUTE_EVENTS and e["object_id"]}):
+        references += [f"dispute:{dispute}", f"dispute-fee:{dispute}", f"dispute-won:{dispute}"]
+    entries = []
+    for reference in references:
+        postings = await entry_postings(connection, reference)
+        if postings:
+            entries.append(LedgerEntry(reference, postings))
+    actions = await read(connection, subject=donation_id, limit=200)
+    return DonationRecord(donation, refunds, events, entries, actions)
