@@ -19,6 +19,7 @@ from engine.api import (
     admin,
     dashboard,
     dashboard_donations,
+    dashboard_finance,
     donations,
     finance,
     health,
@@ -206,6 +207,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         finance,
         dashboard,
         dashboard_donations,
+        dashboard_finance,
     ):
         app.add_routes(module.routes)
     return app

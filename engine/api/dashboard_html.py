@@ -309,7 +309,10 @@ def dashboard_page(
     body = (
         "<header><h1>Surge finance</h1>"
         f"<span>{_time(now)} · signed in as {escape(key_label)} · {open_note} · {attention_note(attention)}</span>"
-        '<a href="/dashboard/audit" id="audit-link">Audit trail</a>'
+        '<nav><a href="/dashboard/donations" id="donations-link">Donations</a> '
+        '<a href="/dashboard/reconciliations" id="reconciliations-link">Reconciliations</a> '
+        '<a href="/dashboard/reports" id="reports-link">Reports</a> '
+        '<a href="/dashboard/audit" id="audit-link">Audit trail</a></nav>'
         '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'

@@ -18,11 +18,8 @@ from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
-from engine.finance.reports.campaign_days import campaign_days
-from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.catalog import ReportQuery, build_report
 from engine.finance.reports.report import Report
-from engine.finance.reports.schedule_a import schedule_a
-from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import Role
 from engine.validation import decode
 
@@ -175,53 +172,46 @@ async def resolve_exception(request: web.Request) -> web.Response:
 # ---- reports -----------------------------------------------------------------------------------------------------
 
 
+async def _report(request: web.Request, name: str, query: ReportQuery) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    async with request.app[POOL].acquire() as connection:
+        report = await build_report(connection, name, query)
+    return report_response(request, report)
+
+
 @routes.get("/v1/reports/trial-balance")
 async def trial_balance_report(request: web.Request) -> web.Response:
-    await authorized(request, Role.FINANCE)
     as_of = request.query.get("as_of")
-    async with request.app[POOL].acquire() as connection:
-        report = await trial_balance(connection, parse_time(as_of, "as_of") if as_of else None)
-    return report_response(request, report)
+    return await _report(request, "trial-balance", ReportQuery(as_of=parse_time(as_of, "as_of") if as_of else None))
 
 
 @routes.get("/v1/reports/campaign-days")
 async def campaign_days_report(request: web.Request) -> web.Response:
-    await authorized(request, Role.FINANCE)
-    async with request.app[POOL].acquire() as connection:
-        report = await campaign_days(
-            connection,
-            campaign=request.query.get("campaign"),
-            date_from=date_param(request, "from"),
-            date_to=date_param(request, "to"),
-        )
-    return report_response(request, report)
+    query = ReportQuery(
+        campaign=request.query.get("campaign"), date_from=date_param(request, "from"), date_to=date_param(request, "to")
+    )
+    return await _report(request, "campaign-days", query)
 
 
 @routes.get("/v1/reports/donor-aggregates")
 async def donor_aggregates_report(request: web.Request) -> web.Response:
-    await authorized(request, Role.FINANCE)
-    async with request.app[POOL].acquire() as connection:
-        report = await donor_aggregates(
-            connection,
-            campaign=request.query.get("campaign"),
-            election=request.query.get("election"),
-            limit_minor=optional_int(request, "limit"),
-            threshold_minor=optional_int(request, "threshold"),
-        )
-    return report_response(request, report)
+    query = ReportQuery(
+        campaign=request.query.get("campaign"),
+        election=request.query.get("election"),
+        limit_minor=optional_int(request, "limit"),
+        threshold_minor=optional_int(request, "threshold"),
+    )
+    return await _report(request, "donor-aggregates", query)
 
 
 @routes.get("/v1/reports/schedule-a")
 async def schedule_a_report(request: web.Request) -> web.Response:
-    await authorized(request, Role.FINANCE)
-    async with request.app[POOL].acquire() as connection:
-        report = await schedule_a(
-            connection,
-            campaign=request.query.get("campaign"),
-            election=request.query.get("election"),
-            date_from=date_param(request, "from"),
-            date_to=date_param(request, "to"),
-            threshold_minor=optional_int(request, "threshold"),
-            limit_minor=optional_int(request, "limit"),
-        )
-    return report_response(request, report)
+    query = ReportQuery(
+        campaign=request.query.get("campaign"),
+        election=request.query.get("election"),
+        date_from=date_param(request, "from"),
+        date_to=date_param(request, "to"),
+        threshold_minor=optional_int(request, "threshold"),
+        limit_minor=optional_int(request, "limit"),
+    )
+    return await _report(request, "schedule-a", query)

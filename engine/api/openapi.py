@@ -55,6 +55,7 @@ def _limit(maximum: int) -> dict[str, Any]:
 
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+_HTML_PAGE = {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}}
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -241,7 +242,7 @@ _PATHS: dict[str, Any] = {
     "/dashboard": {
         "get": _op(
             "Finance dashboard (HTML; session cookie from /dashboard/login)",
-            {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+            _HTML_PAGE,
             security=[],
         )
     },
@@ -261,7 +262,7 @@ _PATHS: dict[str, Any] = {
     "/dashboard/audit": {
         "get": _op(
             "The audit trail (HTML; session cookie from /dashboard/login), 100 a page, older with ?before",
-            {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+            _HTML_PAGE,
             parameters=[_query("before", {"type": "string"})],
             security=[],
         )
@@ -269,7 +270,7 @@ _PATHS: dict[str, Any] = {
     "/dashboard/donations": {
         "get": _op(
             "Find donations (HTML): ?q= id, email, name, postal code or processor reference, campaign, amount, dates",
-            {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}},
+            _HTML_PAGE,
             parameters=[
                 _query(name, {"type": "string"}) for name in ("q", "campaign", "amount", "from", "to", "after")
             ],
@@ -297,6 +298,58 @@ _PATHS: dict[str, Any] = {
                 "403": {"description": "Not posted from this dashboard (HTML)"},
             },
             parameters=[_ID],
+            security=[],
+        )
+    },
+    "/dashboard/reconciliations": {
+        "get": _op(
+            "Reconciliation runs and open exceptions, with the forms to run and resolve (HTML)",
+            _HTML_PAGE,
+            parameters=[_query("notice", {"type": "string"})],
+            security=[],
+        ),
+        "post": _op(
+            "Run a reconciliation (form: processor, from, to, the session CSRF token)",
+            {"303": {"description": "To the run, or back with why not"}, "403": {"description": "Not from here"}},
+            security=[],
+        ),
+    },
+    "/dashboard/reconciliations/{id}": {
+        "get": _op(
+            "One run, its exceptions and the forms to resolve the open ones (HTML)",
+            {
+                "200": {"description": "HTML"},
+                "303": {"description": "To the sign-in form"},
+                "404": {"description": "HTML"},
+            },
+            parameters=[_NUMERIC_ID],
+            security=[],
+        )
+    },
+    "/dashboard/exceptions/{id}/resolve": {
+        "post": _op(
+            "Resolve an exception with the proposed entry and a memo (form with the session CSRF token)",
+            {"303": {"description": "Back, saying what happened"}, "403": {"description": "Not from here"}},
+            parameters=[_NUMERIC_ID],
+            security=[],
+        )
+    },
+    "/dashboard/reports": {
+        "get": _op(
+            "The report export form (HTML)",
+            _HTML_PAGE,
+            security=[],
+        )
+    },
+    "/dashboard/reports/export": {
+        "get": _op(
+            "A report as CSV for a date range and campaign",
+            {
+                "200": {"description": "CSV"},
+                "303": {"description": "To the sign-in form"},
+                "404": {"description": "No such report"},
+            },
+            parameters=[_query(name, {"type": "string"}) for name in ("report", "campaign", "from", "to")],
             security=[],
         )
     },

@@ -19,7 +19,6 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -33,11 +32,8 @@ from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
 from engine.finance.reconcile.history import ExceptionStatus, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
-from engine.finance.reports.campaign_days import campaign_days
-from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.catalog import REPORTS, ReportQuery, build_report
 from engine.finance.reports.report import Report
-from engine.finance.reports.schedule_a import schedule_a
-from engine.finance.reports.trial_balance import trial_balance
 from engine.payments.fees import book_fees_from_balance_transactions
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
@@ -291,47 +287,27 @@ def _resolve(args: argparse.Namespace) -> int:
 # ---- reports -----------------------------------------------------------------------------------------------------
 
 
-def _report(build: Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[Report]]) -> Any:
+def _report(name: str) -> Any:
     def command(args: argparse.Namespace) -> int:
+        query = ReportQuery(
+            campaign=getattr(args, "campaign", None),
+            election=getattr(args, "election", None),
+            date_from=getattr(args, "start", None),
+            date_to=getattr(args, "end", None),
+            as_of=getattr(args, "as_of", None),
+            limit_minor=getattr(args, "limit", None),
+            threshold_minor=getattr(args, "threshold", None),
+        )
+
         async def work(pool: asyncpg.Pool) -> int:
             async with pool.acquire() as connection:
-                report = await build(connection, args)
+                report = await build_report(connection, name, query)
             _render(report, args)
             return EXIT_OK
 
         return run_with_pool(load_settings(), work)
 
     return command
-
-
-async def _trial_balance(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
-    return await trial_balance(connection, args.as_of)
-
-
-async def _campaign_days(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
-    return await campaign_days(connection, campaign=args.campaign, date_from=args.start, date_to=args.end)
-
-
-async def _donor_aggregates(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
-    return await donor_aggregates(
-        connection,
-        campaign=args.campaign,
-        election=args.election,
-        limit_minor=args.limit,
-        threshold_minor=args.threshold,
-    )
-
-
-async def _schedule_a(connection: asyncpg.Connection, args: argparse.Namespace) -> Report:
-    return await schedule_a(
-        connection,
-        campaign=args.campaign,
-        election=args.election,
-        date_from=args.start,
-        date_to=args.end,
-        threshold_minor=args.threshold,
-        limit_minor=args.limit,
-    )
 
 
 def register(commands: Any) -> None:
@@ -427,38 +403,23 @@ def register(commands: Any) -> None:
     report = commands.add_parser("report", help="finance reports (CSV, or JSON with --json)")
     kinds = report.add_subparsers(dest="report_command", required=True)
 
-    def add(name: str, help_text: str, build: Any, *lines: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = kinds.add_parser(name, help=help_text, **examples(*lines))
+    def add(name: str, *lines: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = kinds.add_parser(name, help=REPORTS[name][0], **examples(*lines))
         parser.add_argument("--format", choices=["csv", "json"], default="csv")
         parser.add_argument("--json", action="store_true", help="same as --format json")
         parser.add_argument("--output", metavar="FILE", help="write here instead of standard output")
-        parser.set_defaults(run=_report(build))
+        parser.set_defaults(run=_report(name))
         return parser
 
-    trial = add(
-        "trial-balance",
-        "every account's balance, debits and credits",
-        _trial_balance,
-        "surge report trial-balance",
-        "surge report trial-balance --as-of 2026-10-31 --json",
-    )
+    trial = add("trial-balance", "surge report trial-balance", "surge report trial-balance --as-of 2026-10-31 --json")
     trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time with zone (default: now)")
     days = add(
         "campaign-days",
-        "per campaign and day: gross, refunds, disputes, fees, net",
-        _campaign_days,
         "surge report campaign-days --campaign smith-2026 --from 2026-11-01 --to 2026-11-30 --output november.csv",
     )
-    aggregates = add(
-        "donor-aggregates",
-        "per donor and election: aggregate, held, limit, room",
-        _donor_aggregates,
-        "surge report donor-aggregates --campaign smith-2026 --election 2026-general",
-    )
+    aggregates = add("donor-aggregates", "surge report donor-aggregates --campaign smith-2026 --election 2026-general")
     schedule = add(
         "schedule-a",
-        "itemized receipts, FEC Form 3 Schedule A shape",
-        _schedule_a,
         "surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv",
     )
     for parser in (days, aggregates, schedule):
