@@ -18,6 +18,7 @@ from engine import chart_of_accounts
 from engine.api import (
     admin,
     dashboard,
+    dashboard_admin,
     dashboard_donations,
     dashboard_finance,
     donations,
@@ -208,6 +209,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         dashboard,
         dashboard_donations,
         dashboard_finance,
+        dashboard_admin,
     ):
         app.add_routes(module.routes)
     return app

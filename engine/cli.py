@@ -12,19 +12,19 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine import chart_of_accounts, database
-from engine.audit import Actor, AuditAction, read, record
+from engine import database
+from engine.administration import issue_key, open_campaign, withdraw_key
+from engine.audit import Actor, read
 from engine.campaigns import (
     FEDERAL_LIMIT_PER_ELECTION_MINOR,
     ITEMIZATION_THRESHOLD_MINOR,
     CampaignExistsError,
     campaign_from_json,
-    create_campaign,
     list_campaigns,
 )
 from engine.database import DatabaseStartError, run_with_pool
 from engine.finance import cli as finance_cli
-from engine.keys import Role, create_key, list_keys, revoke_key
+from engine.keys import Role, list_keys
 from engine.settings import ConfigError, Settings, load_settings
 from engine.validation import ValidationProblem
 from ledger.check import check_ledger
@@ -111,15 +111,13 @@ def _campaigns_create(args: argparse.Namespace) -> int:
         return 2
 
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as connection, connection.transaction():
+        processors = [name for name, _ in _settings(args).processor_specs()]
+        async with pool.acquire() as connection:
             try:
-                await create_campaign(connection, campaign)
+                await open_campaign(connection, campaign, processors, _operator())
             except CampaignExistsError:
                 print(f"surge: campaign {campaign.slug} already exists", file=sys.stderr)
                 return 1
-            for name, _ in _settings(args).processor_specs():
-                await chart_of_accounts.ensure_processor_accounts(connection, name, campaign.currency)
-            await record(connection, _operator(), AuditAction.CAMPAIGN_CREATED, campaign.slug, campaign.as_json())
         print(
             f"created campaign {campaign.slug} ({campaign.currency}, limit {campaign.contribution_limit_minor} "
             f"per donor for {campaign.election})"
@@ -154,10 +152,8 @@ def _operator() -> Actor:
 
 def _keys_create(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as connection, connection.transaction():
-            key, secret = await create_key(connection, Role(args.role), args.label)
-            changes = {"role": key.role.value, "label": args.label}
-            await record(connection, _operator(), AuditAction.KEY_CREATED, key.id, changes)
+        async with pool.acquire() as connection:
+            key, secret = await issue_key(connection, Role(args.role), args.label, _operator())
         print(f"{key.id} ({key.role.value}): {secret}")
         print("The secret is shown only this once; Surge stores its hash.", file=sys.stderr)
         return 0
@@ -167,9 +163,8 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 def _keys_revoke(args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as connection, connection.transaction():
-            if await revoke_key(connection, args.id):
-                await record(connection, _operator(), AuditAction.KEY_REVOKED, args.id)
+        async with pool.acquire() as connection:
+            if await withdraw_key(connection, args.id, _operator()):
                 print(f"revoked {args.id}: refused within 30 s by every engine process, its dashboard sessions now")
                 return 0
             known = any(key["id"] == args.id for key in await list_keys(connection))

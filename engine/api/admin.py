@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine import chart_of_accounts
+from engine.administration import issue_key, open_campaign, withdraw_key
 from engine.api.errors import ApiError, json_response
 from engine.api.models import KeyCreate
 from engine.api.requests import actor, authorized, int_param, json_body
 from engine.api.state import POOL, PROCESSORS
-from engine.audit import AuditAction, read, record
-from engine.campaigns import CampaignExistsError, campaign_from_json, create_campaign, list_campaigns
-from engine.keys import Role, create_key, list_keys, revoke_key
+from engine.audit import read
+from engine.campaigns import CampaignExistsError, campaign_from_json, list_campaigns
+from engine.keys import Role, list_keys
 from engine.validation import decode
 
 routes = web.RouteTableDef()
@@ -20,16 +20,13 @@ routes = web.RouteTableDef()
 @routes.post("/v1/campaigns")
 async def post_campaign(request: web.Request) -> web.Response:
     key = await authorized(request, Role.ADMIN)
-    raw = await json_body(request)
-    campaign = campaign_from_json(raw)
-    async with request.app[POOL].acquire() as connection, connection.transaction():
+    campaign = campaign_from_json(await json_body(request))
+    processors = [processor.name for processor, _ in request.app[PROCESSORS]]
+    async with request.app[POOL].acquire() as connection:
         try:
-            await create_campaign(connection, campaign)
+            await open_campaign(connection, campaign, processors, actor(request, key))
         except CampaignExistsError:
             raise ApiError(409, "resource_exists", f"Campaign {campaign.slug} already exists.", param="slug") from None
-        for processor, _ in request.app[PROCESSORS]:
-            await chart_of_accounts.ensure_processor_accounts(connection, processor.name, campaign.currency)
-        await record(connection, actor(request, key), AuditAction.CAMPAIGN_CREATED, campaign.slug, campaign.as_json())
     return json_response(campaign.as_json(), 201)
 
 
@@ -44,10 +41,8 @@ async def get_campaigns(request: web.Request) -> web.Response:
 async def post_key(request: web.Request) -> web.Response:
     admin = await authorized(request, Role.ADMIN)
     body = decode(await json_body(request), KeyCreate)
-    async with request.app[POOL].acquire() as connection, connection.transaction():
-        key, secret = await create_key(connection, Role(body.role), body.label)
-        changes = {"role": key.role.value, "label": body.label}
-        await record(connection, actor(request, admin), AuditAction.KEY_CREATED, key.id, changes)
+    async with request.app[POOL].acquire() as connection:
+        key, secret = await issue_key(connection, Role(body.role), body.label, actor(request, admin))
     return json_response({"object": "api_key", "id": key.id, "role": key.role.value, "secret": secret}, 201)
 
 
@@ -63,9 +58,8 @@ async def delete_key(request: web.Request) -> web.Response:
     once. Revoking a revoked key changes nothing (200 again); an unknown one is 404."""
     admin = await authorized(request, Role.ADMIN)
     key_id = request.match_info["id"]
-    async with request.app[POOL].acquire() as connection, connection.transaction():
-        if await revoke_key(connection, key_id):
-            await record(connection, actor(request, admin), AuditAction.KEY_REVOKED, key_id)
+    async with request.app[POOL].acquire() as connection:
+        await withdraw_key(connection, key_id, actor(request, admin))
         keys = [k for k in await list_keys(connection) if k["id"] == key_id]
     if not keys:
         raise ApiError(404, "resource_missing", f"No such key: {key_id}", param="id")

@@ -312,7 +312,8 @@ def dashboard_page(
         '<nav><a href="/dashboard/donations" id="donations-link">Donations</a> '
         '<a href="/dashboard/reconciliations" id="reconciliations-link">Reconciliations</a> '
         '<a href="/dashboard/reports" id="reports-link">Reports</a> '
-        '<a href="/dashboard/audit" id="audit-link">Audit trail</a></nav>'
+        '<a href="/dashboard/audit" id="audit-link">Audit trail</a> '
+        '<a href="/dashboard/admin" id="admin-link">Administration</a></nav>'
         '<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form></header>'
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'

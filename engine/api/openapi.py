@@ -56,6 +56,11 @@ def _limit(maximum: int) -> dict[str, Any]:
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _HTML_PAGE = {"200": {"description": "HTML"}, "303": {"description": "To the sign-in form"}}
+_FORM_POSTED = {
+    "200": {"description": "HTML"},
+    "303": {"description": "Back, saying what happened; or to the sign-in form"},
+    "403": {"description": "Not posted from this dashboard, or not an admin key (HTML)"},
+}
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -352,6 +357,23 @@ _PATHS: dict[str, Any] = {
             parameters=[_query(name, {"type": "string"}) for name in ("report", "campaign", "from", "to")],
             security=[],
         )
+    },
+    "/dashboard/admin": {
+        "get": _op(
+            "Administration (HTML, admin keys): campaigns, keys",
+            {**_HTML_PAGE, "403": {"description": "Not an admin key (HTML)"}},
+            parameters=[_query("notice", {"type": "string"})],
+            security=[],
+        )
+    },
+    "/dashboard/admin/campaigns": {
+        "post": _op("Open a campaign (form, admin)", _FORM_POSTED, security=[]),
+    },
+    "/dashboard/admin/keys": {
+        "post": _op("Issue a key: the secret on the answer page, once (form, admin)", _FORM_POSTED, security=[]),
+    },
+    "/dashboard/admin/keys/{id}/revoke": {
+        "post": _op("Revoke a key (form, admin)", _FORM_POSTED, parameters=[_ID], security=[]),
     },
     "/dashboard/logout": {
         "post": _op("End the dashboard session", {"303": {"description": "Signed out"}}, security=[])
