@@ -29,7 +29,7 @@ from engine.audit import Actor, AuditAction, read, record
 from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
-from engine.finance.reports.donation_series import donations_per_minute
+from engine.finance.reports.donation_series import Flow, Span, money_series, pace
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
 
@@ -192,6 +192,10 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.get("/dashboard")
 async def dashboard(request: web.Request) -> web.Response:
+    try:
+        span = Span(request.query.get("range", Span.HOUR.value))
+    except ValueError:
+        span = Span.HOUR  # a range the picker never offers: the default, not an error page
     async with request.app[POOL].acquire() as connection:
         session = await signed_in(request, connection)
         if session is None:
@@ -201,7 +205,13 @@ async def dashboard(request: web.Request) -> web.Response:
             campaign_report = await campaign_days(connection)
             trial_balance_report = await trial_balance(connection)
             last_run = await latest_run(connection)
-            per_minute = await donations_per_minute(connection)
+            activity = dashboard_html.Activity(
+                span,
+                await money_series(connection, Flow.CONTRIBUTIONS, span),
+                await money_series(connection, Flow.REFUNDS, span),
+                await money_series(connection, Flow.DISPUTES, span),
+                await pace(connection),
+            )
             open_exceptions = await open_exception_count(connection)
             needs = await attention(connection)
     return html(
@@ -211,7 +221,7 @@ async def dashboard(request: web.Request) -> web.Response:
             campaign_report=campaign_report,
             trial_balance_report=trial_balance_report,
             latest_run=last_run,
-            per_minute=per_minute,
+            activity=activity,
             open_exceptions=open_exceptions,
             attention=needs,
         )

@@ -6,15 +6,16 @@ Every value that came from the database or the request goes through :func:`html.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
 from engine.audit import AuditEvent
 from engine.finance.attention import Attention
 from engine.finance.reconcile.history import ExceptionView, RunView
-from engine.finance.reports.donation_series import MinuteCount, currency_totals
+from engine.finance.reports.donation_series import Bucket, Pace, Span, currency_totals
 from engine.finance.reports.report import Report
-from ledger.currencies import format_minor
+from ledger.currencies import format_minor, minor_unit_exponent
 from toolkit.svg_chart import CHART_CSS, Series, render_chart
 
 STYLE = """
@@ -38,6 +39,10 @@ button{font:inherit;padding:.35rem .9rem;border-radius:4px;border:1px solid #8da
 .login{max-width:24rem;margin:10vh auto;background:#fff;border:1px solid #d8dee8;border-radius:6px;padding:1.5rem}
 .login input{width:100%;box-sizing:border-box;font:inherit;padding:.45rem;margin:.4rem 0 1rem}
 .error{color:#b42318}
+nav a,header a{color:inherit;margin-right:.6rem}
+form label{margin-right:.2rem}form input,form select{font:inherit;padding:.3rem;margin:.2rem .6rem .2rem 0}
+@media (max-width:640px){header{flex-wrap:wrap;padding:.6rem .8rem}main{grid-template-columns:1fr;padding:.5rem}
+section{padding:.6rem}form input,form select{width:100%;box-sizing:border-box}}
 """ + CHART_CSS.lstrip("\n")
 
 
@@ -231,39 +236,128 @@ def _time(moment: datetime) -> str:
     return escape(time_text(moment))
 
 
-def donations_chart(series: Sequence[MinuteCount]) -> str:
-    """Bars of posted donations per minute (a count), each minute's amounts per currency in its tooltip, and one
-    figure per currency below: amounts in different currencies are never added up."""
-    tooltips = [
-        f"{minute.minute:%H:%M} UTC: {minute.donations} donations"
-        + "".join(f", {money_text(amount, currency)}" for currency, amount in sorted(minute.amounts.items()))
-        for minute in series
-    ]
+def _bucket_label(bucket: Bucket, span: Span) -> str:
+    return f"{bucket.start:%H:%M}" if span in (Span.HOUR, Span.DAY) else f"{bucket.start:%m-%d}"
 
-    def minute_label(index: float) -> str:
+
+def _bars_chart(
+    title: str, series: Sequence[Bucket], span: Span, values: Sequence[float], tooltips: Sequence[str], chart_id: str
+) -> str:
+    def tick(index: float) -> str:
         whole = int(index)
-        return f"{series[whole].minute:%H:%M}" if whole == index and 0 <= whole < len(series) else ""
+        return _bucket_label(series[whole], span) if whole == index and 0 <= whole < len(series) else ""
 
-    points = [(float(index), minute.donations) for index, minute in enumerate(series)]
-    bars = Series("donations", points, color="#3b6fb6", bars=True, tooltips=tooltips)
-    chart = render_chart(
-        f"Donations per minute, last {len(series)} minutes",
-        [bars],
-        x_label="minute (UTC)",
-        y_label="donations",
-        width=720,
-        height=200,
-        chart_id="donations-chart",
-        x_tick_label=minute_label,
+    bars = Series(title, [(float(i), v) for i, v in enumerate(values)], color="#3b6fb6", bars=True, tooltips=tooltips)
+    unit = span.bucket[0]
+    return render_chart(
+        title, [bars], x_label=f"{unit} (UTC)", y_label="", width=720, height=200, chart_id=chart_id, x_tick_label=tick
     )
-    total = sum(m.donations for m in series)
-    caption = f'<p class="muted">{total} donations in the last {len(series)} minutes (UTC).</p>'
+
+
+def donations_chart(series: Sequence[Bucket], span: Span = Span.HOUR) -> str:
+    """Bars of posted donations per bucket (a count), each bucket's amounts per currency in its tooltip; then one
+    chart of the amount per currency and one figure per currency below: amounts in different currencies are never
+    added up."""
+    unit = span.bucket[0]
+    tooltips = [
+        f"{_bucket_label(bucket, span)} UTC: {bucket.entries} donations"
+        + "".join(f", {money_text(amount, currency)}" for currency, amount in sorted(bucket.amounts.items()))
+        for bucket in series
+    ]
+    chart = _bars_chart(
+        f"Donations per {unit}, last {span.value}",
+        series,
+        span,
+        [bucket.entries for bucket in series],
+        tooltips,
+        "donations-chart",
+    )
+    totals = currency_totals(list(series))
+    for currency in totals:
+        exponent = minor_unit_exponent(currency)
+        amounts = [bucket.amounts.get(currency, 0) / 10**exponent for bucket in series]  # chart heights only
+        chart += _bars_chart(
+            f"Amount per {unit} ({currency})",
+            series,
+            span,
+            amounts,
+            [f"{_bucket_label(b, span)} UTC: {money_text(b.amounts.get(currency, 0), currency)}" for b in series],
+            f"amount-chart-{currency.lower()}",
+        )
+    total = sum(bucket.entries for bucket in series)
+    caption = f'<p class="muted">{total} donations in the last {span.value} (UTC).</p>'
     figures = "".join(
         f'<li data-currency="{escape(currency)}">{escape(currency)}: {count} donation{"" if count == 1 else "s"}, '
         f"<strong>{money(amount, currency)}</strong></li>"
-        for currency, (count, amount) in currency_totals(list(series)).items()
+        for currency, (count, amount) in totals.items()
     )
     return chart + caption + (f'<ul id="donations-per-currency">{figures}</ul>' if figures else "")
+
+
+def refunds_disputes_chart(refunds: Sequence[Bucket], disputes: Sequence[Bucket], span: Span) -> str:
+    unit = span.bucket[0]
+
+    def tooltips(kind: str, series: Sequence[Bucket]) -> list[str]:
+        return [
+            f"{_bucket_label(b, span)} UTC: {b.entries} {kind}"
+            + "".join(f", {money_text(a, c)}" for c, a in sorted(b.amounts.items()))
+            for b in series
+        ]
+
+    def tick(index: float) -> str:
+        whole = int(index)
+        return _bucket_label(refunds[whole], span) if whole == index and 0 <= whole < len(refunds) else ""
+
+    lines = [
+        Series(
+            "refunds", [(float(i), b.entries) for i, b in enumerate(refunds)], tooltips=tooltips("refunds", refunds)
+        ),
+        Series(
+            "disputes", [(float(i), b.entries) for i, b in enumerate(disputes)], tooltips=tooltips("disputes", disputes)
+        ),
+    ]
+    chart = render_chart(
+        f"Refunds and disputes per {unit}, last {span.value}",
+        lines,
+        x_label=f"{unit} (UTC)",
+        y_label="count",
+        width=720,
+        height=180,
+        chart_id="refunds-disputes-chart",
+        x_tick_label=tick,
+    )
+    figures = []
+    for kind, series in (("refunds", refunds), ("disputes", disputes)):
+        for currency, (count, amount) in currency_totals(list(series)).items():
+            figures.append(
+                f"<li>{kind}: {count} in {escape(currency)}, <strong>{money(amount, currency)}</strong></li>"
+            )
+    return chart + (f'<ul id="refunds-disputes-totals">{"".join(figures)}</ul>' if figures else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the dashboard charts: the chosen span's donations, refunds and disputes, and the pace now."""
+
+    span: Span
+    donations: Sequence[Bucket]
+    refunds: Sequence[Bucket]
+    disputes: Sequence[Bucket]
+    pace: Pace
+
+
+def pace_note(now_pace: Pace) -> str:
+    return (
+        f'<p id="pace">Queue now: <strong>{now_pace.queued}</strong> waiting for the processor, '
+        f"{now_pace.in_flight} being charged or awaiting the processor; "
+        f"processor rate over the last minute: <strong>{now_pace.charges_per_second:.1f}</strong> charges/s.</p>"
+    )
+
+
+def span_picker(span: Span) -> str:
+    current = ' aria-current="page"'
+    links = " ".join(f'<a href="/dashboard?range={s.value}"{current if s is span else ""}>{s.value}</a>' for s in Span)
+    return f'<nav id="range-picker" aria-label="Range">Show the last: {links}</nav>'
 
 
 def attention_note(attention: Attention) -> str:
@@ -296,7 +390,7 @@ def dashboard_page(
     campaign_report: Report,
     trial_balance_report: Report,
     latest_run: RunView | None,
-    per_minute: Sequence[MinuteCount],
+    activity: Activity,
     open_exceptions: int,
     attention: Attention,
 ) -> str:
@@ -318,8 +412,9 @@ def dashboard_page(
         "<main>"
         f'<section class="wide" id="campaign-totals"><h2>Campaign totals</h2>{campaign_totals(campaign_report)}'
         "</section>"
-        f'<section class="wide" id="donations-per-minute"><h2>Donations per minute</h2>{donations_chart(per_minute)}'
-        "</section>"
+        f'<section class="wide" id="activity"><h2>Activity</h2>{span_picker(activity.span)}{pace_note(activity.pace)}'
+        f"{donations_chart(activity.donations, activity.span)}"
+        f"{refunds_disputes_chart(activity.refunds, activity.disputes, activity.span)}</section>"
         f'<section id="trial-balance"><h2>Trial balance</h2>{trial_balance(trial_balance_report)}</section>'
         f'<section class="wide" id="reconciliation"><h2>Latest reconciliation</h2>{reconciliation(latest_run)}'
         "</section>"

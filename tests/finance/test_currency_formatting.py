@@ -147,8 +147,8 @@ async def test_the_dashboard_shows_each_currency_apart_never_a_sum(surge: Surge)
     response = await surge.client.get("/dashboard", headers={"Cookie": f"{COOKIE_NAME}={token}"})
     assert response.status == 200
     html = await response.text()
-    totals = html[html.index('id="campaign-totals"') : html.index('id="donations-per-minute"')]
-    chart = html[html.index('id="donations-per-minute"') : html.index('id="trial-balance"')]
+    totals = html[html.index('id="campaign-totals"') : html.index('id="activity"')]
+    chart = html[html.index('id="activity"') : html.index('id="trial-balance"')]
     for currency, (gross, _, net) in EXPECTED.items():
         assert f"{gross} {currency}" in totals and f"{net} {currency}" in totals
         # One figure per currency under the chart, in that currency's decimals.
