@@ -12,6 +12,7 @@ import asyncpg
 from adapters.base import EventType
 from engine.audit import AuditEvent, read
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
+from ledger.currencies import format_minor
 from ledger.reads import EntryPosting, entry_postings
 
 DISPUTE_EVENTS = tuple(t.value for t in (EventType.DISPUTE_CREATED, EventType.DISPUTE_WON, EventType.DISPUTE_LOST))
@@ -40,11 +41,13 @@ class DonationRecord:
     @property
     def history(self) -> list[Moment]:
         d = self.donation
-        moments = [Moment(d.created_at, f"received ({d.amount_minor} {d.currency} minor units, {d.campaign})")]
+        moments = [Moment(d.created_at, f"received: {_money(d.amount_minor, d.currency)} for {d.campaign}")]
         if d.settled_at is not None:
-            moments.append(Moment(d.settled_at, f"{d.status} after {d.attempts} processor call(s)"))
+            retries = f" after {d.attempts} queued attempt(s)" if d.attempts else ""
+            moments.append(Moment(d.settled_at, f"{d.status}{retries}"))
         for refund in self.refunds:
-            moments.append(Moment(refund["created_at"], f"refund {refund['id']} of {refund['amount_minor']} asked"))
+            amount = _money(refund["amount_minor"], refund["currency"].strip())
+            moments.append(Moment(refund["created_at"], f"refund {refund['id']} of {amount} asked"))
             if refund["settled_at"] is not None:
                 moments.append(Moment(refund["settled_at"], f"refund {refund['id']} {refund['status']}"))
             if refund["returned_at"] is not None:
@@ -55,6 +58,10 @@ class DonationRecord:
         for action in self.actions:
             moments.append(Moment(action.at, f"{action.action.replace('_', ' ')} by {action.actor}"))
         return sorted(moments, key=lambda moment: moment.at)
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    return f"{format_minor(amount_minor, currency)} {currency}"
 
 
 async def donation_record(connection: asyncpg.Connection, donation_id: str) -> DonationRecord | None:
