@@ -17,11 +17,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from adapters.base import ChargeResult
 from engine.api import dashboard_html as ui
 from engine.api.dashboard import DashboardSession, html, posted_form, redirect, signed_in
 from engine.api.requests import actor
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
-from engine.finance.donation_record import DonationRecord, donation_record
+from engine.finance.donation_record import DonationRecord, donation_record, processor_record
 from engine.finance.search import DonationSearch, search_donations
 from engine.keys import Role
 from engine.payments.refund_requests import request_refund
@@ -142,13 +143,27 @@ async def donation_page(request: web.Request) -> web.Response:
         record = await donation_record(connection, request.match_info["id"])
     if record is None:
         return html(ui.page("Not found", _header(session, "No such donation")), 404)
+    told = await processor_record([p for p, _ in request.app[PROCESSORS]], record.donation)
     notice = request.query.get("notice", "")[:300]
     return html(
-        ui.page(f"Donation {record.donation.id}", _header(session, "Donation") + _record_html(record, session, notice))
+        ui.page(
+            f"Donation {record.donation.id}", _header(session, "Donation") + _record_html(record, told, session, notice)
+        )
     )
 
 
-def _record_html(record: DonationRecord, session: DashboardSession, notice: str) -> str:
+def _processor_html(told: ChargeResult | str) -> str:
+    if isinstance(told, str):
+        return f'<p class="muted">{escape(told)}</p>'
+    amount = ui.money(told.amount.amount_minor, told.amount.currency) if told.amount else "—"
+    fee = ui.money(told.fee.amount_minor, told.fee.currency) if told.fee else "—"
+    return (
+        f"<p>{escape(told.status.value)} · {escape(told.processor_reference or '—')} · amount {amount} · fee {fee}"
+        f"{' · ' + escape(told.decline_code) if told.decline_code else ''}</p>"
+    )
+
+
+def _record_html(record: DonationRecord, told: ChargeResult | str, session: DashboardSession, notice: str) -> str:
     d = record.donation
     donor = d.donor
     facts = [
@@ -207,6 +222,7 @@ def _record_html(record: DonationRecord, session: DashboardSession, notice: str)
     return (
         f'<main>{message}<section id="donation-facts"><h2>Donation</h2><table>{facts_html}</table></section>'
         f'<section id="donation-history"><h2>History</h2>{history}</section>'
+        f'<section id="processor-record"><h2>The processor\'s record</h2>{_processor_html(told)}</section>'
         f'<section id="donation-refunds"><h2>Refunds</h2>{refunds_html if refunds else "<p>None.</p>"}{form}</section>'
         f'<section class="wide" id="donation-ledger"><h2>Ledger entries</h2>{ledger}</section></main>'
     )

@@ -3,14 +3,17 @@ events about it, its ledger entries and the people who acted on it — and its h
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from adapters.base import EventType
+from adapters.base import ChargeResult, EventType, Processor
 from engine.audit import AuditEvent, read
+from engine.pipeline.charger import processor_idempotency_key
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from ledger.currencies import format_minor
 from ledger.reads import EntryPosting, entry_postings
@@ -101,3 +104,20 @@ async def donation_record(connection: asyncpg.Connection, donation_id: str) -> D
             entries.append(LedgerEntry(reference, postings))
     actions = await read(connection, subject=donation_id, limit=200)
     return DonationRecord(donation, refunds, events, entries, actions)
+
+
+PROCESSOR_LOOKUP_TIMEOUT_S = 3.0
+
+
+async def processor_record(processors: Sequence[Processor], donation: Donation) -> ChargeResult | str:
+    """What the processor itself says about the donation's charge now, or why that cannot be said."""
+    processor = next((p for p in processors if p.name == donation.processor), None)
+    if processor is None:
+        return "no processor configured in this process charged it" if donation.processor else "never sent"
+    try:
+        async with asyncio.timeout(PROCESSOR_LOOKUP_TIMEOUT_S):
+            return await processor.lookup(processor_idempotency_key(donation.id), donation.processor_reference)
+    except TimeoutError:
+        return f"{processor.name} did not answer within {PROCESSOR_LOOKUP_TIMEOUT_S:.0f} s"
+    except Exception as error:  # any adapter failure is shown, never an error page
+        return f"{processor.name} lookup failed: {error}"

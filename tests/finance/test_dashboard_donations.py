@@ -117,6 +117,8 @@ async def test_the_dashboard_finds_a_donation_and_shows_its_record(surge: Surge)
     record = await page(surge, f"/dashboard/donations/{made['ada']['id']}", cookie)
     assert 'id="donation-history"' in record and "received" in record and "succeeded" in record
     assert made["ada"]["id"] in record and "contributions:demo" in record and "15.00 USD" in record
+    told = record[record.index('id="processor-record"') :]
+    assert told.index("succeeded") < told.index("amount 15.00 USD") < told.index("</section>")  # asked just now
     assert (await surge.client.get("/dashboard/donations", allow_redirects=False)).status == 303
     missing = await surge.client.get("/dashboard/donations/don_missing", headers=cookie)
     assert missing.status == 404
