@@ -15,6 +15,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 
 import asyncpg
@@ -111,6 +112,29 @@ async def signed_in(request: web.Request, connection: asyncpg.Connection) -> Das
     return DashboardSession(ApiKey(row["id"], Role(row["role"])), row["label"], csrf_token(token))
 
 
+async def require_session(request: web.Request) -> DashboardSession:
+    """The request's session; without one, the answer is the way to the sign-in form (raised)."""
+    async with request.app[POOL].acquire() as connection:
+        session = await signed_in(request, connection)
+    if session is None:
+        raise web.HTTPSeeOther("/dashboard/login", headers=_SECURITY_HEADERS)
+    return session
+
+
+async def require_form(request: web.Request) -> tuple[DashboardSession, MultiDictProxy[Any]]:
+    """The session and the form it posted; a post that is not this dashboard's own is refused (raised, 403)."""
+    session = await require_session(request)
+    form = await posted_form(request, session)
+    if form is None:
+        raise refused("The form was not posted from this dashboard.")
+    return session, form
+
+
+def refused(message: str) -> web.HTTPForbidden:
+    page = dashboard_html.page("Refused", f'<p class="error">{escape(message)}</p>')
+    return web.HTTPForbidden(text=page, content_type="text/html", headers=_SECURITY_HEADERS)
+
+
 async def posted_form(request: web.Request, session: DashboardSession) -> MultiDictProxy[Any] | None:
     """The form a signed-in page posted, or None when it is not to be acted on: from another origin, unreadable,
     or without this session's CSRF token."""
@@ -196,24 +220,24 @@ async def dashboard(request: web.Request) -> web.Response:
         span = Span(request.query.get("range", Span.HOUR.value))
     except ValueError:
         span = Span.HOUR  # a range the picker never offers: the default, not an error page
-    async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
-        # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
-        async with connection.transaction(isolation="repeatable_read", readonly=True):
-            campaign_report = await campaign_days(connection)
-            trial_balance_report = await trial_balance(connection)
-            last_run = await latest_run(connection)
-            activity = dashboard_html.Activity(
-                span,
-                await money_series(connection, Flow.CONTRIBUTIONS, span),
-                await money_series(connection, Flow.REFUNDS, span),
-                await money_series(connection, Flow.DISPUTES, span),
-                await pace(connection),
-            )
-            open_exceptions = await open_exception_count(connection)
-            needs = await attention(connection)
+    session = await require_session(request)
+    # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
+    async with (
+        request.app[POOL].acquire() as connection,
+        connection.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        campaign_report = await campaign_days(connection)
+        trial_balance_report = await trial_balance(connection)
+        last_run = await latest_run(connection)
+        activity = dashboard_html.Activity(
+            span,
+            await money_series(connection, Flow.CONTRIBUTIONS, span),
+            await money_series(connection, Flow.REFUNDS, span),
+            await money_series(connection, Flow.DISPUTES, span),
+            await pace(connection),
+        )
+        open_exceptions = await open_exception_count(connection)
+        needs = await attention(connection)
     return html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
@@ -235,10 +259,7 @@ AUDIT_PAGE_SIZE = 100
 async def audit_trail(request: web.Request) -> web.Response:
     before = request.query.get("before")
     before_id = int(before) if before and before.isascii() and before.isdigit() and len(before) <= 18 else None
-    async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
-        events = await read(connection, limit=AUDIT_PAGE_SIZE, before_id=before_id)
+    session = await require_session(request)
+    events = await read(request.app[POOL], limit=AUDIT_PAGE_SIZE, before_id=before_id)
     next_before = events[-1].id if len(events) == AUDIT_PAGE_SIZE else None
     return html(dashboard_html.audit_page(key_label=session.label, events=events, next_before=next_before))

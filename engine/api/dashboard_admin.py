@@ -5,14 +5,13 @@ them — through engine/administration.py, as the API and the CLI do, audited, e
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from engine.administration import issue_key, open_campaign, withdraw_key
 from engine.api import dashboard_html as ui
-from engine.api.dashboard import DashboardSession, html, posted_form, redirect, signed_in
+from engine.api.dashboard import DashboardSession, html, redirect, refused, require_form, require_session
 from engine.api.requests import actor
 from engine.api.state import POOL, PROCESSORS
 from engine.campaigns import CampaignExistsError, campaign_from_json, list_campaigns
@@ -30,21 +29,15 @@ def _header(session: DashboardSession) -> str:
     )
 
 
-async def _admin_session(request: web.Request) -> DashboardSession | web.Response:
-    async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-    if session is None:
-        return redirect("/dashboard/login")
+async def _admin(session: DashboardSession) -> None:
     if session.key.role is not Role.ADMIN:
-        return html(ui.page("Administration", "<p class='error'>Administration needs an admin key.</p>"), 403)
-    return session
+        raise refused("Administration needs an admin key.")
 
 
 @routes.get("/dashboard/admin")
 async def admin_page(request: web.Request) -> web.Response:
-    session = await _admin_session(request)
-    if isinstance(session, web.Response):
-        return session
+    session = await require_session(request)
+    await _admin(session)
     keys = await list_keys(request.app[POOL])
     campaigns = await list_campaigns(request.app[POOL])
     notice = request.query.get("notice", "")[:300]
@@ -95,22 +88,10 @@ async def admin_page(request: web.Request) -> web.Response:
     return html(ui.page("Surge finance — administration", body))
 
 
-async def _form(request: web.Request) -> tuple[DashboardSession, Any] | web.Response:
-    session = await _admin_session(request)
-    if isinstance(session, web.Response):
-        return session
-    form = await posted_form(request, session)
-    if form is None:
-        return html(ui.page("Refused", "<p class='error'>The form was not posted from this dashboard.</p>"), 403)
-    return session, form
-
-
 @routes.post("/dashboard/admin/campaigns")
 async def create_campaign_form(request: web.Request) -> web.Response:
-    posted = await _form(request)
-    if isinstance(posted, web.Response):
-        return posted
-    session, form = posted
+    session, form = await require_form(request)
+    await _admin(session)
     currency = str(form.get("currency", "")).strip().upper()
     try:
         limit = parse_major(str(form.get("limit", "")), currency)
@@ -138,10 +119,8 @@ async def create_campaign_form(request: web.Request) -> web.Response:
 
 @routes.post("/dashboard/admin/keys")
 async def create_key_form(request: web.Request) -> web.Response:
-    posted = await _form(request)
-    if isinstance(posted, web.Response):
-        return posted
-    session, form = posted
+    session, form = await require_form(request)
+    await _admin(session)
     try:
         role = Role(str(form.get("role", "")))
     except ValueError:
@@ -162,10 +141,8 @@ async def create_key_form(request: web.Request) -> web.Response:
 
 @routes.post("/dashboard/admin/keys/{id}/revoke")
 async def revoke_key_form(request: web.Request) -> web.Response:
-    posted = await _form(request)
-    if isinstance(posted, web.Response):
-        return posted
-    session, _ = posted
+    session, _ = await require_form(request)
+    await _admin(session)
     key_id = request.match_info["id"]
     async with request.app[POOL].acquire() as connection:
         revoked = await withdraw_key(connection, key_id, actor(request, session.key))

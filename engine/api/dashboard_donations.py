@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adapters.base import ChargeResult
 from engine.api import dashboard_html as ui
-from engine.api.dashboard import DashboardSession, html, posted_form, redirect, signed_in
+from engine.api.dashboard import DashboardSession, html, redirect, require_form, require_session
 from engine.api.requests import actor
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance.donation_record import DonationRecord, donation_record, processor_record
@@ -73,10 +73,8 @@ def _search_from(query: Any) -> tuple[DonationSearch, list[str]]:
 async def find_donations(request: web.Request) -> web.Response:
     search, problems = _search_from(request.query)
     after = request.query.get("after") or None
+    session = await require_session(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
         page = await search_donations(connection, search, limit=PAGE_SIZE, after=after) if not problems else None
     rows = [
         (
@@ -136,10 +134,8 @@ def _search_form(query: Any) -> str:
 
 @routes.get("/dashboard/donations/{id}")
 async def donation_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
         record = await donation_record(connection, request.match_info["id"])
     if record is None:
         return html(ui.page("Not found", _header(session, "No such donation")), 404)
@@ -233,13 +229,8 @@ async def refund(request: web.Request) -> web.Response:
     """First post: a confirmation page naming the amount, with the refund's idempotency key; second post
     (``confirm``): the refund, made as the API makes it."""
     donation_id = request.match_info["id"]
+    session, form = await require_form(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
-        form = await posted_form(request, session)
-        if form is None:
-            return html(ui.page("Refused", "<p class='error'>The form was not posted from this dashboard.</p>"), 403)
         record = await donation_record(connection, donation_id)
     if record is None:
         return html(ui.page("Not found", _header(session, "No such donation")), 404)

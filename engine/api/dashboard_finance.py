@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from engine.api import dashboard_html as ui
-from engine.api.dashboard import DashboardSession, html, posted_form, redirect, signed_in
+from engine.api.dashboard import DashboardSession, html, redirect, require_form, require_session
 from engine.api.requests import actor
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
@@ -39,16 +39,10 @@ def _header(session: DashboardSession, title: str) -> str:
     )
 
 
-def _refused() -> web.Response:
-    return html(ui.page("Refused", "<p class='error'>The form was not posted from this dashboard.</p>"), 403)
-
-
 @routes.get("/dashboard/reconciliations")
 async def reconciliations_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
         runs = await list_runs(connection, limit=20)
         open_exceptions = await list_exceptions(connection, status=ExceptionStatus.OPEN)
     processors = "".join(
@@ -107,13 +101,7 @@ def _exceptions_with_forms(exceptions: list[Any], session: DashboardSession) -> 
 
 @routes.post("/dashboard/reconciliations")
 async def run_reconciliation(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
-        form = await posted_form(request, session)
-    if form is None:
-        return _refused()
+    session, form = await require_form(request)
     kinds = dict(request.app[SETTINGS].processor_specs())
     processor = next((p for p, _ in request.app[PROCESSORS] if p.name == form.get("processor")), None)
     try:
@@ -141,10 +129,8 @@ async def run_reconciliation(request: web.Request) -> web.Response:
 
 @routes.get(r"/dashboard/reconciliations/{id:\d{1,18}}")
 async def run_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
         run = await run_view(connection, int(request.match_info["id"]))
     if run is None:
         return html(ui.page("Not found", _header(session, "No such reconciliation")), 404)
@@ -166,13 +152,8 @@ async def run_page(request: web.Request) -> web.Response:
 @routes.post(r"/dashboard/exceptions/{id:\d{1,18}}/resolve")
 async def resolve_exception(request: web.Request) -> web.Response:
     exception_id = int(request.match_info["id"])
+    session, form = await require_form(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
-        form = await posted_form(request, session)
-        if form is None:
-            return _refused()
         memo = str(form.get("memo", "")).strip()[:500]
         try:
             adjustment = await reconciliation.resolve(
@@ -196,10 +177,7 @@ def _back(notice: str) -> web.Response:
 
 @routes.get("/dashboard/reports")
 async def reports_page(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
+    session = await require_session(request)
     options = "".join(
         f'<option value="{name}">{escape(name)} — {escape(description)}</option>'
         for name, (description, _) in REPORTS.items()
@@ -223,10 +201,8 @@ async def reports_page(request: web.Request) -> web.Response:
 
 @routes.get("/dashboard/reports/export")
 async def export_report(request: web.Request) -> web.Response:
+    session = await require_session(request)
     async with request.app[POOL].acquire() as connection:
-        session = await signed_in(request, connection)
-        if session is None:
-            return redirect("/dashboard/login")
         name = request.query.get("report", "")
         if name not in REPORTS:
             return html(ui.page("Not found", _header(session, "No such report")), 404)

@@ -43,8 +43,16 @@ def charge_refunded(gift: dict[str, Any], tag: str, amount: int, amount_refunded
     )
 
 
-def refund_event(gift: dict[str, Any], tag: str, refund: str, amount: int) -> ProcessorEvent:
-    """refund.created / refund.updated of a refund made in Stripe's dashboard (no Surge refund id)."""
+def refund_event(
+    gift: dict[str, Any],
+    tag: str,
+    refund: str,
+    amount: int,
+    status: RefundStatus = RefundStatus.SUCCEEDED,
+    surge_refund: str | None = None,
+) -> ProcessorEvent:
+    """refund.created / refund.updated / refund.failed of one refund: made in Stripe's dashboard unless it carries
+    Surge's refund id."""
     return ProcessorEvent(
         f"evt_{tag}",
         EventType.REFUND_UPDATED,
@@ -53,7 +61,8 @@ def refund_event(gift: dict[str, Any], tag: str, refund: str, amount: int) -> Pr
         donation_id=gift["id"],
         amount=Money(amount, "USD"),
         object_id=refund,
-        refund_status=RefundStatus.SUCCEEDED,
+        refund_status=status,
+        refund_id=surge_refund,
     )
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.base import EventType, Money, ProcessorEvent, RefundStatus
+from adapters.base import RefundStatus
 from adapters.simulated import SimulatedProcessor
 from adapters.simulated.config import OutageWindow
 from engine.api.state import ACCOUNTS, PROCESSORS
@@ -22,6 +21,7 @@ from engine.payments.processor_events import process_event
 from ledger import reads
 from ledger.check import check_ledger
 from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
+from tests.e2e.test_refund_attribution import refund_event, succeeded_gift
 from tests.waiting import wait_until
 
 
@@ -85,32 +85,14 @@ async def test_a_refund_the_processor_never_decides_is_flagged_and_still_settles
         assert (await check_ledger(connection)).ok
 
 
-def refund_failed(gift: dict[str, Any], refund_id: str, processor_refund: str, amount: int) -> ProcessorEvent:
-    """Stripe's refund.failed for a refund that had succeeded: the money is back in the processor balance."""
-    return ProcessorEvent(
-        f"evt_failed_{refund_id}",
-        EventType.REFUND_UPDATED,
-        datetime.now(UTC),
-        processor_reference=gift["processor_reference"],
-        donation_id=gift["id"],
-        amount=Money(amount, "USD"),
-        object_id=processor_refund,
-        refund_status=RefundStatus.FAILED,
-        refund_id=refund_id,
-    )
-
-
 async def test_a_refund_returned_after_it_succeeded_is_reversed_once_by_a_new_entry(surge: Surge) -> None:
-    _, gift = await surge.donate(donation(5_000))
-    gift["processor_reference"] = await surge.pool.fetchval(
-        "SELECT processor_reference FROM surge.donations WHERE id = $1", gift["id"]
-    )
+    gift = await succeeded_gift(surge, 5_000)
     aggregate = "SELECT posted_minor FROM surge.contribution_aggregates"
     status, made = await refund(surge, gift, 3_000, "returned-refund")
     assert (status, made["status"]) == (200, "succeeded"), made
     assert await surge.pool.fetchval(aggregate) == 2_000
 
-    event = refund_failed(gift, made["id"], made["processor_reference"], 3_000)
+    event = refund_event(gift, "failed", made["processor_reference"], 3_000, RefundStatus.FAILED, made["id"])
     async with surge.pool.acquire() as connection:
         assert await process_event(connection, surge.app[ACCOUNTS], "simulated", event)
         # The same failure under another event id (a second notice) reverses nothing more.
