@@ -27,7 +27,7 @@ from engine.receipts.senders import Sender, SendError
 
 _logger = logging.getLogger(__name__)
 
-LEASE_MARGIN_S = 5.0  # beyond the send's timeout: rendering and recording the result
+LEASE_MARGIN_S = 2.0  # beyond the send's timeout: rendering and recording the result
 
 
 @dataclass(frozen=True, slots=True)
