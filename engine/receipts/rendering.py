@@ -161,6 +161,7 @@ def email_message(receipt: ClaimedReceipt, sender: str) -> EmailMessage:
     message["X-Surge-Receipt"] = receipt.id
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    message.set_boundary(f"surge-receipt-part-{receipt.id}")  # not random: a resend is byte for byte the same
     return message
 
 
