@@ -97,7 +97,7 @@ async def claim_due(pool: asyncpg.Pool, batch_max: int, lease_s: float, message_
              JOIN surge.donations d ON d.id = r.donation_id
              JOIN surge.campaigns c ON c.slug = d.campaign
              LEFT JOIN surge.refunds f ON f.id = r.refund_id
-            ORDER BY r.next_attempt_at""",
+            ORDER BY r.created_at, r.id""",
         batch_max,
         lease_s,
         message_id_domain,

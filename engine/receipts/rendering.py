@@ -12,7 +12,11 @@ from __future__ import annotations
 import email.utils
 from dataclasses import dataclass
 from datetime import UTC
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from functools import lru_cache
 from typing import Any
 
@@ -21,6 +25,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from engine.receipts.outbox import ClaimedReceipt
 from ledger.currencies import format_minor
+
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP  # readable in the raw message, unlike base64
 
 TEXT_TEMPLATE = "receipt.txt.j2"
 HTML_TEMPLATE = "receipt.html.j2"
@@ -149,20 +156,32 @@ def render(receipt: ClaimedReceipt) -> RenderedReceipt:
     return RenderedReceipt(values["subject"], text_template.render(values), html_template.render(values))
 
 
-def email_message(receipt: ClaimedReceipt, sender: str) -> EmailMessage:
-    """The whole message. Everything in it comes from the receipt's row, so a resend is the same message."""
+def email_message(receipt: ClaimedReceipt, sender: str) -> Message:
+    """The whole message. Everything in it comes from the receipt's row, so a resend is the same message, byte for
+    byte (the MIME boundary is the receipt's too, not random).
+
+    Built with the ``email.mime`` classes (the compat32 policy) rather than ``EmailMessage``: measured here at
+    ~0.7 ms a message against ~4.7 ms, on the engine's event loop, beside the requests it serves. That policy does
+    not refuse line breaks in headers, so they are refused here (a campaign name cannot inject headers)."""
     rendered = render(receipt)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = receipt.recipient
-    message["Subject"] = rendered.subject
+    message = MIMEMultipart("alternative", boundary=f"surge-receipt-part-{receipt.id}")
+    name, address = email.utils.parseaddr(sender)
+    message["From"] = email.utils.formataddr((name, address), charset="utf-8")
+    message["To"] = _header(receipt.recipient)
+    message["Subject"] = _header(rendered.subject)
     message["Date"] = email.utils.format_datetime(receipt.created_at.astimezone(UTC))
-    message["Message-ID"] = receipt.message_id
+    message["Message-ID"] = _header(receipt.message_id)
     message["X-Surge-Receipt"] = receipt.id
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    message.set_boundary(f"surge-receipt-part-{receipt.id}")  # not random: a resend is byte for byte the same
+    # typeshed types the charset as str; the stdlib takes a Charset too, which is how quoted-printable is chosen.
+    message.attach(MIMEText(rendered.text, "plain", _UTF8))  # type: ignore[arg-type]
+    message.attach(MIMEText(rendered.html, "html", _UTF8))  # type: ignore[arg-type]
     return message
+
+
+def _header(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a line break in a header value: {value!r}")
+    return value if value.isascii() else Header(value, "utf-8").encode()  # RFC 2047
 
 
 def message_id_domain(sender: str) -> str:

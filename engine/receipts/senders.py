@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -32,7 +32,7 @@ class SendError(Exception):
 class Sender(Protocol):
     def describe(self) -> str: ...
 
-    async def send(self, message: EmailMessage, receipt_id: str) -> None: ...
+    async def send(self, message: Message, receipt_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class SmtpSender:
         tls = "TLS" if self.server.implicit_tls else "STARTTLS" if self.server.start_tls else "no TLS"
         return f"SMTP {self.server.hostname}:{self.server.port} ({tls})"
 
-    async def send(self, message: EmailMessage, receipt_id: str) -> None:
+    async def send(self, message: Message, receipt_id: str) -> None:
         server = self.server
         try:
             await aiosmtplib.send(
@@ -119,7 +119,7 @@ class DirectorySender:
     def describe(self) -> str:
         return f".eml files in {self.folder}"
 
-    async def send(self, message: EmailMessage, receipt_id: str) -> None:
+    async def send(self, message: Message, receipt_id: str) -> None:
         # A local file write of a few kilobytes: not worth a thread hop.
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ per-campaign overrides in a sandbox, headers; the SMTP URL and the settings; car
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,7 +131,18 @@ def test_the_message_has_both_parts_and_a_stable_message_id() -> None:
     assert first["Message-ID"] == "<rcpt_don_1@example.org>"
     assert (first["To"], first["From"]) == ("jane@example.org", "Receipts <receipts@example.org>")
     assert first.get_content_type() == "multipart/alternative"
-    assert [part.get_content_type() for part in first.iter_parts()] == ["text/plain", "text/html"]
+    assert [part.get_content_type() for part in first.get_payload()] == ["text/plain", "text/html"]
+    parsed: Any = email.message_from_bytes(first.as_bytes(), policy=email.policy.default)
+    assert "250.00 USD" in parsed.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_headers_take_unicode_and_refuse_line_breaks() -> None:
+    message = email_message(receipt(campaign_name="Amis du Parc Montréal"), "Reçus <recus@example.org>")
+    parsed: Any = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == "Receipt for your donation to Amis du Parc Montréal"
+    assert parsed["From"].addresses[0].display_name == "Reçus"
+    with pytest.raises(ValueError, match="line break"):
+        email_message(receipt(campaign_name="Parks\r\nBcc: everyone@example.org"), "r@example.org")
     assert message_id_domain("Receipts <receipts@example.org>") == "example.org"
 
 
