@@ -15,7 +15,7 @@ import pytest
 
 from engine.keys import Role
 from tests.e2e.conftest import donation, running_surge, surge_settings
-from tests.receipts.smtp_server import SmtpServer, html_part, text_part
+from tests.receipts.smtp_server import SmtpServer, Tls, html_part, self_signed_certificate, text_part
 from tests.waiting import wait_until
 
 # The relay polls often and retries soon, so the tests wait on short intervals.
@@ -185,3 +185,44 @@ async def test_declined_donations_get_no_receipt(database_url: str, tmp_path: Pa
         [row] = await receipt_rows(surge.pool)
     assert row["donation_id"] == gift["id"]
     assert [m["X-Surge-Receipt"] for m in smtp_server.messages] == [f"rcpt_{gift['id']}"]
+
+
+# aiosmtpd warns about AUTH without STARTTLS, not knowing that the implicit mode's connection is TLS throughout.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_receipts_go_over_tls_with_a_login(database_url: str, tmp_path: Path, mode: str) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(Tls(mode, certificate, key, ("receipts", "s3cret:/@")))
+    server.start()
+    try:
+        settings = relay_settings(database_url, tmp_path, server)
+        async with running_surge(database_url, settings) as surge:
+            status, gift = await surge.donate(donation())
+            assert status == 201
+            await wait_until(lambda: all_sent(surge.pool, 1), what="the receipt sent over TLS")
+    finally:
+        server.stop()
+    [message] = server.messages
+    assert message["X-Surge-Receipt"] == f"rcpt_{gift['id']}"
+
+
+async def test_a_wrong_password_is_retried_with_the_error_kept(database_url: str, tmp_path: Path) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(Tls("starttls", certificate, key, ("receipts", "right")))
+    server.start()
+    try:
+        wrong = server.url.replace("receipts:right@", "receipts:wrong@")
+        settings = relay_settings(database_url, tmp_path, None, smtp_url=wrong)
+        async with running_surge(database_url, settings) as surge:
+            status, gift = await surge.donate(donation())
+            assert status == 201
+
+            async def retried() -> asyncpg.Record | None:
+                row = await surge.pool.fetchrow("SELECT * FROM surge.receipts WHERE donation_id = $1", gift["id"])
+                return row if row is not None and row["attempts"] >= 2 else None
+
+            row = await wait_until(retried, what="the receipt retried after the refused login")
+    finally:
+        server.stop()
+    assert row["status"] in ("pending", "failed") and "535" in row["last_error"], row
+    assert server.messages == []
