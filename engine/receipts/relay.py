@@ -116,7 +116,12 @@ class ReceiptRelay:
             await self._fail(receipt, f"cannot render the receipt: {type(error).__name__}: {error}")
             return False
         try:
-            await self._sender.send(message, receipt.id)
+            # The whole send, not each SMTP command (aiosmtplib's timeout), stays within the lease.
+            async with asyncio.timeout(self.limits.send_timeout_s):
+                await self._sender.send(message, receipt.id)
+        except TimeoutError:
+            await self._failed_attempt(receipt, SendError("the send did not finish in time", permanent=False))
+            return False
         except SendError as error:
             await self._failed_attempt(receipt, error)
             return False
