@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
 from loadtest.audit import audit_run
-from tests.loadtest.test_audit import Run, run
+from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.waiting import wait_until
 
-__all__ = ["run"]  # the audit tests' fixture: four acknowledged donations and one declined
+
+class Run:
+    """A small honest run: what the clients were told, as the load test records it."""
+
+    def __init__(self, surge: Surge) -> None:
+        self.surge, self.pool = surge, surge.pool
+        self.acknowledged: dict[str, int] = {}
+        self.declined: set[str] = set()
+
+    async def donate(self, amount: int, card: str = "pm_card_visa", **donor: str) -> None:
+        status, body = await self.surge.donate(donation(amount, card, **donor))
+        if status in (201, 202):
+            self.acknowledged[body["id"]] = amount
+        elif status == 402:
+            self.declined.add(body["error"]["donation"]["id"])
+
+    async def audit(self) -> list[str]:
+        async with self.pool.acquire() as connection:
+            return (await audit_run(connection, self.acknowledged, self.declined)).problems
+
+
+@pytest.fixture
+async def run(database_url: str, tmp_path: Path) -> AsyncIterator[Run]:
+    async with running_surge(database_url, surge_settings(database_url, tmp_path)) as surge:
+        honest = Run(surge)
+        for n in range(4):
+            await honest.donate(1000 + n, first_name=f"Ann{n}")
+        await honest.donate(500, "pm_card_chargeDeclined", first_name="Bob")
+        assert len(honest.acknowledged) == 4 and len(honest.declined) == 1
+        yield honest
 
 
 async def sent(run: Run) -> bool:
