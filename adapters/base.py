@@ -54,6 +54,9 @@ class ChargeResult:
     fee: Money | None = None  # the processor's fee, when known at charge time
     decline_code: str | None = None
     message: str | None = None
+    # The card that paid, as the processor reports it (for the donor's receipt): never taken from the donor's input.
+    card_brand: str | None = None  # lower case, Stripe's spelling: visa, mastercard, amex, ...
+    card_last4: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

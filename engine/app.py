@@ -43,6 +43,7 @@ from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
+from engine.receipts.assembly import build_relay
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -177,6 +178,14 @@ async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
     await worker.stop()
 
 
+async def _receipt_relay(app: web.Application) -> AsyncIterator[None]:
+    # Sends the receipts written with each settlement and refund: engine/receipts/relay.py
+    relay = build_relay(app[POOL], app[SETTINGS], app[METRICS])
+    relay.start()
+    yield
+    await relay.stop()
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -195,7 +204,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app[METRICS] = Metrics()
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
-    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker])
+    app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (
         health,

@@ -86,6 +86,29 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge("surge_donations_in_flight", "Donation requests in progress", registry=self.registry)
+        self.receipts_sent = Counter(
+            "surge_receipts_sent",
+            "Receipts delivered (to SMTP, or written as .eml), by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.receipts_failed = Counter(
+            "surge_receipts_failed",
+            "Receipts given up on (refused for good, or out of attempts), by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.receipt_send_retries = Counter(
+            "surge_receipt_send_retries", "Receipt sends that failed and will be tried again", registry=self.registry
+        )
+        self.receipts_pending = Gauge(
+            "surge_receipts_pending", "Receipts in the outbox not sent yet", registry=self.registry
+        )
+        self.receipts_relay_lag = Gauge(
+            "surge_receipts_relay_lag_seconds",
+            "Age of the oldest receipt not sent yet: how far behind the relay runs (0 when caught up)",
+            registry=self.registry,
+        )
 
     def observe_batch(self, name: str, size: int, seconds: float) -> None:
         self.batch_size.labels(name).observe(size)

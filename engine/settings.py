@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from adapters.registry import KINDS
+from engine.receipts.senders import SmtpServer
 from toolkit.settings import EnvironmentSettings, SettingsError, boolean, integer, number, path, text
 
 PROCESSOR_KINDS = KINDS  # adapters/registry.py
@@ -61,6 +63,15 @@ class Settings:
     # many processor calls or this many hours, whichever comes first (it still settles if the processor answers).
     review_after_lookups: int = 20
     review_after_hours: float = 24.0
+    # Receipts (engine/receipts/): an SMTP server (smtp://user:pass@host:587 STARTTLS, smtps://…:465 TLS,
+    # smtp+insecure://host:25), or without one .eml files under home/outbox; the sender address; the relay's limits.
+    smtp_url: str | None = None
+    receipts_from: str = "Surge receipts <receipts@surge.localhost>"
+    receipt_send_timeout_ms: int = 30_000
+    receipt_attempts_max: int = 10
+    receipt_retry_delay_ms: int = 1_000  # before the second attempt, doubled after each failure
+    receipt_retry_delay_max_s: float = 600.0
+    receipt_poll_interval_ms: int = 500
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,6 +122,7 @@ class Settings:
             problems.append(f"SURGE_CHALLENGE_TIMEOUT_MS must be 100-60000, got {self.challenge_timeout_ms}")
         if self.review_after_lookups < 1 or self.review_after_hours <= 0:
             problems.append("SURGE_REVIEW_AFTER_LOOKUPS must be at least 1 and SURGE_REVIEW_AFTER_HOURS above 0")
+        problems.extend(self._receipt_problems())
         try:
             self.processor_specs()
         except ValueError as error:
@@ -119,6 +131,27 @@ class Settings:
             problems.append("DATABASE_URL must start with postgresql:// or postgres://")
         if problems:
             raise ConfigError.listing("invalid configuration", problems)
+
+    def _receipt_problems(self) -> list[str]:
+        problems = []
+        if self.smtp_url is not None:
+            try:
+                SmtpServer.from_url(self.smtp_url)
+            except ValueError as error:
+                problems.append(str(error))
+        if "@" not in parseaddr(self.receipts_from)[1]:
+            problems.append(f"SURGE_RECEIPTS_FROM must be an email address, got {self.receipts_from!r}")
+        if not 100 <= self.receipt_send_timeout_ms <= 300_000:
+            problems.append(f"SURGE_RECEIPT_SEND_TIMEOUT_MS must be 100-300000, got {self.receipt_send_timeout_ms}")
+        if not 1 <= self.receipt_attempts_max <= 100:
+            problems.append(f"SURGE_RECEIPT_ATTEMPTS_MAX must be 1-100, got {self.receipt_attempts_max}")
+        if not 1 <= self.receipt_retry_delay_ms <= self.receipt_retry_delay_max_s * 1000:
+            problems.append(
+                "SURGE_RECEIPT_RETRY_DELAY_MS must be at least 1 and within SURGE_RECEIPT_RETRY_DELAY_MAX_S"
+            )
+        if not 1 <= self.receipt_poll_interval_ms <= 60_000:
+            problems.append(f"SURGE_RECEIPT_POLL_INTERVAL_MS must be 1-60000, got {self.receipt_poll_interval_ms}")
+        return problems
 
     def processor_specs(self) -> list[tuple[str, str]]:
         """(name, kind) pairs in priority order."""
@@ -146,6 +179,11 @@ class Settings:
     @property
     def postgres_folder(self) -> Path:
         return self.home / "postgres"
+
+    @property
+    def outbox_folder(self) -> Path:
+        """Where receipts are written as .eml files when no SMTP server is configured."""
+        return self.home / "outbox"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -184,6 +222,13 @@ ENVIRONMENT = EnvironmentSettings(
         "challenge_timeout_ms": integer(),
         "review_after_lookups": integer(),
         "review_after_hours": number(),
+        "smtp_url": text(),
+        "receipts_from": text(),
+        "receipt_send_timeout_ms": integer(),
+        "receipt_attempts_max": integer(),
+        "receipt_retry_delay_ms": integer(),
+        "receipt_retry_delay_max_s": number(),
+        "receipt_poll_interval_ms": integer(),
     },
     names={"database_url": "DATABASE_URL"},
 )

@@ -13,7 +13,10 @@ Checks, each reported as a problem with the donation it concerns:
    in the ledger with its amount, no donation was charged successfully twice, and no ledger donation lacks a charge;
 5. no donor's succeeded donations (less what was refunded or lost in a dispute) exceed the campaign's limit for the
    election, and no hold is left over;
-6. ``ledger.check.check_ledger``: every entry balances and cached balances equal the postings.
+6. ``ledger.check.check_ledger``: every entry balances and cached balances equal the postings;
+7. receipts (``surge.receipts``): every acknowledged donation that succeeded has exactly one donation receipt, no
+   other donation has one, and none ended ``failed``; reported with how many were sent and how far behind the
+   relay ran (the longest wait from a receipt's writing to its sending, and the oldest still waiting).
 
 Checks 3-6 cover the whole database, not only this run's donations: they are invariants. It takes a connection and
 the client's view, so that tests can plant a discrepancy and see it caught.
@@ -83,6 +86,7 @@ async def audit_run(
         _check_ledger_donations(report, donations, in_ledger)
         await _check_processor(report, connection, donations, in_ledger)
         await _check_limits(report, connection)
+        await _check_receipts(report, connection, acknowledged, donations)
     ledger = await check_ledger(connection)
     for problem in ledger.problems:
         report.problem(f"ledger check: {problem}")
@@ -154,6 +158,48 @@ def _check_acknowledged(
             report.problem(f"{donation_id}: answered 402 (declined) but posted to the ledger")
     report.checked["acknowledged_succeeded"] = sum(
         1 for d in acknowledged if (row := donations.get(d)) is not None and row["status"] == "succeeded"
+    )
+
+
+async def _check_receipts(
+    report: AuditReport,
+    connection: asyncpg.Connection,
+    acknowledged: Mapping[str, int],
+    donations: Mapping[str, asyncpg.Record],
+) -> None:
+    if await connection.fetchval("SELECT to_regclass('surge.receipts')") is None:
+        return  # an engine from before receipts
+    rows = await connection.fetch(
+        """SELECT donation_id, count(*) AS receipts, count(*) FILTER (WHERE status = 'failed') AS failed,
+                  min(last_error) FILTER (WHERE status = 'failed') AS error
+             FROM surge.receipts WHERE kind = 'donation' GROUP BY donation_id"""
+    )
+    receipts = {row["donation_id"]: row for row in rows}
+    for donation_id in acknowledged:
+        donation = donations.get(donation_id)
+        if donation is not None and donation["status"] == "succeeded":
+            count = receipts[donation_id]["receipts"] if donation_id in receipts else 0
+            if count != 1:
+                report.problem(f"{donation_id}: acknowledged and succeeded but has {count} receipts")
+    for donation_id, row in receipts.items():
+        donation = donations.get(donation_id)
+        if donation is None or donation["status"] != "succeeded":
+            report.problem(f"{donation_id}: has a receipt but did not succeed")
+        if row["failed"]:
+            report.problem(f"{donation_id}: its receipt failed: {row['error']}")
+    totals = await connection.fetchrow(
+        """SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+                  count(*) FILTER (WHERE status = 'pending') AS pending,
+                  coalesce(max(extract(epoch FROM sent_at - created_at)), 0)::float8 AS lag_max_s,
+                  coalesce(max(extract(epoch FROM now() - created_at)) FILTER (WHERE status = 'pending'), 0)::float8
+                      AS oldest_pending_s
+             FROM surge.receipts"""
+    )
+    report.checked.update(
+        receipts_sent=totals["sent"],
+        receipts_pending=totals["pending"],
+        receipt_relay_lag_max_ms=round(totals["lag_max_s"] * 1000),
+        receipt_oldest_pending_ms=round(totals["oldest_pending_s"] * 1000),
     )
 
 

@@ -73,6 +73,9 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
                 own_database, data_folder = stack.enter_context(embedded_database_in_folder())
             database_url = own_database
             form_key = await prepare_database(own_database)
+            engine_environment = dict(config.engine_environment)
+            if data_folder is not None:  # its files (receipts as .eml) go with its temporary database, deleted after
+                engine_environment.setdefault("SURGE_HOME", str(data_folder.parent))
             engine: EngineProcess | EngineWorkers
             if config.chaos:
                 chaos = ChaosSession(
@@ -83,9 +86,9 @@ async def run_load_test(config: LoadTestConfig, output: Output = print_flushed) 
                     config.report_folder,
                     config.chaos_options,
                 )
-                engine = chaos.engine(config.report_folder, config.engine_environment)
+                engine = chaos.engine(config.report_folder, engine_environment)
             else:
-                engine = EngineProcess(own_database, config.report_folder / "engine.log", config.engine_environment)
+                engine = EngineProcess(own_database, config.report_folder / "engine.log", engine_environment)
             output(f"starting Surge on {engine.url} (database {'given' if config.database_url else 'embedded'}) …")
             stack.push_async_callback(engine.stop)
             if chaos is not None:

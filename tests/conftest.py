@@ -44,6 +44,17 @@ async def _create_template(server_url: str) -> None:
         await connection.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Engines started as processes by the tests keep their files (receipts written as .eml without SMTP) in a
+    temporary folder, never in the user's data folder."""
+    home = tmp_path_factory.mktemp("surge-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SURGE_HOME", str(home))
+    yield home
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a server where tests may create databases."""

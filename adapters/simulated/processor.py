@@ -42,7 +42,7 @@ from adapters.simulated.record import (
     SignedWebhook,
     SimulatorError,
 )
-from adapters.simulated.tokens import PlanKind, plan_charge
+from adapters.simulated.tokens import PlanKind, card_details, plan_charge
 from ledger.batcher import BatcherFullError, BatcherLimits, BatchObserver, GroupCommitter
 from ledger.money import Money
 from toolkit.token_bucket import TokenBucket
@@ -316,7 +316,10 @@ class SimulatedProcessor:
 
 def _charge_result(charge: RecordedCharge) -> ChargeResult:
     if charge.status is ChargeRecordStatus.SUCCEEDED:
-        return ChargeResult(ChargeStatus.SUCCEEDED, charge.reference, charge.amount, charge.fee)
+        brand, last4 = card_details(charge.payment_method) or (None, None)
+        return ChargeResult(
+            ChargeStatus.SUCCEEDED, charge.reference, charge.amount, charge.fee, card_brand=brand, card_last4=last4
+        )
     if charge.status is ChargeRecordStatus.DECLINED:
         return ChargeResult(
             ChargeStatus.DECLINED,

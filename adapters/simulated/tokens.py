@@ -87,6 +87,38 @@ REQUIRES_ACTION_MESSAGE = (
 RANDOM_DECLINE_CODES = ("generic_decline", "insufficient_funds", "do_not_honor")
 
 
+# The card behind each succeeding test token, as Stripe's test cards (https://docs.stripe.com/testing): brand and the
+# card number's last four digits, which the simulator reports with a charge as a processor does. Country tokens and
+# the rest are Visa cards; Stripe's numbers for them mostly end in 0000 or 0002, so one plausible value stands in.
+_CARDS = {
+    "pm_card_visa": ("visa", "4242"),
+    "pm_card_visa_debit": ("visa", "5556"),
+    "pm_card_mastercard": ("mastercard", "4444"),
+    "pm_card_mastercard_debit": ("mastercard", "8210"),
+    "pm_card_mastercard_prepaid": ("mastercard", "5100"),
+    "pm_card_amex": ("amex", "8431"),
+    "pm_card_discover": ("discover", "1117"),
+    "pm_card_diners": ("diners", "0004"),
+    "pm_card_jcb": ("jcb", "0505"),
+    "pm_card_unionpay": ("unionpay", "0005"),
+    "pm_card_us": ("visa", "4242"),
+    "pm_card_authenticationRequiredOnSetup": ("visa", "3155"),
+    "pm_card_bypassPending": ("visa", "0077"),
+    "pm_card_authenticationRequired": ("visa", "3184"),
+    "pm_card_threeDSecureRequired": ("visa", "3063"),
+    "pm_card_threeDSecure2Required": ("visa", "3220"),
+    "pm_sim_timeout_charged": ("visa", "4242"),
+}
+_OTHER_CARD = ("visa", "0000")
+
+
+def card_details(payment_method: str) -> tuple[str, str] | None:
+    """(brand, last4) of the card behind a known token, None for a token the simulator does not know."""
+    if payment_method not in KNOWN_TOKENS:
+        return None
+    return _CARDS.get(payment_method, _OTHER_CARD)
+
+
 def card_outcome(payment_method: str) -> CardOutcome | None:
     """What the card behind ``payment_method`` does, or None for a token the processor does not know."""
     return KNOWN_TOKENS.get(payment_method)

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 NO_REDIRECT_PARAMETERS: dict[str, Any] = {"automatic_payment_methods": {"enabled": True, "allow_redirects": "never"}}
 LEGACY_CARD_PARAMETERS: dict[str, Any] = {"payment_method_types": ["card"]}
 FEE_EXPANSION = "latest_charge.balance_transaction"
+# The fee, and the card for the donor's receipt (expanded for localstripe, whose charges carry no card details).
+CHARGE_EXPANSIONS = [FEE_EXPANSION, "payment_method"]
 PAGE_SIZE = 100
 IDEMPOTENCY_KEY_LENGTH_MAX = 255  # Stripe's limit
 # Transport failures the SDK does not always wrap: aiohttp reads the body outside the SDK's try block.
@@ -84,7 +86,7 @@ class StripeProcessor:
             "payment_method": request.payment_method,
             "confirm": True,
             "metadata": metadata,
-            "expand": [FEE_EXPANSION],
+            "expand": CHARGE_EXPANSIONS,
         }
         try:
             intent = await self._create_payment_intent(
@@ -222,7 +224,7 @@ class StripeProcessor:
         """The PaymentIntent's outcome, or None when Stripe has no such PaymentIntent."""
         await self._admit_or_raise()
         try:
-            intent = await self._v1.payment_intents.retrieve_async(reference, params={"expand": [FEE_EXPANSION]})
+            intent = await self._v1.payment_intents.retrieve_async(reference, params={"expand": CHARGE_EXPANSIONS})
         except stripe.InvalidRequestError as error:
             if error.http_status == 404:
                 return None

@@ -7,7 +7,8 @@
    always sends the same key) and Surge's refund id in the processor refund's metadata (``surge_refund_id``), so a
    refund event can always be told apart from a refund made elsewhere.
 3. ``apply_refund_result``: succeeded books the refund (ledger entry, aggregate) and turns the reservation into
-   ``refunded_minor``; failed releases the reservation; pending keeps it until a refund event or a lookup settles
+   ``refunded_minor`` and writes the donor's refund receipt to the outbox (engine/receipts/); failed releases the
+   reservation; pending keeps it until a refund event or a lookup settles
    it; unknown or retryable leave it ``refunding`` for the refund worker (engine/payments/refund_recovery.py).
 
 A crash between any two steps leaves a ``refunding`` or ``pending`` row whose lease expires; the worker of any
@@ -32,6 +33,7 @@ import asyncpg
 from adapters.base import Processor, RefundRequest, RefundResult, RefundStatus
 from engine import chart_of_accounts
 from engine.pipeline.aggregates import remove_contribution
+from engine.receipts.outbox import add_refund_receipt
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
 from ledger.money import Money
@@ -305,3 +307,6 @@ async def book_refund(
         metadata={"donation": refund.donation_id},
     )
     await post_entries_or_raise(connection, directory, [entry])
+    # Every refund booked tells the donor, Surge's own and those made in the processor's dashboard alike: the
+    # donor's money came back either way, and the receipt corrects the one they had for the gift.
+    await add_refund_receipt(connection, refund.id, refund.donation_id)

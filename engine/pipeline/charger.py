@@ -118,6 +118,8 @@ class Charger:
                 fee=result.fee,
                 decline_code=result.decline_code,
                 failure_message=result.message if status is not ChargeStatus.SUCCEEDED else None,
+                card_brand=result.card_brand,
+                card_last4=result.card_last4,
             )
             settled = await self._settle.submit(settlement)
             if not settled:  # someone else (a webhook, another process) settled it first: theirs is the truth

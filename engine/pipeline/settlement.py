@@ -5,6 +5,9 @@ For each donation still open (queued, charging, pending) it records the final st
 engine/payments/fees.py) and turns the donor's hold into a posted contribution — or releases it. A donation already
 settled (a webhook and a lookup racing, a replay after a crash) is left alone, and ledger references are the
 donation id, so settling twice cannot post twice; only a fee it settled without, reported now, is booked (once).
+
+The same statement writes the donor's receipt into the outbox for each donation it settles as succeeded
+(engine/receipts/outbox.py): the receipt exists exactly when the donation is settled, and costs no round trip.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncpg
 from engine import chart_of_accounts
 from engine.database import INDEX_LOOKUPS_ONLY
 from engine.payments import fees
+from engine.receipts.outbox import DONATION_RECEIPTS_FROM_SETTLED
 from ledger.accounts import AccountDirectory
 from ledger.entries import EntryRequest, transfer
 from ledger.money import Money
@@ -34,6 +38,8 @@ class Settlement:
     fee: Money | None = None  # in the currency the processor charged it, not necessarily the donation's
     decline_code: str | None = None
     failure_message: str | None = None
+    card_brand: str | None = None  # the processor's, for the receipt
+    card_last4: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -46,20 +52,27 @@ async def commit_settlements(
     """Settle each open donation; per item True when this call settled it, False when it was already final."""
     await connection.execute(INDEX_LOOKUPS_ONLY)
     rows = await connection.fetch(
-        """UPDATE surge.donations d
-              SET status = s.status, processor = s.processor, processor_reference = s.processor_reference,
-                  -- A fee reported while the donation was pending (engine/payments/fees.py) is kept, not erased.
-                  fee_minor = coalesce(s.fee_minor, d.fee_minor),
-                  fee_currency = CASE WHEN s.fee_minor IS NULL THEN d.fee_currency ELSE s.fee_currency END,
-                  decline_code = s.decline_code, failure_message = s.failure_message,
-                  settled_at = now(), updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
-                         $8::text[])
-                  AS s(id, status, processor, processor_reference, fee_minor, fee_currency, decline_code,
-                       failure_message)
-            WHERE d.id = s.id AND d.status IN ('queued', 'charging', 'pending')
-        RETURNING d.id, d.status, d.amount_minor, d.currency, d.campaign, d.election, d.donor_key, d.processor,
-                  d.fee_minor, d.fee_currency""",
+        f"""WITH settled AS (
+               UPDATE surge.donations d
+                  SET status = s.status, processor = s.processor, processor_reference = s.processor_reference,
+                      -- A fee reported while the donation was pending (engine/payments/fees.py) is kept, not erased.
+                      fee_minor = coalesce(s.fee_minor, d.fee_minor),
+                      fee_currency = CASE WHEN s.fee_minor IS NULL THEN d.fee_currency ELSE s.fee_currency END,
+                      decline_code = s.decline_code, failure_message = s.failure_message,
+                      card_brand = coalesce(s.card_brand, d.card_brand),
+                      card_last4 = coalesce(s.card_last4, d.card_last4),
+                      settled_at = now(), updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::text[])
+                      AS s(id, status, processor, processor_reference, fee_minor, fee_currency, decline_code,
+                           failure_message, card_brand, card_last4)
+                WHERE d.id = s.id AND d.status IN ('queued', 'charging', 'pending')
+            RETURNING d.id, d.status, d.amount_minor, d.currency, d.campaign, d.election, d.donor_key, d.processor,
+                      d.fee_minor, d.fee_currency, d.donor->>'email' AS email),
+           receipts AS ({DONATION_RECEIPTS_FROM_SETTLED})
+           SELECT id, status, amount_minor, currency, campaign, election, donor_key, processor, fee_minor,
+                  fee_currency
+             FROM settled""",
         [i.donation_id for i in items],
         [i.status for i in items],
         [i.processor for i in items],
@@ -68,6 +81,8 @@ async def commit_settlements(
         [i.fee.currency if i.fee else None for i in items],
         [i.decline_code for i in items],
         [i.failure_message for i in items],
+        [i.card_brand for i in items],
+        [i.card_last4 for i in items],
     )
     settled = {row["id"]: row for row in rows}
     if len(settled) < len(rows):

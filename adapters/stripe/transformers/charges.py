@@ -23,7 +23,10 @@ def charge_result_from_payment_intent(intent: Mapping[str, Any]) -> ChargeResult
     reference = intent.get("id")
     amount = payment_intent_amount(intent)
     if status == "succeeded":
-        return ChargeResult(ChargeStatus.SUCCEEDED, reference, amount, fee=charge_fee(intent))
+        brand, last4 = card_details(intent) or (None, None)
+        return ChargeResult(
+            ChargeStatus.SUCCEEDED, reference, amount, fee=charge_fee(intent), card_brand=brand, card_last4=last4
+        )
     if status in _PENDING_MESSAGES:
         return ChargeResult(ChargeStatus.PENDING, reference, amount, message=_PENDING_MESSAGES[status])
     if status == "requires_payment_method":
@@ -49,6 +52,23 @@ def payment_intent_amount(intent: Mapping[str, Any]) -> Money | None:
     if not isinstance(currency, str) or not isinstance(amount, int):
         return None
     return from_stripe_amount(amount, currency)
+
+
+def card_details(intent: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(brand, last4) of the card that paid: the charge's ``payment_method_details.card`` when ``latest_charge`` is
+    expanded (Stripe), else the expanded ``payment_method``'s ``card`` (localstripe's charges carry no details)."""
+    charge = intent.get("latest_charge")
+    details = charge.get("payment_method_details") if isinstance(charge, Mapping) else None
+    card = details.get("card") if isinstance(details, Mapping) else None
+    if not isinstance(card, Mapping):
+        method = intent.get("payment_method")
+        card = method.get("card") if isinstance(method, Mapping) else None
+    if not isinstance(card, Mapping):
+        return None
+    brand, last4 = card.get("brand"), card.get("last4")
+    if not isinstance(brand, str) or not isinstance(last4, str):
+        return None
+    return brand.lower(), last4
 
 
 def charge_fee(intent: Mapping[str, Any]) -> Money | None:
