@@ -148,6 +148,24 @@ async def donation_page(request: web.Request) -> web.Response:
     )
 
 
+def _receipts_html(record: DonationRecord) -> str:
+    rows = [
+        (
+            escape(r["kind"] + (f" {r['refund_id']}" if r["refund_id"] else "")),
+            escape(r["recipient"]),
+            escape(r["status"] + (f": {r['last_error']}" if r["status"] != "sent" and r["last_error"] else "")),
+            escape(ui.time_text(r["sent_at"]) if r["sent_at"] else f"{r['attempts']} attempt(s)"),
+            escape(r["message_id"] or "—"),
+        )
+        for r in record.receipts
+    ]
+    if not rows:
+        return '<p class="muted">None: a receipt is written when a gift succeeds or a refund is booked.</p>'
+    return ui.table(
+        [("Receipt", False), ("To", False), ("Status", False), ("Sent", False), ("Message-ID", False)], rows
+    )
+
+
 def _processor_html(told: ChargeResult | str) -> str:
     if isinstance(told, str):
         return f'<p class="muted">{escape(told)}</p>'
@@ -220,7 +238,8 @@ def _record_html(record: DonationRecord, told: ChargeResult | str, session: Dash
         f'<section id="donation-history"><h2>History</h2>{history}</section>'
         f'<section id="processor-record"><h2>The processor\'s record</h2>{_processor_html(told)}</section>'
         f'<section id="donation-refunds"><h2>Refunds</h2>{refunds_html if refunds else "<p>None.</p>"}{form}</section>'
-        f'<section class="wide" id="donation-ledger"><h2>Ledger entries</h2>{ledger}</section></main>'
+        f'<section class="wide" id="donation-ledger"><h2>Ledger entries</h2>{ledger}</section>'
+        f'<section class="wide" id="donation-receipts"><h2>Receipts</h2>{_receipts_html(record)}</section></main>'
     )
 
 

@@ -1,5 +1,6 @@
 """Everything Surge knows about one donation, for finance's donation page: the donation, its refunds, the processor
-events about it, its ledger entries and the people who acted on it — and its history, merged in time order."""
+events about it, its ledger entries, its receipts and the people who acted on it — and its history, merged in time
+order."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class DonationRecord:
     events: list[dict[str, Any]]
     entries: list[LedgerEntry]
     actions: list[AuditEvent]
+    receipts: list[dict[str, Any]]
 
     @property
     def history(self) -> list[Moment]:
@@ -58,6 +60,9 @@ class DonationRecord:
         for event in self.events:
             outcome = event["outcome"] or "received"
             moments.append(Moment(event["received_at"], f"processor event {event['type']} ({outcome})"))
+        for receipt in self.receipts:
+            if receipt["sent_at"] is not None:
+                moments.append(Moment(receipt["sent_at"], f"{receipt['kind']} receipt sent to {receipt['recipient']}"))
         for action in self.actions:
             moments.append(Moment(action.at, f"{action.action.replace('_', ' ')} by {action.actor}"))
         return sorted(moments, key=lambda moment: moment.at)
@@ -103,7 +108,15 @@ async def donation_record(connection: asyncpg.Connection, donation_id: str) -> D
         if postings:
             entries.append(LedgerEntry(reference, postings))
     actions = await read(connection, subject=donation_id, limit=200)
-    return DonationRecord(donation, refunds, events, entries, actions)
+    receipts = [
+        dict(r)
+        for r in await connection.fetch(
+            """SELECT id, kind, refund_id, recipient, status, attempts, message_id, last_error, created_at, sent_at
+                 FROM surge.receipts WHERE donation_id = $1 ORDER BY created_at, id""",
+            donation_id,
+        )
+    ]
+    return DonationRecord(donation, refunds, events, entries, actions, receipts)
 
 
 PROCESSOR_LOOKUP_TIMEOUT_S = 3.0

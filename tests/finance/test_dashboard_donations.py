@@ -122,6 +122,8 @@ async def test_the_dashboard_finds_a_donation_and_shows_its_record(surge: Surge)
     record = await page(surge, f"/dashboard/donations/{made['ada']['id']}", cookie)
     assert 'id="donation-history"' in record and "received" in record and "succeeded" in record
     assert made["ada"]["id"] in record and "contributions:demo" in record and "15.00 USD" in record
+    receipts = record[record.index('id="donation-receipts"') :]
+    assert "ada@example.org" in receipts.lower() and "donation" in receipts  # written with the settlement
     told = record[record.index('id="processor-record"') :]
     assert told.index("succeeded") < told.index("amount 15.00 USD") < told.index("</section>")  # asked just now
     assert (await surge.client.get("/dashboard/donations", allow_redirects=False)).status == 303
