@@ -15,7 +15,19 @@ from aiohttp import web
 from adapters.base import Processor
 from adapters.registry import build_processor
 from engine import chart_of_accounts
-from engine.api import admin, dashboard, donations, finance, health, ledger_routes, observability, openapi, webhooks
+from engine.api import (
+    admin,
+    dashboard,
+    donations,
+    donor_page,
+    finance,
+    health,
+    ledger_routes,
+    observability,
+    openapi,
+    simulated_tokens,
+    webhooks,
+)
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
 from engine.api.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
@@ -180,6 +192,9 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
-    for module in (health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard):
+    for module in (
+        *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
+        *(donor_page, simulated_tokens),
+    ):
         app.add_routes(module.routes)
     return app

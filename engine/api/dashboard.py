@@ -27,6 +27,7 @@ from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donation_series import donations_per_minute
+from engine.finance.reports.refcodes import refcode_totals
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
 
@@ -166,6 +167,7 @@ async def dashboard(request: web.Request) -> web.Response:
             per_minute = await donations_per_minute(connection)
             open_exceptions = await open_exception_count(connection)
             needs = await attention(connection)
+            refcodes = await refcode_totals(connection)
     return _html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
@@ -176,5 +178,6 @@ async def dashboard(request: web.Request) -> web.Response:
             per_minute=per_minute,
             open_exceptions=open_exceptions,
             attention=needs,
+            refcode_report=refcodes,
         )
     )

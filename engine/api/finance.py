@@ -20,6 +20,7 @@ from engine.finance.reconcile.history import ExceptionStatus, exception_view, li
 from engine.finance.reconcile.model import Window
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.refcodes import refcode_totals
 from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
@@ -181,6 +182,19 @@ async def campaign_days_report(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     async with request.app[POOL].acquire() as connection:
         report = await campaign_days(
+            connection,
+            campaign=request.query.get("campaign"),
+            date_from=date_param(request, "from"),
+            date_to=date_param(request, "to"),
+        )
+    return report_response(request, report)
+
+
+@routes.get("/v1/reports/refcodes")
+async def refcodes_report(request: web.Request) -> web.Response:
+    await authorized(request, Role.FINANCE)
+    async with request.app[POOL].acquire() as connection:
+        report = await refcode_totals(
             connection,
             campaign=request.query.get("campaign"),
             date_from=date_param(request, "from"),
