@@ -30,9 +30,21 @@ from engine.api import (
 )
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
-from engine.api.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
+from engine.api.state import (
+    ACCOUNTS,
+    CAMPAIGNS,
+    DATABASE_URL,
+    KEYS,
+    METRICS,
+    PAGE_KEYS,
+    PIPELINE,
+    POOL,
+    PROCESSORS,
+    SETTINGS,
+)
 from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
+from engine.donor_page.page_keys import PageKeys
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
@@ -99,6 +111,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNTS] = AccountDirectory()
     app[KEYS] = KeyVerifier(pool)
     app[CAMPAIGNS] = CampaignDirectory(pool)
+    app[PAGE_KEYS] = PageKeys(pool)
     yield
     await pool.close()
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.api.errors import ApiError
-from engine.api.state import CAMPAIGNS, PIPELINE, POOL, SETTINGS
+from engine.api.state import CAMPAIGNS, PAGE_KEYS, PIPELINE, SETTINGS
 from engine.donor_page.assets import ASSETS
-from engine.donor_page.page_keys import page_key
 from engine.donor_page.render import (
     PageConfig,
     challenge_provider,
@@ -43,7 +42,7 @@ async def donation_page(request: web.Request) -> web.Response:
     values = page_values(
         campaign,
         request.query,
-        form_key=await page_key(request.app[POOL], slug),
+        form_key=await request.app[PAGE_KEYS].secret(slug),
         config=config,
         challenge_required=challenge_required,
     )

@@ -14,35 +14,46 @@ import asyncpg
 
 from engine.keys import KEY_CACHE_TTL_S, Role, create_key
 
-_cache: dict[str, tuple[str, float]] = {}
+
+class PageKeys:
+    """Campaign → its page key's secret, cached per process for as long as the API caches verified keys."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    async def secret(self, campaign: str) -> str:
+        """The secret of the campaign's page key (made when it has none, or only a revoked one)."""
+        now = time.monotonic()
+        cached = self._cache.get(campaign)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        secret = await _live_secret(self._pool, campaign)
+        if secret is None:
+            secret = await _new_key(self._pool, campaign)
+        if len(self._cache) > 10_000:  # bounded: one entry per campaign
+            self._cache.clear()
+        self._cache[campaign] = (secret, now + KEY_CACHE_TTL_S)  # a revoked key is refused within this time too
+        return secret
 
 
-async def page_key(pool: asyncpg.Pool, campaign: str) -> str:
-    """The secret of the campaign's page key (made when it has none, or only a revoked one)."""
-    now = time.monotonic()
-    cached = _cache.get(campaign)
-    if cached is not None and cached[1] > now:
-        return cached[0]
-    secret = await _live_secret(pool, campaign)
-    if secret is None:
-        async with pool.acquire() as connection, connection.transaction():
-            # Two processes rendering a new campaign's first page at once make one key, not two.
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('donation_page_keys:' || $1))", campaign)
-            secret = await _live_secret(connection, campaign)
-            if secret is None:
-                key, secret = await create_key(connection, Role.FORM, label=f"donation page: {campaign}")
-                await connection.execute(
-                    """INSERT INTO surge.donation_page_keys (campaign, api_key_id, secret) VALUES ($1, $2, $3)
-                       ON CONFLICT (campaign) DO UPDATE
-                       SET api_key_id = EXCLUDED.api_key_id, secret = EXCLUDED.secret, created_at = now()""",
-                    campaign,
-                    key.id,
-                    secret,
-                )
-    if len(_cache) > 10_000:  # bounded: one entry per campaign
-        _cache.clear()
-    _cache[campaign] = (secret, now + KEY_CACHE_TTL_S)  # a revoked key is refused by the API within this time too
-    return secret
+async def _new_key(pool: asyncpg.Pool, campaign: str) -> str:
+    async with pool.acquire() as connection, connection.transaction():
+        # Two processes rendering a new campaign's first page at once make one key, not two.
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('donation_page_keys:' || $1))", campaign)
+        secret = await _live_secret(connection, campaign)
+        if secret is not None:
+            return secret
+        key, secret = await create_key(connection, Role.FORM, label=f"donation page: {campaign}")
+        await connection.execute(
+            """INSERT INTO surge.donation_page_keys (campaign, api_key_id, secret) VALUES ($1, $2, $3)
+               ON CONFLICT (campaign) DO UPDATE
+               SET api_key_id = EXCLUDED.api_key_id, secret = EXCLUDED.secret, created_at = now()""",
+            campaign,
+            key.id,
+            secret,
+        )
+        return secret
 
 
 async def _live_secret(connection: asyncpg.Connection | asyncpg.Pool, campaign: str) -> str | None:

@@ -1,0 +1,219 @@
+"""The donation page in a real headless Chromium (Playwright, Debian's chromium): a donor fills the page and pays
+with Stripe's test cards through the simulated tokenizer — success to the confirmation and into the ledger; a
+decline shown with the processor's message, then another card; a 202 shown as processing until the pending charge
+is resolved; a double submit that is one gift. Screenshots at 1280 and 390 px wide are saved in
+tests/donor_page/screenshots/ (ignored by git)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from tests.donor_page.conftest import Surge
+from tests.finance.browser import install_chromium, launch_chromium
+from tests.finance.conftest import simulated_processor
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+PAGE_TIMEOUT_MS = 30_000
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[str]:
+    executable, reason = install_chromium()
+    if executable is None:
+        pytest.skip(reason)
+    yield executable
+
+
+async def open_page(browser: Browser, surge: Surge, path: str, viewport: dict[str, int]) -> Page:
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    await page.goto(str(surge.client.make_url(path)))
+    page.errors = errors  # type: ignore[attr-defined]  # read by the tests: no script error, no CSP violation
+    return page
+
+
+async def wait_for_outcome(page: Page) -> None:
+    """Until the confirmation shows; an error shown instead fails at once with its text."""
+    await page.wait_for_selector("#confirmation:not([hidden]), #form-error:not([hidden])")
+    if await page.is_visible("#form-error"):
+        raise AssertionError(f"the page says: {await page.text_content('#form-error')}")
+
+
+async def fill_donor(page: Page, first_name: str = "Jane") -> None:
+    values = {
+        "first_name": first_name,
+        "last_name": "Doe",
+        "email": f"{first_name.lower()}@example.org",
+        "address_line1": "1 Main St",
+        "city": "Springfield",
+        "state": "IL",
+        "postal_code": "62701",
+    }
+    for field, value in values.items():
+        await page.fill(f"#{field}", value)
+    for box in await page.query_selector_all("input.attestation"):
+        await box.check()
+
+
+async def fill_card(page: Page, number: str) -> None:
+    await page.fill("#card-number", number)
+    await page.fill("#card-expiry", "12/30")
+    await page.fill("#card-cvc", "123")
+
+
+async def donations_of(surge: Surge, first_name: str) -> list[dict[str, Any]]:
+    rows = await surge.pool.fetch(
+        """SELECT id, status, amount_minor, refcode, payment_method, idempotency_key, failure_message
+             FROM surge.donations WHERE donor->>'first_name' = $1 ORDER BY created_at""",
+        first_name,
+    )
+    return [dict(row) for row in rows]
+
+
+async def ledger_entries_of(surge: Surge, donation_id: str) -> int:
+    """The donation's own ledger entries (its processor fee is booked as an entry of its own)."""
+    count: int = await surge.pool.fetchval(
+        "SELECT count(*) FROM ledger.entries WHERE metadata->>'donation' = $1 AND memo = 'donation'", donation_id
+    )
+    return count
+
+
+async def test_a_donor_gives_and_finds_the_confirmation(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    SCREENSHOTS.mkdir(exist_ok=True)
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo?refcode=spring-email&first_name=Ada", DESKTOP)
+        assert await page.input_value("#first_name") == "Ada"  # prefilled from the link
+        assert await page.is_hidden("#employer-fields")
+        await page.click("label[for=preset-2]")  # $25, by its button
+        await fill_donor(page, "Ada")
+        await fill_card(page, "4242 4242 4242 4242")
+        await page.screenshot(path=str(SCREENSHOTS / "page-desktop-1280.png"), full_page=True)
+        await page.click("#donate-button")
+        await wait_for_outcome(page)
+        assert await page.text_content("#confirmation-amount") == "25.00 USD"
+        shown_id = await page.text_content("#confirmation-id")
+        await page.screenshot(path=str(SCREENSHOTS / "confirmation-desktop-1280.png"), full_page=True)
+        assert page.errors == []  # type: ignore[attr-defined]
+
+    [gift] = await donations_of(surge, "Ada")
+    assert gift["id"] == shown_id and gift["status"] == "succeeded" and gift["amount_minor"] == 2_500
+    assert gift["refcode"] == "spring-email" and gift["payment_method"] == "pm_card_visa"
+    assert await ledger_entries_of(surge, gift["id"]) == 1
+
+
+async def test_at_phone_width_the_page_fits_and_asks_for_employer_past_the_threshold(
+    page_surge: Surge, chromium: str
+) -> None:
+    surge = page_surge
+    SCREENSHOTS.mkdir(exist_ok=True)
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo", PHONE)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        await page.fill("#amount-other", "250")  # past the $200 itemization threshold
+        await page.wait_for_selector("#employer-fields", state="visible")
+        await fill_donor(page, "Phone")
+        await fill_card(page, "4242424242424242")
+        await page.screenshot(path=str(SCREENSHOTS / "page-phone-390.png"), full_page=True)
+        # Submitted without employer: the page says so at the field, and moves the focus there.
+        await page.click("#donate-button")
+        await page.wait_for_selector("#form-error", state="visible")
+        assert await page.text_content("#form-error") == "Employer is required."
+        assert await page.evaluate("document.activeElement.id") == "employer"
+        assert await page.get_attribute("#employer", "aria-invalid") == "true"
+        await page.fill("#employer", "Acme")
+        await page.fill("#occupation", "Engineer")
+        await page.keyboard.press("Enter")  # from the keyboard
+        await wait_for_outcome(page)
+        await page.screenshot(path=str(SCREENSHOTS / "confirmation-phone-390.png"), full_page=True)
+        assert page.errors == []  # type: ignore[attr-defined]
+    [gift] = await donations_of(surge, "Phone")
+    assert gift["status"] == "succeeded" and gift["amount_minor"] == 25_000
+
+
+async def test_a_decline_shows_the_message_and_another_card_goes_through(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo", DESKTOP)
+        await page.click("label[for=preset-1]")
+        await fill_donor(page, "Decline")
+        await fill_card(page, "4000000000009995")  # insufficient funds
+        await page.click("#donate-button")
+        await page.wait_for_selector("#form-error", state="visible")
+        assert await page.text_content("#form-error") == "Your card has insufficient funds."
+        assert await page.get_attribute("#form-error", "role") == "alert"
+        assert await page.input_value("#card-number") == ""  # ready for another card
+        assert await page.is_enabled("#donate-button")
+        await page.screenshot(path=str(SCREENSHOTS / "decline-desktop-1280.png"), full_page=True)
+        await fill_card(page, "5555555555554444")
+        await page.click("#donate-button")
+        await wait_for_outcome(page)
+        assert page.errors == [] or all("402" in e for e in page.errors)  # type: ignore[attr-defined]
+    declined, succeeded = await donations_of(surge, "Decline")
+    assert declined["status"] == "declined" and declined["failure_message"] == "Your card has insufficient funds."
+    assert succeeded["status"] == "succeeded" and succeeded["payment_method"] == "pm_card_mastercard"
+    assert declined["idempotency_key"] != succeeded["idempotency_key"]  # another card is another attempt
+    assert await ledger_entries_of(surge, declined["id"]) == 0
+    assert await ledger_entries_of(surge, succeeded["id"]) == 1
+
+
+async def test_a_pending_charge_shows_processing_then_the_confirmation(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo", DESKTOP)
+        await page.click("label[for=preset-3]")
+        await fill_donor(page, "Pending")
+        await fill_card(page, "4000002500003155")  # requires authentication: the processor has not decided
+        await page.click("#donate-button")
+        await page.wait_for_selector("#processing", state="visible")
+        assert await page.is_hidden("#donate-form")
+
+        async def pending() -> dict[str, Any] | None:
+            rows = await donations_of(surge, "Pending")
+            return rows[0] if rows and rows[0]["status"] == "pending" else None
+
+        gift = await wait_until(pending, timeout=30, what="the pending donation")
+        reference = await surge.pool.fetchval(
+            "SELECT processor_reference FROM surge.donations WHERE id = $1", gift["id"]
+        )
+        webhook = await simulated_processor(surge).resolve_pending(reference, succeeded=True)
+        response = await surge.client.post("/v1/webhooks/simulated", data=webhook.payload, headers=webhook.headers)
+        assert response.status == 200
+        await wait_for_outcome(page)  # the page polled and saw it succeed
+        assert await page.text_content("#confirmation-id") == gift["id"]
+    [settled] = await donations_of(surge, "Pending")
+    assert settled["status"] == "succeeded" and await ledger_entries_of(surge, settled["id"]) == 1
+
+
+async def test_a_double_submit_is_one_gift(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo", DESKTOP)
+        await page.click("label[for=preset-1]")
+        await fill_donor(page, "Twice")
+        await fill_card(page, "4242424242424242")
+        # Three submits in one go, before any answer: none but the first may become a gift.
+        await page.evaluate(
+            """() => {
+                const button = document.getElementById('donate-button');
+                button.click();
+                button.click();
+                document.getElementById('donate-form').requestSubmit();
+            }"""
+        )
+        await wait_for_outcome(page)
+    assert [d["status"] for d in await donations_of(surge, "Twice")] == ["succeeded"]
