@@ -179,6 +179,13 @@ async def test_the_page_key_posts_donations_with_their_refcode_and_reports_count
     csv = await (await surge.client.get("/v1/reports/refcodes?format=csv", headers=surge.auth(Role.FINANCE))).text()
     assert csv.splitlines()[0] == "campaign,refcode,currency,donations,gross,refunds,disputes,net,declined"
     assert "demo,fb-ad,USD,2,35.00,0.00,0.00,35.00,1" in csv.splitlines()
+    # The finance dashboard shows the same table.
+    signed_in = await surge.client.post("/dashboard/login", data={"key": surge.keys[Role.FINANCE]})
+    dashboard = await signed_in.text()
+    refcodes = dashboard[dashboard.index('id="refcodes"') :]
+    refcodes = refcodes[: refcodes.index("</section>")]
+    cells = re.findall(r"<td[^>]*>(?:<strong>)?([^<]*)", refcodes)
+    assert cells[:7] == ["demo", "fb-ad", "2", "35.00 USD", "0.00 USD", "35.00 USD", "1"]
 
 
 async def test_a_campaign_that_always_asks_for_the_challenge(page_surge: Surge) -> None:
