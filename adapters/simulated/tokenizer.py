@@ -63,19 +63,23 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdecimal()  # str.isdecimal alone admits other scripts' digits (fullwidth, …)
+
+
 def tokenize_card(number: str, exp_month: str, exp_year: str, cvc: str, today: date) -> str | CardError:
     """The test payment method for a test card, or why the card is refused (Stripe's codes and messages)."""
     digits = number.replace(" ", "").replace("-", "")
-    if not digits.isdecimal() or not NUMBER_DIGITS_MIN <= len(digits) <= NUMBER_DIGITS_MAX or not _luhn_valid(digits):
+    if not _digits(digits) or not NUMBER_DIGITS_MIN <= len(digits) <= NUMBER_DIGITS_MAX or not _luhn_valid(digits):
         return CardError("incorrect_number", "card[number]", "Your card number is incorrect.")
-    if not (exp_month.isdecimal() and 1 <= int(exp_month) <= 12):
+    if not (_digits(exp_month) and 1 <= int(exp_month) <= 12):
         return CardError("invalid_expiry_month", "card[exp_month]", "Your card's expiration month is invalid.")
-    if not (exp_year.isdecimal() and len(exp_year) in (2, 4)):
+    if not (_digits(exp_year) and len(exp_year) in (2, 4)):
         return CardError("invalid_expiry_year", "card[exp_year]", "Your card's expiration year is invalid.")
     year = int(exp_year) + (2000 if len(exp_year) == 2 else 0)
     if (year, int(exp_month)) < (today.year, today.month):
         return CardError("invalid_expiry_year", "card[exp_year]", "Your card's expiration year is in the past.")
-    if not (cvc.isdecimal() and len(cvc) in (3, 4)):
+    if not (_digits(cvc) and len(cvc) in (3, 4)):
         return CardError("invalid_cvc", "card[cvc]", "Your card's security code is invalid.")
     token = TEST_CARD_TOKENS.get(digits)
     if token is None:

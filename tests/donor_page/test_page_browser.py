@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.donor_page.conftest import Surge
+from tests.donor_page.conftest import Surge, create_campaign
 from tests.finance.browser import install_chromium, launch_chromium
 from tests.finance.conftest import simulated_processor
 from tests.waiting import wait_until
@@ -217,3 +217,46 @@ async def test_a_double_submit_is_one_gift(page_surge: Surge, chromium: str) -> 
         )
         await wait_for_outcome(page)
     assert [d["status"] for d in await donations_of(surge, "Twice")] == ["succeeded"]
+
+
+async def test_a_reload_during_an_attempt_is_the_same_gift(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/demo?amount=30", DESKTOP)
+
+        async def give() -> None:
+            await fill_donor(page, "Reload")
+            await fill_card(page, "4000002500003155")  # pending: the attempt stays open
+            await page.click("#donate-button")
+            await page.wait_for_selector("#processing", state="visible")
+
+        await give()
+        await page.reload()  # the donor reloads, fills the page again and gives again
+        await give()
+        rows = await donations_of(surge, "Reload")
+        assert len(rows) == 1 and rows[0]["amount_minor"] == 3_000  # the second submit replayed the first
+
+
+async def test_a_campaign_that_asks_for_the_challenge_in_the_browser(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    await create_campaign(surge, "guarded", challenge="always")
+    await wait_until(lambda: page_served(surge, "/donate/guarded"), timeout=5, what="the new campaign's page")
+    async with launch_chromium(chromium) as browser:
+        page = await open_page(browser, surge, "/donate/guarded", PHONE)
+        assert await page.is_visible("#challenge")
+        await page.click("label[for=preset-1]")
+        await fill_donor(page, "Human")
+        await fill_card(page, "4242424242424242")
+        await page.click("#donate-button")
+        await page.wait_for_selector("#form-error", state="visible")
+        assert await page.text_content("#form-error") == "Please complete the challenge to donate."
+        assert await donations_of(surge, "Human") == []
+        await page.check("#challenge-test")  # the test verifier's widget: tokens starting test_pass_ pass
+        await page.click("#donate-button")
+        await wait_for_outcome(page)
+        await page.screenshot(path=str(SCREENSHOTS / "challenge-phone-390.png"), full_page=True)
+    assert [d["status"] for d in await donations_of(surge, "Human")] == ["succeeded"]
+
+
+async def page_served(surge: Surge, path: str) -> bool:
+    return (await surge.client.get(path)).status == 200
