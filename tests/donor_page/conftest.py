@@ -24,8 +24,17 @@ async def page_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
         yield running
 
 
-async def create_campaign(surge: Surge, slug: str, **page: Any) -> dict[str, Any]:
-    body = {"slug": slug, "name": f"Campaign {slug}", "election": "2026-general", "page": page}
+async def create_campaign(
+    surge: Surge, slug: str, allowed_origins: list[str] | None = None, **page: Any
+) -> dict[str, Any]:
+    """A campaign with these page settings (``page``), by the admin API."""
+    body = {
+        "slug": slug,
+        "name": f"Campaign {slug}",
+        "election": "2026-general",
+        "allowed_origins": allowed_origins or [],
+        "page": page,
+    }
     response = await surge.client.post("/v1/campaigns", json=body, headers=surge.auth(Role.ADMIN))
     assert response.status == 201, await response.text()
     created: dict[str, Any] = await response.json()

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
 from tests.donor_page.conftest import Surge, create_campaign
@@ -34,14 +36,16 @@ def chromium() -> Iterator[str]:
     yield executable
 
 
-async def open_page(browser: Browser, surge: Surge, path: str, viewport: dict[str, int]) -> Page:
+async def open_page(
+    browser: Browser, surge: Surge, path: str, viewport: dict[str, int], url: str | None = None
+) -> Page:
     context = await browser.new_context(viewport=viewport)
     page = await context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    await page.goto(str(surge.client.make_url(path)))
+    await page.goto(url or str(surge.client.make_url(path)))
     page.errors = errors  # type: ignore[attr-defined]  # read by the tests: no script error, no CSP violation
     return page
 
@@ -260,3 +264,73 @@ async def test_a_campaign_that_asks_for_the_challenge_in_the_browser(page_surge:
 
 async def page_served(surge: Surge, path: str) -> bool:
     return (await surge.client.get(path)).status == 200
+
+
+async def test_embedded_in_an_allowed_site_the_frame_is_sized_and_takes_a_gift(
+    page_surge: Surge, chromium: str
+) -> None:
+    """A campaign's own site (another origin) frames the page with the documented snippet; a site the campaign does
+    not allow cannot frame it (CSP frame-ancestors)."""
+    surge = page_surge
+    surge_origin = str(surge.client.make_url("/")).rstrip("/")
+    host = web.Application()
+    site = TestServer(host, host="localhost")  # localhost vs 127.0.0.1: another origin than Surge's
+    snippet = (
+        '<iframe data-surge-donate src="{surge}/donate/{campaign}?refcode=site" title="Donate" '
+        'style="width:100%;border:0;height:150px"></iframe>'
+        '<script src="{surge}/donate/static/embed.js" async></script>'
+    )
+
+    async def campaign_site(request: web.Request) -> web.Response:
+        campaign = request.match_info["campaign"]
+        body = f"<!DOCTYPE html><h1>Our site</h1>{snippet.format(surge=surge_origin, campaign=campaign)}"
+        return web.Response(text=body, content_type="text/html")
+
+    host.router.add_get("/{campaign}", campaign_site)
+    await site.start_server()
+    try:
+        site_origin = f"http://localhost:{site.port}"
+        await create_campaign(surge, "framed", allowed_origins=[site_origin])
+        await create_campaign(surge, "private")  # allows no origin but Surge's own
+        await wait_until(lambda: page_served(surge, "/donate/private"), timeout=5, what="the new campaigns' pages")
+        async with launch_chromium(chromium) as browser:
+            page = await open_page(browser, surge, "", DESKTOP, url=f"{site_origin}/framed")
+            await page.wait_for_function(
+                "() => parseInt(document.querySelector('iframe').style.height) > 1000"  # sized by embed.js
+            )
+            frame = page.frame_locator("iframe[data-surge-donate]")
+            await frame.locator("label[for=preset-2]").click()
+            for field, value in {
+                "first_name": "Framed",
+                "last_name": "Doe",
+                "email": "framed@example.org",
+                "address_line1": "1 Main St",
+                "city": "Springfield",
+                "state": "IL",
+                "postal_code": "62701",
+                "card-number": "4242424242424242",
+                "card-expiry": "12/30",
+                "card-cvc": "123",
+            }.items():
+                await frame.locator(f"#{field}").fill(value)
+            for index in range(1, 6):
+                await frame.locator(f"#attestation-{index}").check()
+            await frame.locator("#donate-button").click()
+            await frame.locator("#confirmation").wait_for(state="visible")
+            await page.wait_for_function(  # and shrunk to the confirmation
+                "() => parseInt(document.querySelector('iframe').style.height) < 600"
+            )
+            await page.screenshot(path=str(SCREENSHOTS / "embedded-desktop-1280.png"), full_page=True)
+
+            assert page.errors == []  # type: ignore[attr-defined]
+
+            await page.goto(f"{site_origin}/private")
+
+            async def refused() -> bool:
+                return any(f.url.startswith("chrome-error://") for f in page.frames)
+
+            await wait_until(refused, timeout=10, what="the browser refusing to frame the private campaign")
+    finally:
+        await site.close()
+    [gift] = await donations_of(surge, "Framed")
+    assert gift["status"] == "succeeded" and gift["refcode"] == "site"

@@ -334,7 +334,10 @@
   // ---- embedding: tell the parent page how tall this page is -----------------------------------------------
   function reportHeight() {
     if (window.parent === window) return;
-    window.parent.postMessage({ type: "surge-donate-height", height: document.documentElement.scrollHeight }, "*");
+    // The content's height, not the document's: inside a frame that is at least the frame's own height, which
+    // would never let the frame shrink (after the confirmation replaces the form).
+    var height = Math.ceil(document.getElementById("donate").getBoundingClientRect().bottom + window.scrollY);
+    window.parent.postMessage({ type: "surge-donate-height", height: height }, "*");
   }
   if (window.ResizeObserver) new ResizeObserver(reportHeight).observe(document.body);
   reportHeight();
