@@ -334,3 +334,63 @@ async def test_embedded_in_an_allowed_site_the_frame_is_sized_and_takes_a_gift(
         await site.close()
     [gift] = await donations_of(surge, "Framed")
     assert gift["status"] == "succeeded" and gift["refcode"] == "site"
+
+
+# Stripe.js cannot be fetched here (no network): a stand-in at its documented interface (Stripe(key).elements({mode,
+# amount, currency, paymentMethodCreation}), elements.create("payment").mount(), elements.submit(),
+# stripe.createPaymentMethod({elements, params})) records how the page calls it, and answers with a test token.
+STRIPE_STAND_IN = """
+window.Stripe = function (key) {
+  var calls = window.stripeCalls = { key: key, amounts: [] };
+  return {
+    elements: function (options) {
+      calls.options = options;
+      return {
+        create: function (type) {
+          calls.type = type;
+          return {
+            mount: function (selector) { calls.mounted = selector; },
+            clear: function () {},
+            focus: function () {}
+          };
+        },
+        update: function (options) { calls.amounts.push(options.amount); },
+        submit: function () { calls.submitted = true; return Promise.resolve({}); }
+      };
+    },
+    createPaymentMethod: function (request) {
+      calls.billing = request.params.billing_details;
+      calls.withElements = Boolean(request.elements);
+      return Promise.resolve({ paymentMethod: { id: "pm_card_visa" } });
+    }
+  };
+};
+"""
+
+
+async def test_with_a_stripe_key_the_page_tokenizes_through_stripe_js(page_surge: Surge, chromium: str) -> None:
+    surge = page_surge
+    await create_campaign(surge, "striped", stripe_publishable_key="pk_test_page123")
+    await wait_until(lambda: page_served(surge, "/donate/striped"), timeout=5, what="the new campaign's page")
+    async with launch_chromium(chromium) as browser:
+        context = await browser.new_context(viewport=DESKTOP)
+        await context.route(
+            "https://js.stripe.com/v3/",
+            lambda route: route.fulfill(status=200, content_type="text/javascript", body=STRIPE_STAND_IN),
+        )
+        page = await context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        await page.goto(str(surge.client.make_url("/donate/striped")))
+        assert await page.query_selector("#card-number") is None  # no card field of Surge's own
+        await page.click("label[for=preset-3]")  # $50
+        await fill_donor(page, "Striped")
+        await page.click("#donate-button")
+        await wait_for_outcome(page)
+        calls = await page.evaluate("window.stripeCalls")
+    assert calls["key"] == "pk_test_page123" and calls["type"] == "payment" and calls["mounted"] == "#payment-element"
+    assert calls["options"]["mode"] == "payment" and calls["options"]["paymentMethodCreation"] == "manual"
+    assert calls["options"]["currency"] == "usd" and calls["amounts"][-1] == 5_000
+    assert calls["submitted"] and calls["withElements"]
+    assert calls["billing"] == {"name": "Striped Doe", "email": "striped@example.org"}
+    [gift] = await donations_of(surge, "Striped")
+    assert gift["status"] == "succeeded" and gift["payment_method"] == "pm_card_visa"
