@@ -22,18 +22,32 @@ from engine.api import (
     dashboard_donations,
     dashboard_finance,
     donations,
+    donor_page,
     finance,
     health,
     ledger_routes,
     observability,
     openapi,
+    simulated_tokens,
     webhooks,
 )
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
-from engine.api.state import ACCOUNTS, CAMPAIGNS, DATABASE_URL, KEYS, METRICS, PIPELINE, POOL, PROCESSORS, SETTINGS
+from engine.api.state import (
+    ACCOUNTS,
+    CAMPAIGNS,
+    DATABASE_URL,
+    KEYS,
+    METRICS,
+    PAGE_KEYS,
+    PIPELINE,
+    POOL,
+    PROCESSORS,
+    SETTINGS,
+)
 from engine.campaigns import CampaignDirectory, list_campaigns
 from engine.database import create_pool, migrate
+from engine.donor_page.page_keys import PageKeys
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
@@ -101,6 +115,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNTS] = AccountDirectory()
     app[KEYS] = KeyVerifier(pool)
     app[CAMPAIGNS] = CampaignDirectory(pool)
+    app[PAGE_KEYS] = PageKeys(pool)
     yield
     await pool.close()
 
@@ -207,18 +222,9 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (
-        health,
-        ledger_routes,
-        donations,
-        admin,
-        webhooks,
-        observability,
-        openapi,
-        finance,
-        dashboard,
-        dashboard_donations,
-        dashboard_finance,
-        dashboard_admin,
+        *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
+        *(dashboard_donations, dashboard_finance, dashboard_admin),
+        *(donor_page, simulated_tokens),
     ):
         app.add_routes(module.routes)
     return app

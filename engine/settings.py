@@ -59,6 +59,7 @@ class Settings:
     challenge_verify_url: str | None = None
     challenge_secret: str | None = None
     challenge_timeout_ms: int = 3_000
+    challenge_site_key: str | None = None  # the widget's public site key, shown on the donation page
     # A donation whose processor keeps answering "pending" / "unknown" is flagged for finance's review after this
     # many processor calls or this many hours, whichever comes first (it still settles if the processor answers).
     review_after_lookups: int = 20
@@ -220,6 +221,7 @@ ENVIRONMENT = EnvironmentSettings(
         "challenge_verify_url": text(),
         "challenge_secret": text(),
         "challenge_timeout_ms": integer(),
+        "challenge_site_key": text(),
         "review_after_lookups": integer(),
         "review_after_hours": number(),
         "smtp_url": text(),

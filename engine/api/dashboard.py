@@ -31,6 +31,7 @@ from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donation_series import Flow, Span, money_series, pace
+from engine.finance.reports.refcodes import refcode_totals
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
 
@@ -238,6 +239,7 @@ async def dashboard(request: web.Request) -> web.Response:
         )
         open_exceptions = await open_exception_count(connection)
         needs = await attention(connection)
+        refcodes = await refcode_totals(connection)
     return html(
         dashboard_html.dashboard_page(
             now=datetime.now(UTC),
@@ -248,6 +250,7 @@ async def dashboard(request: web.Request) -> web.Response:
             activity=activity,
             open_exceptions=open_exceptions,
             attention=needs,
+            refcode_report=refcodes,
         )
     )
 

@@ -128,6 +128,37 @@ def campaign_totals(report: Report) -> str:
     return table(headers, rows)
 
 
+REFCODE_ROWS_SHOWN = 50
+
+
+def refcode_table(report: Report | None) -> str:
+    """What each donation-page link (``?refcode=``) brought in: the top rows; all of them in /v1/reports/refcodes."""
+    if report is None or not report.rows:
+        return '<p class="muted" id="no-refcodes">No donations with a refcode yet.</p>'
+    rows = [
+        [
+            escape(row["campaign"]),
+            escape(row["refcode"]),
+            str(row["donations"]),
+            money(row["gross"], row["currency"]),
+            money(row["refunds"] + row["disputes"], row["currency"]),
+            f"<strong>{money(row['net'], row['currency'])}</strong>",
+            str(row["declined"]),
+        ]
+        for row in report.rows[:REFCODE_ROWS_SHOWN]
+    ]
+    headers = [
+        ("Campaign", False),
+        ("Refcode", False),
+        ("Donations", True),
+        ("Gross", True),
+        ("Refunds and disputes", True),
+        ("Net", True),
+        ("Declined", True),
+    ]
+    return table(headers, rows)
+
+
 def trial_balance(report: Report) -> str:
     rows = [
         [
@@ -393,6 +424,7 @@ def dashboard_page(
     activity: Activity,
     open_exceptions: int,
     attention: Attention,
+    refcode_report: Report | None = None,
 ) -> str:
     plural = "s" if open_exceptions != 1 else ""
     open_note = (
@@ -415,6 +447,7 @@ def dashboard_page(
         f'<section class="wide" id="activity"><h2>Activity</h2>{span_picker(activity.span)}{pace_note(activity.pace)}'
         f"{donations_chart(activity.donations, activity.span)}"
         f"{refunds_disputes_chart(activity.refunds, activity.disputes, activity.span)}</section>"
+        f'<section class="wide" id="refcodes"><h2>By refcode</h2>{refcode_table(refcode_report)}</section>'
         f'<section id="trial-balance"><h2>Trial balance</h2>{trial_balance(trial_balance_report)}</section>'
         f'<section class="wide" id="reconciliation"><h2>Latest reconciliation</h2>{reconciliation(latest_run)}'
         "</section>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -48,6 +49,7 @@ def read_donation_request(raw: dict[str, Any]) -> DonationRequest:
         payment_method=body.payment_method,
         metadata=body.metadata,
         fingerprint=request_fingerprint(identity),
+        refcode=body.refcode,
     )
 
 
@@ -62,7 +64,14 @@ async def create_donation(request: web.Request) -> web.Response:
     if campaign is None:
         raise ApiError(400, "resource_missing", f"No such campaign: '{donation_request.campaign}'", param="campaign")
     origin = request.headers.get("Origin")
-    if origin is not None and "*" not in campaign.allowed_origins and origin not in campaign.allowed_origins:
+    # The donation page (/donate/{campaign}) is served by Surge itself: its own origin is always allowed.
+    same_origin = origin is not None and urlsplit(origin).netloc == request.host
+    if (
+        origin is not None
+        and not same_origin
+        and "*" not in campaign.allowed_origins
+        and origin not in campaign.allowed_origins
+    ):
         raise ApiError(403, "origin_not_allowed", f"Origin {origin} may not post donations to this campaign.")
     if donation_request.currency != campaign.currency:
         raise ApiError(

@@ -193,6 +193,14 @@ async def campaign_days_report(request: web.Request) -> web.Response:
     return await _report(request, "campaign-days", query)
 
 
+@routes.get("/v1/reports/refcodes")
+async def refcodes_report(request: web.Request) -> web.Response:
+    query = ReportQuery(
+        campaign=request.query.get("campaign"), date_from=date_param(request, "from"), date_to=date_param(request, "to")
+    )
+    return await _report(request, "refcodes", query)
+
+
 @routes.get("/v1/reports/donor-aggregates")
 async def donor_aggregates_report(request: web.Request) -> web.Response:
     query = ReportQuery(

@@ -25,6 +25,8 @@ from engine.pipeline.donation_request import (
     METADATA_KEY_LENGTH_MAX,
     METADATA_KEYS_MAX,
     METADATA_VALUE_LENGTH_MAX,
+    REFCODE_LENGTH_MAX,
+    REFCODE_PATTERN,
     TEXT_LENGTH_MAX,
 )
 from engine.validation import INTEGER_MAX, INTEGER_MIN, CurrencyCode, Unknown, Wording, invalid_only, required_text
@@ -98,6 +100,8 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     metadata: Metadata | None = None
     # The donation page's challenge token (hCaptcha / Turnstile), sent after a 428 challenge_required.
     challenge: Annotated[str, Meta(min_length=1, max_length=CHALLENGE_TOKEN_LENGTH_MAX)] | None = None
+    # Attribution (the donation page's ?refcode=): stored on the donation, reported per refcode.
+    refcode: Annotated[str, Meta(pattern=REFCODE_PATTERN, max_length=REFCODE_LENGTH_MAX)] | None = None
 
     wording: ClassVar[dict[str, Wording]] = {
         "amount": Wording(
@@ -113,6 +117,9 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
         ),
         "challenge": invalid_only(
             f"challenge must be the challenge widget's token (1 to {CHALLENGE_TOKEN_LENGTH_MAX} characters)."
+        ),
+        "refcode": invalid_only(
+            f"refcode must be 1 to {REFCODE_LENGTH_MAX} letters, digits, dots, dashes or underscores."
         ),
         "metadata": invalid_only(
             f"metadata must be an object with at most {METADATA_KEYS_MAX} keys.",
@@ -283,6 +290,7 @@ class Campaign(Struct, kw_only=True):
     itemization_threshold: int
     require_attestation: bool
     allowed_origins: list[str]
+    page: dict[str, Any]  # engine.campaigns.PageSettings
 
 
 class CampaignList(Struct, kw_only=True):

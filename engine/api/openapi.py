@@ -378,6 +378,41 @@ _PATHS: dict[str, Any] = {
     "/dashboard/logout": {
         "post": _op("End the dashboard session", {"303": {"description": "Signed out"}}, security=[])
     },
+    # The donation page (engine/api/donor_page.py) and the simulated processor's tokenizer (simulated_tokens.py).
+    "/v1/reports/refcodes": _report(
+        "Per campaign and refcode (the donation page's ?refcode=): donations, gross, refunds, disputes, net, "
+        "declines (finance)",
+        _query("campaign", {"type": "string"}),
+        _query("from", _DAY),
+        _query("to", _DAY),
+    ),
+    "/donate/{campaign}": {
+        "get": _op(
+            "The embeddable donation page (HTML); ?amount=, ?refcode= and donor fields prefill it",
+            {"200": {"description": "HTML"}, "404": {"description": "No such campaign"}},
+            parameters=[_path("campaign", "^[a-z0-9][a-z0-9-]{0,62}$")],
+            security=[],
+        )
+    },
+    "/donate/static/{name}": {
+        "get": _op(
+            "The donation page's script, stylesheet and embedding script",
+            {"200": {"description": "JavaScript or CSS"}, "404": {"description": "No such file"}},
+            parameters=[_path("name")],
+            security=[],
+        )
+    },
+    "/simulated/v1/payment_methods": {
+        "post": _op(
+            "Tokenize a Stripe test card for the simulated processor, as Stripe's POST /v1/payment_methods (form "
+            "body: type=card, card[number], card[exp_month], card[exp_year], card[cvc]; form key)",
+            {
+                "200": {"description": "The payment method ({id: pm_…})"},
+                "402": {"description": "The card cannot be tokenized (card_error)"},
+                "404": {"description": "No simulated processor is configured"},
+            },
+        )
+    },
     "/healthz": {"get": _op("Liveness", {"200": {"description": "Alive"}}, security=[])},
     "/readyz": {"get": _op("Readiness: database reachable", {"200": {"description": "Ready"}}, security=[])},
     "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Metrics text"}}, security=[])},

@@ -422,12 +422,13 @@ def register(commands: Any) -> None:
         "schedule-a",
         "surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv",
     )
-    for parser in (days, aggregates, schedule):
+    refcodes = add("refcodes", "surge report refcodes --campaign smith-2026 --from 2026-11-01 --to 2026-11-30 --json")
+    for parser in (days, aggregates, schedule, refcodes):
         parser.add_argument("--campaign")
     for parser in (aggregates, schedule):
         parser.add_argument("--election")
         parser.add_argument("--limit", type=int, help="contribution limit, minor units (default: the campaign's)")
         parser.add_argument("--threshold", type=int, help="itemization threshold, minor units (default: campaign's)")
-    for parser in (days, schedule):
+    for parser in (days, schedule, refcodes):
         parser.add_argument("--from", dest="start", type=_day, help="first UTC day, YYYY-MM-DD")
         parser.add_argument("--to", dest="end", type=_day, help="last UTC day (inclusive)")

@@ -8,10 +8,10 @@ ALTER TABLE surge.donations
     ADD COLUMN card_last4 text CHECK (card_last4 ~ '^[0-9]{4}$');
 
 -- What a campaign's receipts say: political contributions are not tax deductible; a nonprofit's receipt is the
--- written acknowledgment a donor needs for a gift of $250 or more. Optional overrides: the legal text, and whole
--- Jinja2 templates (plain text and HTML) rendered in a sandbox.
+-- written acknowledgment a donor needs for a gift of $250 or more (the campaign's kind is its page settings' kind,
+-- migration 0016). Optional overrides: the legal text, and whole Jinja2 templates (plain text and HTML) rendered in
+-- a sandbox.
 ALTER TABLE surge.campaigns
-    ADD COLUMN campaign_type text NOT NULL DEFAULT 'political' CHECK (campaign_type IN ('political', 'nonprofit')),
     ADD COLUMN receipt_legal_text text CHECK (length(receipt_legal_text) BETWEEN 1 AND 4000),
     ADD COLUMN receipt_text_template text CHECK (length(receipt_text_template) BETWEEN 1 AND 20000),
     ADD COLUMN receipt_html_template text CHECK (length(receipt_html_template) BETWEEN 1 AND 50000);

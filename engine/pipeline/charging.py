@@ -20,7 +20,7 @@ from adapters.base import Processor
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
 from engine.metrics import Metrics
-from engine.pipeline.challenge import ChallengeVerifier
+from engine.pipeline.challenge import CampaignChallenges, ChallengeVerifier
 from engine.pipeline.charger import Charger, processor_idempotency_key
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import Donation
@@ -68,7 +68,11 @@ class Pipeline:
         )
         self._charger = Charger(pool, processors, self._settle, limits, metrics)
         self._queue = DurableQueue(pool, self._charger, limits, metrics)
-        self._submission = Submission(self._intake, self._charger, self._queue, limits, challenge_verifier)
+        # A campaign's own challenge rule (always / auto): read by intake here and by the donation page.
+        self.campaign_challenges = CampaignChallenges(pool)
+        self._submission = Submission(
+            self._intake, self._charger, self._queue, limits, challenge_verifier, self.campaign_challenges
+        )
         self._in_flight = 0
         self._stopping = False
 

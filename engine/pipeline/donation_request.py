@@ -33,6 +33,8 @@ TEXT_LENGTH_MAX = 200
 METADATA_KEYS_MAX = 20
 METADATA_KEY_LENGTH_MAX = 40
 METADATA_VALUE_LENGTH_MAX = 500  # characters of a string, digits (with sign) of an integer
+REFCODE_LENGTH_MAX = 64
+REFCODE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # surge.donations' CHECK on refcode
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Cash-like and anonymous instruments are refused (contributions must be traceable to a named donor).
 BLOCKED_PAYMENT_METHOD_WORDS = ("cash", "prepaid", "gift", "crypto", "anonymous", "moneyorder")
@@ -48,6 +50,7 @@ class DonationRequest:
     metadata: dict[str, str]
     donor_key: str
     fingerprint: bytes
+    refcode: str | None = None  # attribution: the donation page's ?refcode=
 
     @property
     def has_employer_and_occupation(self) -> bool:
@@ -80,6 +83,7 @@ def new_donation_request(
     payment_method: str,
     metadata: Mapping[str, str | int] | None,
     fingerprint: bytes,
+    refcode: str | None = None,
 ) -> DonationRequest:
     """A request from values already shaped by the request model; raises :class:`ValidationProblem`."""
     currency = currency.upper()
@@ -110,6 +114,7 @@ def new_donation_request(
         metadata=_metadata(metadata or {}),
         donor_key=donor_key(kept["first_name"], kept["last_name"], kept["postal_code"]),
         fingerprint=fingerprint,
+        refcode=refcode,
     )
 
 

@@ -47,6 +47,7 @@ class IntakeItem:
     client_ip: str | None
     created_at: datetime
     challenge_passed: bool = False  # the client sent a challenge token the verifier accepted
+    campaign_challenge: bool = False  # the campaign asks every donor for the challenge now (pipeline.challenge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,8 @@ async def _apply_velocity(
         verdict = assess(by_donor.get(donor, _NO_DECLINES), velocity)
         if item.client_ip is not None:
             verdict = max(verdict, assess(by_ip.get(item.client_ip, _NO_DECLINES), velocity))
+        if item.campaign_challenge:
+            verdict = max(verdict, Verdict.CHALLENGE)
         if verdict is Verdict.REFUSE:
             results[index] = IntakeResult(IntakeOutcome.VELOCITY_EXCEEDED)
         elif verdict is Verdict.CHALLENGE and not item.challenge_passed:
@@ -195,16 +198,16 @@ async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeIt
     await connection.execute(
         """INSERT INTO surge.donations (id, api_key_id, idempotency_key, request_fingerprint, campaign, election,
                donor_key, amount_minor, currency, payment_method, donor, metadata, status, processor,
-               next_attempt_at, client_ip, created_at, updated_at)
+               next_attempt_at, client_ip, created_at, updated_at, refcode)
            SELECT id, api_key_id, idempotency_key, fingerprint, campaign, election, donor_key, amount, currency,
                   payment_method, donor::jsonb, metadata::jsonb, status, processor, next_attempt_at, client_ip,
-                  created_at, created_at
+                  created_at, created_at, refcode
              FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[],
                          $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                         $15::timestamptz[], $16::inet[], $17::timestamptz[])
+                         $15::timestamptz[], $16::inet[], $17::timestamptz[], $18::text[])
                   AS d(id, api_key_id, idempotency_key, fingerprint, campaign, election, donor_key, amount, currency,
                        payment_method, donor, metadata, status, processor, next_attempt_at, client_ip,
-                       created_at)""",
+                       created_at, refcode)""",
         [i.donation_id for i in items],
         [i.api_key_id for i in items],
         [i.idempotency_key for i in items],
@@ -222,4 +225,5 @@ async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeIt
         [i.next_attempt_at for i in items],
         [i.client_ip for i in items],
         [i.created_at for i in items],
+        [i.request.refcode for i in items],  # attribution (the donation page's ?refcode=)
     )

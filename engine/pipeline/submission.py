@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from engine.campaigns import Campaign
 from engine.keys import ApiKey
-from engine.pipeline.challenge import ChallengeVerifier
+from engine.pipeline.challenge import CampaignChallenges, ChallengeVerifier
 from engine.pipeline.charger import Charger
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import Donation, new_donation_id
@@ -30,9 +30,12 @@ class Submission:
         queue: DurableQueue,
         limits: PipelineLimits,
         challenge_verifier: ChallengeVerifier | None = None,
+        campaign_challenges: CampaignChallenges | None = None,
     ) -> None:
         self._intake = intake
         self._challenge_verifier = challenge_verifier
+        # Only with a verifier: a challenge nobody can pass would refuse every donor of the campaign.
+        self._campaign_challenges = campaign_challenges if challenge_verifier is not None else None
         self._charger = charger
         self._queue = queue
         self.limits = limits
@@ -51,6 +54,11 @@ class Submission:
         challenge_passed = (
             bool(challenge) and verifier is not None and await verifier.verify(challenge or "", client_ip)
         )
+        campaign_challenge = (
+            not challenge_passed
+            and self._campaign_challenges is not None
+            and await self._campaign_challenges.required(campaign)
+        )
         charger = self._charger
         chosen = charger.acquire_any()
         now = datetime.now(UTC)
@@ -66,6 +74,7 @@ class Submission:
             client_ip=client_ip,
             created_at=now,
             challenge_passed=challenge_passed,
+            campaign_challenge=campaign_challenge,
         )
         try:
             result = await self._intake.submit_nowait(item)

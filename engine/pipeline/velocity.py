@@ -127,3 +127,22 @@ async def source_stats(
         else:
             by_donor[donors[row["n"] - 1]] = stats
     return by_ip, by_donor
+
+
+async def campaign_recent_declines(
+    connection: asyncpg.Connection | asyncpg.Pool, campaign: str, window_s: int, sample_max: int
+) -> SourceStats:
+    """A campaign's most recent attempts in the window (at most ``sample_max``, newest first, read backwards along
+    the (campaign, created_at) index): the decided ones and the declines among them. ``declined_cards`` is not
+    counted (0): the campaign-wide rule weighs the ratio only."""
+    row = await connection.fetchrow(
+        """SELECT count(*) FILTER (WHERE status IN ('succeeded', 'declined', 'failed')) AS attempts,
+                  count(*) FILTER (WHERE status = 'declined') AS declines
+             FROM (SELECT status FROM surge.donations
+                    WHERE campaign = $1 AND created_at > now() - make_interval(secs => $2)
+                    ORDER BY created_at DESC LIMIT $3) recent""",
+        campaign,
+        window_s,
+        sample_max,
+    )
+    return SourceStats(row["attempts"], row["declines"], 0)

@@ -90,7 +90,8 @@ async def claim_due(pool: asyncpg.Pool, batch_max: int, lease_s: float, message_
                        ELSE coalesce(d.settled_at, d.updated_at) END AS occurred_at,
                   coalesce(d.donor->>'first_name', '') AS donor_first_name,
                   coalesce(d.donor->>'last_name', '') AS donor_last_name,
-                  d.card_brand, d.card_last4, c.slug AS campaign_slug, c.name AS campaign_name, c.campaign_type,
+                  d.card_brand, d.card_last4, c.slug AS campaign_slug, c.name AS campaign_name,
+                  coalesce(c.page_settings ->> 'kind', 'political') AS campaign_type,
                   c.receipt_legal_text AS legal_text, c.receipt_text_template AS text_template,
                   c.receipt_html_template AS html_template
              FROM claimed r

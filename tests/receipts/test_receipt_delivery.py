@@ -226,3 +226,29 @@ async def test_a_wrong_password_is_retried_with_the_error_kept(database_url: str
         server.stop()
     assert row["status"] in ("pending", "failed") and "535" in row["last_error"], row
     assert server.messages == []
+
+
+async def test_a_nonprofit_declared_over_the_api_gets_its_acknowledgment_and_its_own_legal_text(
+    database_url: str, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    settings = relay_settings(database_url, tmp_path, smtp_server)
+    async with running_surge(database_url, settings) as surge:
+        campaign = {
+            "slug": "water",
+            "name": "Clean Water Fund",
+            "election": "2026",
+            "page": {"kind": "nonprofit"},
+            "receipt": {"legal_text": "Clean Water Fund is a 501(c)(3) charity, EIN 12-3456789."},
+        }
+        created = await surge.client.post("/v1/campaigns", json=campaign, headers=surge.auth(Role.ADMIN))
+        assert created.status == 201, await created.text()
+        assert (await created.json())["receipt"]["legal_text"].startswith("Clean Water Fund is a 501(c)(3)")
+        bad = await surge.client.post(
+            "/v1/campaigns", json={**campaign, "slug": "w2", "receipt": {"legal": "x"}}, headers=surge.auth(Role.ADMIN)
+        )
+        assert bad.status == 400 and (await bad.json())["error"]["param"] == "receipt.legal"
+        status, _ = await surge.donate({**donation(30_000), "campaign": "water"})
+        assert status == 201
+        await wait_until(lambda: all_sent(surge.pool, 1), what="the receipt sent")
+    text = text_part(smtp_server.messages[0])
+    assert "EIN 12-3456789" in text and "not deductible" not in text

@@ -11,6 +11,7 @@ import asyncpg
 
 from engine.finance.reports.campaign_days import campaign_days
 from engine.finance.reports.donor_aggregates import donor_aggregates
+from engine.finance.reports.refcodes import refcode_totals
 from engine.finance.reports.report import Report
 from engine.finance.reports.schedule_a import schedule_a
 from engine.finance.reports.trial_balance import trial_balance
@@ -33,6 +34,10 @@ async def _trial_balance(connection: asyncpg.Connection, query: ReportQuery) -> 
 
 async def _campaign_days(connection: asyncpg.Connection, query: ReportQuery) -> Report:
     return await campaign_days(connection, campaign=query.campaign, date_from=query.date_from, date_to=query.date_to)
+
+
+async def _refcodes(connection: asyncpg.Connection, query: ReportQuery) -> Report:
+    return await refcode_totals(connection, campaign=query.campaign, date_from=query.date_from, date_to=query.date_to)
 
 
 async def _donor_aggregates(connection: asyncpg.Connection, query: ReportQuery) -> Report:
@@ -61,6 +66,7 @@ REPORTS: dict[str, tuple[str, Callable[[asyncpg.Connection, ReportQuery], Awaita
     "trial-balance": ("every account's balance, debits and credits", _trial_balance),
     "campaign-days": ("per campaign and day: gross, refunds, disputes, fees, net", _campaign_days),
     "donor-aggregates": ("per donor and election: aggregate, held, limit, room", _donor_aggregates),
+    "refcodes": ("per campaign and refcode: donations, gross, refunds, disputes, net, declines", _refcodes),
     "schedule-a": ("itemized receipts, FEC Form 3 Schedule A shape", _schedule_a),
 }
 
