@@ -61,6 +61,7 @@ def _search_from(query: Any) -> tuple[DonationSearch, list[str]]:
         DonationSearch(
             text=query.get("q", "").strip()[:200] or None,
             campaign=query.get("campaign", "").strip() or None,
+            refcode=query.get("refcode", "").strip()[:64] or None,
             amount_minor=amount_minor,
             created_from=day_start(start) if start else None,
             created_to=day_start(end + timedelta(days=1)) if end else None,
@@ -125,6 +126,7 @@ def _search_form(query: Any) -> str:
         '<form method="get" action="/dashboard/donations" class="search">'
         + field("q", "Search (id, email, name, postal code, processor reference)", "search")
         + field("campaign", "Campaign")
+        + field("refcode", "Refcode")
         + field("amount", "Amount")
         + field("from", "From", "date")
         + field("to", "To", "date")
@@ -187,7 +189,7 @@ def _record_html(record: DonationRecord, told: ChargeResult | str, session: Dash
         ("Fee", ui.money(d.fee_minor, d.currency) if d.fee_minor is not None else "—"),
         ("Refunded", ui.money(d.refunded_minor, d.currency)),
         ("Disputed", ui.money(d.disputed_minor, d.currency)),
-        ("Campaign", escape(f"{d.campaign} ({d.election})")),
+        ("Campaign", escape(f"{d.campaign} ({d.election})" + (f", refcode {d.refcode}" if d.refcode else ""))),
         ("Donor", escape(f"{donor.get('first_name', '')} {donor.get('last_name', '')} <{donor.get('email', '')}>")),
         (
             "Address",

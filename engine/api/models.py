@@ -260,6 +260,7 @@ class Donation(Struct, kw_only=True):
     created: str
     updated: str
     settled: str | None
+    refcode: str | None
 
 
 class DonationList(Struct, kw_only=True):

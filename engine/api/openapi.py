@@ -277,7 +277,8 @@ _PATHS: dict[str, Any] = {
             "Find donations (HTML): ?q= id, email, name, postal code or processor reference, campaign, amount, dates",
             _HTML_PAGE,
             parameters=[
-                _query(name, {"type": "string"}) for name in ("q", "campaign", "amount", "from", "to", "after")
+                _query(name, {"type": "string"})
+                for name in ("q", "campaign", "refcode", "amount", "from", "to", "after")
             ],
             security=[],
         )

@@ -25,6 +25,7 @@ _REFERENCE = re.compile(r"^[A-Za-z]+_[A-Za-z0-9_]+$")
 class DonationSearch:
     text: str | None = None
     campaign: str | None = None
+    refcode: str | None = None
     amount_minor: int | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None  # exclusive
@@ -62,7 +63,7 @@ async def search_donations(
     connection: asyncpg.Connection | asyncpg.Pool, search: DonationSearch, *, limit: int = 50, after: str | None = None
 ) -> Page:
     condition, values = _text_filter(search.text) if search.text and search.text.strip() else ("true", [])
-    condition = condition.format(*(f"${7 + i}" for i in range(len(values))))
+    condition = condition.format(*(f"${8 + i}" for i in range(len(values))))
     limit = max(1, min(limit, PAGE_SIZE_MAX))
     rows = await connection.fetch(
         f"""SELECT {DONATION_COLUMNS} FROM surge.donations
@@ -72,6 +73,7 @@ async def search_donations(
                AND ($3::timestamptz IS NULL OR created_at >= $3)
                AND ($4::timestamptz IS NULL OR created_at < $4)
                AND ($5::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM surge.donations WHERE id = $5))
+               AND ($7::text IS NULL OR refcode = $7)
              ORDER BY created_at DESC, id DESC LIMIT $6""",
         search.campaign,
         search.amount_minor,
@@ -79,6 +81,7 @@ async def search_donations(
         search.created_to,
         after,
         limit + 1,  # one more than the page: whether there is a next one
+        search.refcode,
         *values,
     )
     donations = [Donation.from_row(row) for row in rows[:limit]]

@@ -16,7 +16,7 @@ import asyncpg
 PROCESSING_STATUSES = frozenset({"queued", "charging", "pending"})
 DONATION_COLUMNS = """id, api_key_id, idempotency_key, request_fingerprint, campaign, election, donor_key, amount_minor,
     currency, payment_method, donor, metadata, status, processor, processor_reference, decline_code,
-    failure_message, fee_minor, refunded_minor, disputed_minor, attempts, created_at, updated_at, settled_at"""
+    failure_message, fee_minor, refunded_minor, disputed_minor, attempts, created_at, updated_at, settled_at, refcode"""
 
 
 def new_donation_id() -> str:
@@ -49,6 +49,7 @@ class Donation:
     created_at: datetime
     updated_at: datetime
     settled_at: datetime | None
+    refcode: str | None  # attribution: the donation page's ?refcode= (or the API's refcode field)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Donation:
@@ -80,6 +81,7 @@ class Donation:
             "created": self.created_at.isoformat(),
             "updated": self.updated_at.isoformat(),
             "settled": self.settled_at.isoformat() if self.settled_at else None,
+            "refcode": self.refcode,
         }
 
 

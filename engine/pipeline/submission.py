@@ -123,6 +123,7 @@ def _donation_from_item(item: IntakeItem) -> Donation:
         created_at=item.created_at,
         updated_at=item.created_at,
         settled_at=None,
+        refcode=request.refcode,
     )
 
 

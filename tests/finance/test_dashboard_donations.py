@@ -184,3 +184,17 @@ def test_typed_amounts_become_exact_minor_units(typed: str, currency: str, minor
 def test_amounts_that_are_not_amounts_are_refused(typed: str) -> None:
     with pytest.raises(ValueError):
         parse_major(typed, "USD")
+
+
+async def test_a_refcode_is_searched_and_shown(surge: Surge) -> None:
+    await given(surge)
+    status, tagged = await surge.donate({**donation(1_800, last_name="Ref"), "refcode": "email-nov"})
+    assert status == 201
+    found = await search_donations(surge.pool, DonationSearch(refcode="email-nov"))
+    assert [d.id for d in found.donations] == [tagged["id"]]
+    read = await surge.client.get(f"/v1/donations/{tagged['id']}", headers=surge.auth(Role.FINANCE))
+    assert (await read.json())["refcode"] == "email-nov"
+    cookie = await sign_in(surge)
+    listing = await page(surge, "/dashboard/donations", cookie, refcode="email-nov")
+    assert tagged["id"] in listing and listing.count("/dashboard/donations/don_") == 1
+    assert "refcode email-nov" in await page(surge, f"/dashboard/donations/{tagged['id']}", cookie)

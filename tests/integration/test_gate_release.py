@@ -51,6 +51,7 @@ def a_donation(payment_method: str) -> Donation:
         created_at=now,
         updated_at=now,
         settled_at=None,
+        refcode=None,
     )
 
 
