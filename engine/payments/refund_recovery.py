@@ -16,7 +16,6 @@ a late answer still settles it once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from adapters.base import Processor, RefundResult, RefundStatus
-from engine.database import WORKER_RETRYABLE_ERRORS
 from engine.metrics import Metrics
 from engine.payments.refunds import (
     UNFINISHED_STATUSES,
@@ -35,6 +33,7 @@ from engine.payments.refunds import (
     send_refund,
 )
 from engine.pipeline.review import ReviewLimits
+from engine.workers import PollingLoop
 from ledger.accounts import AccountDirectory
 
 _logger = logging.getLogger(__name__)
@@ -62,37 +61,18 @@ class RefundWorker:
         self._directory = directory
         self._processors = dict(processors)
         self.limits = limits or RefundWorkerLimits()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._runner: asyncio.Task[None] | None = None
+        # A round that resolved something goes again at once: more may be due.
+        self._loop = PollingLoop("refund worker", self.run_once, self.limits.poll_interval_s, lambda n: n > 0)
 
     def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="refund-worker")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop after the current round; a refund it was resolving keeps its lease and is resolved later."""
-        self._stopping = True
-        self._wake.set()
-        if self._runner is not None:
-            await self._runner
+        await self._loop.stop()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                resolved = await self.run_once()
-            except WORKER_RETRYABLE_ERRORS as error:
-                _logger.warning("refund worker: %s; retrying", error)
-                resolved = 0
-            except Exception:
-                _logger.exception("refund worker failed; retrying")
-                resolved = 0
-            if resolved == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.limits.poll_interval_s)
+        self._loop.wake()
 
     async def run_once(self) -> int:
         """Claim the refunds due now and resolve each; return how many were claimed."""

@@ -7,18 +7,17 @@ have room for), leases them as ``charging`` and hands each to recovery, which lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import asyncpg
 
-from engine.database import WORKER_RETRYABLE_ERRORS
 from engine.metrics import Metrics
 from engine.pipeline.charger import Charger
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from engine.pipeline.limits import PipelineLimits
 from engine.pipeline.recovery import process_claimed
+from engine.workers import PollingLoop
 
 _logger = logging.getLogger(__name__)
 
@@ -31,20 +30,17 @@ class DurableQueue:
         self.metrics = metrics
         self.depth = 0  # rows queued, charging or pending, as last counted (plus those enqueued since)
         self.needing_review = 0  # of those, flagged for finance's review (engine/pipeline/review.py)
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_count = 0.0
+        # A round that claimed something goes again at once: more may be due.
+        self._loop = PollingLoop("queue runner", self._round, limits.queue_poll_ms / 1000, lambda n: n > 0)
 
     def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="queue-runner")
+        self._loop.start()
 
     async def stop(self, timeout_s: float) -> None:
         """Stop claiming; let in-flight charges finish (their rows stay leased and are recovered if they don't)."""
-        self._stopping = True
-        self._wake.set()
-        if self._runner is not None:
-            await self._runner
+        await self._loop.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
             for task in pending:
@@ -54,29 +50,17 @@ class DurableQueue:
     def enqueued(self) -> None:
         """A row was just recorded ``queued``: count it and wake the runner."""
         self.depth += 1
-        self._wake.set()
+        self._loop.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
-    async def _run(self) -> None:
-        last_count = 0.0
-        while not self._stopping:
-            try:
-                if time.monotonic() - last_count > 1.0:
-                    await self._count()
-                    last_count = time.monotonic()
-                claimed = await self._claim_due()
-            except WORKER_RETRYABLE_ERRORS as error:
-                _logger.warning("queue runner: %s; retrying", error)
-                claimed = 0
-            except Exception:
-                _logger.exception("queue runner failed; retrying")
-                claimed = 0
-            if claimed == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.limits.queue_poll_ms / 1000)
+    async def _round(self) -> int:
+        """Count the queue (at most once a second), then claim and charge what is due."""
+        if time.monotonic() - self._last_count > 1.0:
+            await self._count()
+            self._last_count = time.monotonic()
+        return await self._claim_due()
 
     async def _count(self) -> None:
         row = await self._pool.fetchrow(

@@ -11,19 +11,18 @@ the last allowed attempt ends it ``failed`` with the error, which is logged and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 import jinja2
 
-from engine.database import WORKER_RETRYABLE_ERRORS
 from engine.metrics import Metrics
 from engine.receipts import outbox
 from engine.receipts.outbox import ClaimedReceipt
 from engine.receipts.rendering import email_message, message_id_domain
 from engine.receipts.senders import Sender, SendError
+from engine.workers import PollingLoop
 
 _logger = logging.getLogger(__name__)
 
@@ -59,38 +58,21 @@ class ReceiptRelay:
         self._domain = message_id_domain(sender_address)
         self._metrics = metrics
         self.limits = limits
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._runner: asyncio.Task[None] | None = None
+        # Only a full batch goes again at once: more may be due now.
+        self._loop = PollingLoop(
+            "receipt relay", self.run_once, limits.poll_interval_s, lambda n: n >= limits.claim_batch_max
+        )
 
     def start(self) -> None:
         _logger.info("receipts: sending to %s", self._sender.describe())
-        self._runner = asyncio.create_task(self._run(), name="receipt-relay")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop after the current round; a receipt it was sending keeps its lease and is sent again later."""
-        self._stopping = True
-        self._wake.set()
-        if self._runner is not None:
-            await self._runner
+        await self._loop.stop()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                claimed = await self.run_once()
-            except WORKER_RETRYABLE_ERRORS as error:
-                _logger.warning("receipt relay: %s; retrying", error)
-                claimed = 0
-            except Exception:
-                _logger.exception("receipt relay failed; retrying")
-                claimed = 0
-            if claimed < self.limits.claim_batch_max:  # a full batch: more may be due now
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.limits.poll_interval_s)
+        self._loop.wake()
 
     async def run_once(self) -> int:
         """Claim the receipts due now and send each; return how many were claimed."""
