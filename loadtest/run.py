@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from loadtest.audit import audit_commands, audit_money_and_events, audit_run
+from loadtest.audit import audit_run
+from loadtest.audit_money import audit_commands, audit_money_and_events
 from loadtest.chaos.schedule import ChaosOptions
 from loadtest.chaos.session import ChaosSession
 from loadtest.chaos.workers import EngineWorkers

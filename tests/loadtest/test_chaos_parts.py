@@ -25,7 +25,8 @@ from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
 from ledger.money import Money
 from ledger.posting import post_entries_or_raise
-from loadtest.audit import AuditReport, audit_commands, audit_money_and_events, audit_run
+from loadtest.audit import AuditReport, audit_run
+from loadtest.audit_money import audit_commands, audit_money_and_events
 from loadtest.chaos.postgres import PostgresControl
 from loadtest.chaos.processor import write_control
 from loadtest.chaos.schedule import DISRUPTIVE, ChaosOptions, FaultKind, build_schedule
