@@ -30,7 +30,7 @@ from engine.audit import Actor, AuditAction, read, record
 from engine.finance.attention import attention
 from engine.finance.reconcile.history import latest_run, open_exception_count
 from engine.finance.reports.campaign_days import campaign_days
-from engine.finance.reports.donation_series import Flow, Span, money_series, pace
+from engine.finance.reports.donation_series import Flow, Span, money_flows, pace
 from engine.finance.reports.refcodes import refcode_totals
 from engine.finance.reports.trial_balance import trial_balance
 from engine.keys import ApiKey, Role
@@ -230,12 +230,9 @@ async def dashboard(request: web.Request) -> web.Response:
         campaign_report = await campaign_days(connection)
         trial_balance_report = await trial_balance(connection)
         last_run = await latest_run(connection)
+        flows = await money_flows(connection, span)
         activity = dashboard_html.Activity(
-            span,
-            await money_series(connection, Flow.CONTRIBUTIONS, span),
-            await money_series(connection, Flow.REFUNDS, span),
-            await money_series(connection, Flow.DISPUTES, span),
-            await pace(connection),
+            span, flows[Flow.CONTRIBUTIONS], flows[Flow.REFUNDS], flows[Flow.DISPUTES], await pace(connection)
         )
         open_exceptions = await open_exception_count(connection)
         needs = await attention(connection)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine import chart_of_accounts
-from engine.finance.reports.donation_series import Flow, Span, money_series, pace
+from engine.finance.reports.donation_series import Flow, Span, money_flows, pace
 from ledger.accounts import AccountDirectory
 from ledger.entries import transfer
 from ledger.money import Money
@@ -42,9 +42,8 @@ async def test_each_span_counts_money_into_its_buckets(
     await book(surge, "old", clearing, chart_of_accounts.contributions(campaign), 9_999, NOW - timedelta(days=40))
     await book(surge, "refund", chart_of_accounts.refunds(campaign), clearing, 700, NOW - timedelta(minutes=1))
     async with surge.pool.acquire() as connection:
-        donations = await money_series(connection, Flow.CONTRIBUTIONS, span, now=NOW)
-        refunds = await money_series(connection, Flow.REFUNDS, span, now=NOW)
-        disputes = await money_series(connection, Flow.DISPUTES, span, now=NOW)
+        flows = await money_flows(connection, span, now=NOW)
+    donations, refunds, disputes = flows[Flow.CONTRIBUTIONS], flows[Flow.REFUNDS], flows[Flow.DISPUTES]
     assert len(donations) == buckets and donations[0].start == first
     assert [(i, b.entries, dict(b.amounts)) for i, b in enumerate(donations) if b.entries] == [
         (index_of_gift, 1, {"USD": 2_500})

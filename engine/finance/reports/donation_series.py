@@ -51,39 +51,46 @@ class Flow(StrEnum):
         return self is Flow.CONTRIBUTIONS
 
 
-async def money_series(
-    connection: asyncpg.Connection, flow: Flow, span: Span = Span.HOUR, *, now: datetime | None = None
-) -> list[Bucket]:
-    """Posted entries into ``flow``'s accounts per bucket over ``span``, oldest first, empty buckets included."""
+async def money_flows(
+    connection: asyncpg.Connection, span: Span = Span.HOUR, *, now: datetime | None = None
+) -> dict[Flow, list[Bucket]]:
+    """Posted entries into each flow's accounts per bucket over ``span``, oldest first, empty buckets included — the
+    three flows read in one pass over the span's entries."""
     unit, width, count = span.bucket
     moment = now or datetime.now(UTC)
     end = _truncate(moment, unit) + width
     start = end - width * count
+    flows = list(Flow)
     records = await connection.fetch(
-        """SELECT date_trunc($3, e.effective_at, 'UTC') AS bucket, p.currency, count(DISTINCT e.id) AS entries,
-                  coalesce(abs(sum(p.amount)), 0)::bigint AS amount
+        """SELECT f.flow, date_trunc($3, e.effective_at, 'UTC') AS bucket, p.currency,
+                  count(DISTINCT e.id) AS entries, coalesce(abs(sum(p.amount)), 0)::bigint AS amount
              FROM ledger.entries e
-             JOIN ledger.postings p ON p.entry_id = e.id AND NOT p.pending AND (p.amount < 0) = $4
-             JOIN ledger.accounts a ON a.id = p.account_id AND starts_with(a.code, $5)
+             JOIN ledger.postings p ON p.entry_id = e.id AND NOT p.pending
+             JOIN ledger.accounts a ON a.id = p.account_id
+             JOIN unnest($4::text[], $5::boolean[]) AS f(flow, credit)
+               ON starts_with(a.code, f.flow) AND (p.amount < 0) = f.credit
             WHERE e.effective_at >= $1 AND e.effective_at < $2
-            GROUP BY 1, 2""",
+            GROUP BY 1, 2, 3""",
         start,
         end,
         unit,
-        flow.credit,
-        flow.value,
+        [flow.value for flow in flows],
+        [flow.credit for flow in flows],
     )
-    amounts: dict[datetime, dict[str, int]] = {}
-    counts: dict[datetime, dict[str, int]] = {}
+    amounts: dict[tuple[str, datetime], dict[str, int]] = {}
+    counts: dict[tuple[str, datetime], dict[str, int]] = {}
     for record in records:
-        currency = record["currency"].strip()
-        amounts.setdefault(record["bucket"], {})[currency] = record["amount"]
-        counts.setdefault(record["bucket"], {})[currency] = record["entries"]
-    series = []
-    for step in range(count):
-        bucket = start + width * step
-        by_currency = counts.get(bucket, {})
-        series.append(Bucket(bucket, sum(by_currency.values()), amounts.get(bucket, {}), by_currency))
+        key, currency = (record["flow"], record["bucket"]), record["currency"].strip()
+        amounts.setdefault(key, {})[currency] = record["amount"]
+        counts.setdefault(key, {})[currency] = record["entries"]
+    series: dict[Flow, list[Bucket]] = {}
+    for flow in flows:
+        buckets = []
+        for step in range(count):
+            key = (flow.value, start + width * step)
+            by_currency = counts.get(key, {})
+            buckets.append(Bucket(key[1], sum(by_currency.values()), amounts.get(key, {}), by_currency))
+        series[flow] = buckets
     return series
 
 
