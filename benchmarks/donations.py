@@ -240,8 +240,10 @@ async def run_surge(database_url: str, form_key: str, postgres_pid: int | None, 
             # A failed probe can leave donations queued: let them settle before the next one is measured.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
+                # ... and their receipts be sent: a backlog left by one probe would be paid for by the next.
                 open_count = await connection.fetchval(
-                    "SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending')"
+                    """SELECT (SELECT count(*) FROM surge.donations WHERE status IN ('queued', 'charging', 'pending'))
+                            + (SELECT count(*) FROM surge.receipts WHERE status = 'pending')"""
                 )
                 await asyncio.sleep(0.2 if open_count else 0.5)
                 if not open_count:
