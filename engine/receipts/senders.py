@@ -11,6 +11,7 @@ good (a 5xx reply), so retrying cannot help.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from email.message import Message
@@ -120,12 +121,17 @@ class DirectorySender:
         return f".eml files in {self.folder}"
 
     async def send(self, message: Message, receipt_id: str) -> None:
-        # A local file write of a few kilobytes: not worth a thread hop.
+        # In a thread: creating the file blocks in the kernel (py-spy at 200 donations/s: open() was 16 % of the
+        # engine's samples, on the event loop that also answers donors).
+        data = message.as_bytes()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            target = self.folder / f"{receipt_id}.eml"
-            partial = target.with_suffix(".eml.partial")
-            partial.write_bytes(message.as_bytes())
-            os.replace(partial, target)
+            await asyncio.to_thread(self._write, receipt_id, data)
         except OSError as error:
             raise SendError(f"writing {receipt_id}.eml failed: {error}", permanent=False) from error
+
+    def _write(self, receipt_id: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{receipt_id}.eml"
+        partial = target.with_suffix(".eml.partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
