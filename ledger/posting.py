@@ -3,7 +3,8 @@
 The batch is planned in Python (idempotency, validation, hold and reversal postings), then written with three
 set-based statements: one multi-row INSERT of entries, one of postings (checked for balance by a statement-level
 trigger), and one UPDATE of balances with the summed delta per distinct account. Balance rows are locked in account
-order just before that UPDATE, so concurrent batches on hot accounts neither deadlock nor hold locks for long.
+order by that UPDATE's own statement, so concurrent batches on hot accounts neither deadlock nor hold locks for long.
+Reading what the batch names and drawing new ids is one more statement: four round trips per batch.
 
 A reference that another transaction inserts concurrently makes this batch fail with ``UniqueViolationError``; the
 group-commit batcher retries the batch, which then sees the other entry and answers ``EXISTS``.
@@ -65,9 +66,8 @@ async def post_entries(
         raise LedgerInvariantError("post_entries must run inside a transaction")
     if not requests:
         return []
-    known = await _load_known_entries(connection, requests)
+    known, new_ids, now = await _load_known_entries(connection, requests)
     accounts = await directory.load(connection, {leg.account for request in requests for leg in request.legs})
-    new_ids, now = await _allocate_entry_ids(connection, sum(1 for r in requests if r.reference not in known))
     planner = _Planner(known, {code: (a.id, a.currency) for code, a in accounts.items()}, iter(new_ids))
     results = [planner.plan(request) for request in requests]
     if planner.created:
@@ -86,18 +86,26 @@ async def post_entries_or_raise(
 
 async def _load_known_entries(
     connection: asyncpg.Connection, requests: Sequence[EntryRequest]
-) -> dict[str, _KnownEntry]:
+) -> tuple[dict[str, _KnownEntry], list[int], datetime]:
+    """The entries the batch names (its own references and parents), new entry ids, and the transaction's ``now()``.
+
+    One round trip: ids are drawn for every request before knowing which already exist (a replayed reference
+    leaves a gap in the sequence, which nothing reads). Ids are allocated up front so that an entry can name, as
+    its parent, an entry planned earlier in the batch; ``now()`` because COPY cannot default ``effective_at``."""
     references = {r.reference for r in requests} | {r.parent_reference for r in requests if r.parent_reference}
-    rows = await connection.fetch(
-        """SELECT e.id, e.reference, e.kind, e.fingerprint,
-                  -- A LIMIT keeps this a per-row index probe: as EXISTS, the planner may hash the whole table.
-                  (SELECT c.id FROM ledger.entries c WHERE c.parent_entry_id = e.id LIMIT 1) IS NOT NULL AS resolved
-             FROM ledger.entries e WHERE e.reference = ANY($1::text[])""",
+    row = await connection.fetchrow(
+        """SELECT now() AS now,
+                  array(SELECT nextval('ledger.entries_id_seq') FROM generate_series(1, $2::int)) AS ids,
+                  array(SELECT ROW(e.id, e.reference, e.kind, e.fingerprint,
+                        -- A LIMIT keeps this a per-row index probe: as EXISTS, the planner may hash the whole table.
+                        (SELECT c.id FROM ledger.entries c WHERE c.parent_entry_id = e.id LIMIT 1) IS NOT NULL)
+                          FROM ledger.entries e WHERE e.reference = ANY($1::text[])) AS known""",
         list(references),
+        len(requests),
     )
     known = {
-        row["reference"]: _KnownEntry(row["id"], EntryKind(row["kind"]), row["fingerprint"], row["resolved"])
-        for row in rows
+        reference: _KnownEntry(entry_id, EntryKind(kind), fingerprint, resolved)
+        for entry_id, reference, kind, fingerprint, resolved in row["known"]
     }
     parents = {r.parent_reference for r in requests if r.parent_reference and r.parent_reference in known}
     if parents:
@@ -107,24 +115,11 @@ async def _load_known_entries(
                 WHERE entry_id = ANY($1::bigint[]) ORDER BY id""",
             list(by_id),
         )
-        for row in posting_rows:
-            by_id[row["entry_id"]].postings.append(
-                _Posting(row["account_id"], row["amount"], row["currency"], row["pending"])
+        for posting in posting_rows:
+            by_id[posting["entry_id"]].postings.append(
+                _Posting(posting["account_id"], posting["amount"], posting["currency"], posting["pending"])
             )
-    return known
-
-
-async def _allocate_entry_ids(connection: asyncpg.Connection, count: int) -> tuple[list[int], datetime | None]:
-    """New entry ids, and the transaction's ``now()``: COPY cannot default ``effective_at`` to it."""
-    # Ids are allocated up front so that an entry can name, as its parent, an entry planned earlier in the batch.
-    if count == 0:
-        return [], None
-    row = await connection.fetchrow(
-        """SELECT now() AS now,
-                  array(SELECT nextval('ledger.entries_id_seq') FROM generate_series(1, $1::int)) AS ids""",
-        count,
-    )
-    return row["ids"], row["now"]
+    return known, row["ids"], row["now"]
 
 
 class _Planner:
@@ -215,7 +210,7 @@ class _Planner:
         return release + posted
 
 
-async def _insert(connection: asyncpg.Connection, created: list[_NewEntry], now: datetime | None) -> None:
+async def _insert(connection: asyncpg.Connection, created: list[_NewEntry], now: datetime) -> None:
     # Binary COPY: asyncpg encodes each value with its codec, where array parameters cost a Python-level type check
     # per element. Metadata is the exception: a pool may decode jsonb with a text-format codec, which binary COPY
     # cannot use, so entries that carry metadata go through the multi-row INSERT.
@@ -251,15 +246,16 @@ async def _insert(connection: asyncpg.Connection, created: list[_NewEntry], now:
         "postings", schema_name="ledger", columns=_POSTING_COLUMNS, records=entry_rows
     )
     touched = sorted(set(posted) | set(pending))
+    # One statement: the CTE locks the rows in account order (the UPDATE needs its rows, so it runs first), then
+    # the UPDATE applies the summed deltas; one round trip instead of a lock statement and an update.
     await connection.execute(
-        "SELECT 1 FROM ledger.balances WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE",
-        touched,
-    )
-    await connection.execute(
-        """UPDATE ledger.balances b
+        """WITH locked AS (
+               SELECT account_id FROM ledger.balances WHERE account_id = ANY($1::bigint[])
+                ORDER BY account_id FOR UPDATE)
+           UPDATE ledger.balances b
               SET posted = b.posted + d.posted, pending = b.pending + d.pending, version = b.version + 1
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(account_id, posted, pending)
-            WHERE b.account_id = d.account_id""",
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(account_id, posted, pending), locked l
+            WHERE b.account_id = d.account_id AND l.account_id = d.account_id""",
         touched,
         [posted.get(a, 0) for a in touched],
         [pending.get(a, 0) for a in touched],
