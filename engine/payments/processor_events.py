@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from adapters.base import EventType, ProcessorEvent
+from engine.database import INDEX_LOOKUPS_ONLY
 from engine.payments import parked_events
 from engine.payments.disputes import dispute_closed, dispute_created
 from engine.payments.fees import LateFeeOutcome, record_late_fee
@@ -182,6 +183,7 @@ async def _settle(
         decline_code=event.decline_code,
         failure_message=None if succeeded else "declined (processor event)",
     )
+    await connection.execute(INDEX_LOOKUPS_ONLY)
     [settled] = await commit_settlements(connection, directory, [settlement])
     if settled:
         return APPLIED

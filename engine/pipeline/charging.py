@@ -18,6 +18,7 @@ import asyncpg
 
 from adapters.base import Processor
 from engine.campaigns import Campaign
+from engine.database import INDEX_LOOKUPS_ONLY
 from engine.keys import ApiKey
 from engine.metrics import Metrics
 from engine.pipeline.challenge import CampaignChallenges, ChallengeVerifier
@@ -58,6 +59,7 @@ class Pipeline:
             batcher_limits,
             name="intake",
             observer=metrics.observe_batch,
+            transaction_setup=INDEX_LOOKUPS_ONLY,
         )
         self._settle: GroupCommitter[Settlement, bool] = GroupCommitter(
             pool,
@@ -65,6 +67,7 @@ class Pipeline:
             batcher_limits,
             name="settle",
             observer=metrics.observe_batch,
+            transaction_setup=INDEX_LOOKUPS_ONLY,
         )
         self._charger = Charger(pool, processors, self._settle, limits, metrics)
         self._queue = DurableQueue(pool, self._charger, limits, metrics)

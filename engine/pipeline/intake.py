@@ -18,7 +18,6 @@ import asyncpg
 import orjson
 
 from engine.campaigns import Campaign
-from engine.database import INDEX_LOOKUPS_ONLY
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from engine.pipeline.velocity import SourceStats, VelocityLimits, Verdict, assess, source_stats
@@ -61,7 +60,8 @@ class IntakeResult:
 async def commit_intake(
     connection: asyncpg.Connection, items: Sequence[IntakeItem], velocity: VelocityLimits
 ) -> list[IntakeResult]:
-    await connection.execute(INDEX_LOOKUPS_ONLY)
+    """Inside a transaction under ``INDEX_LOOKUPS_ONLY`` (engine/database.py), which the pipeline's batcher sends
+    with its BEGIN."""
     existing = await _existing(connection, items)
     results: list[IntakeResult | None] = [None] * len(items)
     fresh: list[int] = []
@@ -82,9 +82,9 @@ async def commit_intake(
             claimed[key] = item
             fresh.append(index)
     fresh = await _apply_velocity(connection, items, fresh, results, velocity)
-    accepted = await _hold_aggregates(connection, items, fresh, results)
+    accepted, holds = await _plan_holds(connection, items, fresh, results)
     if accepted:
-        await _insert_donations(connection, [items[i] for i in accepted])
+        await _insert_donations(connection, [items[i] for i in accepted], holds)
     return [r if r is not None else IntakeResult(IntakeOutcome.ACCEPTED) for r in results]
 
 
@@ -131,14 +131,19 @@ async def _apply_velocity(
 _NO_DECLINES = SourceStats()
 
 
-async def _hold_aggregates(
+Holds = dict[tuple[str, str, str], int]  # per donor (campaign, election, donor key): the amount to hold
+
+
+async def _plan_holds(
     connection: asyncpg.Connection,
     items: Sequence[IntakeItem],
     fresh: list[int],
     results: list[IntakeResult | None],
-) -> list[int]:
+) -> tuple[list[int], Holds]:
+    """Lock each donor's aggregate row and decide, in order, which items fit; the holds are written with the
+    donations (:func:`_insert_donations`)."""
     if not fresh:
-        return []
+        return [], {}
     donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
     # Create missing rows and lock every donor's row in one statement (the update on conflict takes the row lock and
     # returns the row), in key order, stated by the ORDER BY rather than left to the plan: COLLATE "C" is the
@@ -178,25 +183,20 @@ async def _hold_aggregates(
             totals[donor] = after
             deltas[donor] = deltas.get(donor, 0) + item.request.amount_minor
             accepted.append(index)
-    if deltas:
-        keys = sorted(deltas)
-        await connection.execute(
-            """UPDATE surge.contribution_aggregates a
-                  SET held_minor = a.held_minor + d.delta, updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-                      AS d(campaign, election, donor_key, delta)
-                WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [deltas[k] for k in keys],
-        )
-    return accepted
+    return accepted, deltas
 
 
-async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeItem]) -> None:
+async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeItem], holds: Holds) -> None:
+    """The accepted donations and their holds on the (already locked) aggregate rows: one statement."""
+    keys = sorted(holds)
     await connection.execute(
-        """INSERT INTO surge.donations (id, api_key_id, idempotency_key, request_fingerprint, campaign, election,
+        """WITH held AS (
+               UPDATE surge.contribution_aggregates a
+                  SET held_minor = a.held_minor + d.delta, updated_at = now()
+                 FROM unnest($19::text[], $20::text[], $21::text[], $22::bigint[])
+                      AS d(campaign, election, donor_key, delta)
+                WHERE (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key))
+           INSERT INTO surge.donations (id, api_key_id, idempotency_key, request_fingerprint, campaign, election,
                donor_key, amount_minor, currency, payment_method, donor, metadata, status, processor,
                next_attempt_at, client_ip, created_at, updated_at, refcode)
            SELECT id, api_key_id, idempotency_key, fingerprint, campaign, election, donor_key, amount, currency,
@@ -226,4 +226,8 @@ async def _insert_donations(connection: asyncpg.Connection, items: list[IntakeIt
         [i.client_ip for i in items],
         [i.created_at for i in items],
         [i.request.refcode for i in items],  # attribution (the donation page's ?refcode=)
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [holds[k] for k in keys],
     )

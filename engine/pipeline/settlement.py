@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import asyncpg
 
 from engine import chart_of_accounts
-from engine.database import INDEX_LOOKUPS_ONLY
 from engine.payments import fees
 from engine.receipts.outbox import DONATION_RECEIPTS_FROM_SETTLED
 from ledger.accounts import AccountDirectory
@@ -46,11 +45,36 @@ class Settlement:
             raise ValueError(f"settlement status must be final, got {self.status}")
 
 
+# The CTEs that turn the settled donations' holds on their donors' aggregates into posted contributions (succeeded)
+# or release them (declined, failed), in the settlement's own statement. Rows are locked in the order intake locks
+# them (ORDER BY … COLLATE "C", engine/pipeline/intake.py), stated rather than left to the join's plan: a settlement
+# batch and an intake batch never wait on each other in opposite orders (a deadlock would fail both batches).
+_RELEASE_HOLDS_OF_SETTLED = """
+           holds AS (
+               SELECT campaign, election, donor_key, -sum(amount_minor) AS held,
+                      coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0) AS posted
+                 FROM settled GROUP BY campaign, election, donor_key),
+           locked AS (
+               SELECT a.campaign, a.election, a.donor_key, h.held, h.posted
+                 FROM surge.contribution_aggregates a
+                 JOIN holds h ON (a.campaign, a.election, a.donor_key) = (h.campaign, h.election, h.donor_key)
+                ORDER BY a.campaign COLLATE "C", a.election COLLATE "C", a.donor_key COLLATE "C"
+                  FOR UPDATE OF a),
+           released AS (
+               UPDATE surge.contribution_aggregates a
+                  SET held_minor = a.held_minor + l.held, posted_minor = a.posted_minor + l.posted,
+                      updated_at = now()
+                 FROM locked l
+                WHERE (a.campaign, a.election, a.donor_key) = (l.campaign, l.election, l.donor_key))"""
+
+
 async def commit_settlements(
     connection: asyncpg.Connection, directory: AccountDirectory, items: Sequence[Settlement]
 ) -> list[bool]:
-    """Settle each open donation; per item True when this call settled it, False when it was already final."""
-    await connection.execute(INDEX_LOOKUPS_ONLY)
+    """Settle each open donation; per item True when this call settled it, False when it was already final.
+
+    Inside a transaction under ``INDEX_LOOKUPS_ONLY`` (engine/database.py), sent with BEGIN by the pipeline's
+    batcher and set by the other callers."""
     rows = await connection.fetch(
         f"""WITH settled AS (
                UPDATE surge.donations d
@@ -69,7 +93,8 @@ async def commit_settlements(
                 WHERE d.id = s.id AND d.status IN ('queued', 'charging', 'pending')
             RETURNING d.id, d.status, d.amount_minor, d.currency, d.campaign, d.election, d.donor_key, d.processor,
                       d.fee_minor, d.fee_currency, d.donor->>'email' AS email),
-           receipts AS ({DONATION_RECEIPTS_FROM_SETTLED})
+           receipts AS ({DONATION_RECEIPTS_FROM_SETTLED}),
+           {_RELEASE_HOLDS_OF_SETTLED}
            SELECT id, status, amount_minor, currency, campaign, election, donor_key, processor, fee_minor,
                   fee_currency
              FROM settled""",
@@ -87,47 +112,12 @@ async def commit_settlements(
     settled = {row["id"]: row for row in rows}
     if len(settled) < len(rows):
         raise LedgerInvariantError("one donation settled twice in a batch")
-    if rows:
-        await _release_holds(connection, rows)
     # Already final, but settled without its fee (a lookup or event that knew it arrives late): record it now.
     late = [(i.donation_id, i.fee) for i in items if i.fee and i.status == "succeeded" and i.donation_id not in settled]
     claimed = await fees.claim_late_fees(connection, late)
     if rows or claimed:
         await _post(connection, directory, rows, claimed)
     return [item.donation_id in settled for item in items]
-
-
-async def _release_holds(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
-    held: dict[tuple[str, str, str], list[int]] = {}
-    for row in rows:
-        delta = held.setdefault((row["campaign"], row["election"], row["donor_key"]), [0, 0])
-        delta[0] -= row["amount_minor"]
-        if row["status"] == "succeeded":
-            delta[1] += row["amount_minor"]
-    keys = sorted(held)
-    await connection.execute(
-        # Rows are locked in the order intake locks them (ORDER BY … COLLATE "C", engine/pipeline/intake.py), stated
-        # rather than left to the join's plan: a settlement batch and an intake batch never wait on each other in
-        # opposite orders (a deadlock would fail both batches).
-        """WITH d AS (
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-                        AS d(campaign, election, donor_key, held, posted)),
-           locked AS (
-               SELECT a.campaign, a.election, a.donor_key, d.held, d.posted
-                 FROM surge.contribution_aggregates a
-                 JOIN d ON (a.campaign, a.election, a.donor_key) = (d.campaign, d.election, d.donor_key)
-                ORDER BY a.campaign COLLATE "C", a.election COLLATE "C", a.donor_key COLLATE "C"
-                  FOR UPDATE OF a)
-           UPDATE surge.contribution_aggregates a
-              SET held_minor = a.held_minor + l.held, posted_minor = a.posted_minor + l.posted, updated_at = now()
-             FROM locked l
-            WHERE (a.campaign, a.election, a.donor_key) = (l.campaign, l.election, l.donor_key)""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [held[k][0] for k in keys],
-        [held[k][1] for k in keys],
-    )
 
 
 def donation_entries(row: asyncpg.Record) -> list[EntryRequest]:
