@@ -71,10 +71,13 @@ PROCESSOR_OVERRIDES = web.AppKey(
 )  # tests: ready-made processors instead of settings
 
 
-def batcher_limits(settings: Settings) -> BatcherLimits:
+def batcher_limits(settings: Settings, batcher: str = "intake") -> BatcherLimits:
+    """The limits of the pipeline's ``intake`` or ``settle`` batcher."""
+    delay_ms = getattr(settings, f"{batcher}_batch_delay_ms")
     return BatcherLimits(
         batch_size_max=settings.batch_size_max,
-        batch_delay_ms=settings.batch_delay_ms,
+        batch_size_min=getattr(settings, f"{batcher}_batch_size_min"),
+        batch_delay_ms=settings.batch_delay_ms if delay_ms is None else delay_ms,
         queue_size_max=settings.queue_size_max,
         committers=settings.committers,
     )
@@ -163,6 +166,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         batcher_limits(settings),
         app[METRICS],
         challenge_verifier=challenge_verifier(challenge),
+        settle_limits=batcher_limits(settings, "settle"),
     )
     pipeline.start()
     app[PIPELINE] = pipeline

@@ -32,7 +32,14 @@ class Settings:
     workers: int = 1
     pool_size_max: int = 20
     batch_size_max: int = 1000
-    batch_delay_ms: float = 0.0
+    batch_delay_ms: float = 0.0  # each batcher's delay unless its own is set
+    # Per batcher: a batch below its minimum waits up to its delay for more items (natural group commit when the
+    # minimum is 1, the default: whatever is queued goes at once). Intake answers donors; settlement follows the
+    # processor's answers, which can wait a little to share a commit.
+    intake_batch_size_min: int = 1
+    intake_batch_delay_ms: float | None = None
+    settle_batch_size_min: int = 1
+    settle_batch_delay_ms: float | None = None
     queue_size_max: int = 20_000
     committers: int = 2
     log_level: str = "INFO"
@@ -86,6 +93,12 @@ class Settings:
             problems.append(f"SURGE_BATCH_SIZE_MAX must be 1-100000, got {self.batch_size_max}")
         if not 0 <= self.batch_delay_ms <= 1000:
             problems.append(f"SURGE_BATCH_DELAY_MS must be 0-1000, got {self.batch_delay_ms}")
+        for batcher in ("intake", "settle"):
+            size_min, delay_ms = getattr(self, f"{batcher}_batch_size_min"), getattr(self, f"{batcher}_batch_delay_ms")
+            if not 1 <= size_min <= self.batch_size_max:
+                problems.append(f"SURGE_{batcher.upper()}_BATCH_SIZE_MIN must be 1-{self.batch_size_max}, got {size_min}")
+            if delay_ms is not None and not 0 <= delay_ms <= 1000:
+                problems.append(f"SURGE_{batcher.upper()}_BATCH_DELAY_MS must be 0-1000, got {delay_ms}")
         if not 1 <= self.queue_size_max <= 10_000_000:
             problems.append(f"SURGE_QUEUE_SIZE_MAX must be 1-10000000, got {self.queue_size_max}")
         if not 1 <= self.committers <= 16:
@@ -201,6 +214,10 @@ ENVIRONMENT = EnvironmentSettings(
         "pool_size_max": integer(),
         "batch_size_max": integer(),
         "batch_delay_ms": number(),
+        "intake_batch_size_min": integer(),
+        "intake_batch_delay_ms": number(),
+        "settle_batch_size_min": integer(),
+        "settle_batch_delay_ms": number(),
         "queue_size_max": integer(),
         "committers": integer(),
         "log_level": text(),

@@ -48,6 +48,7 @@ class Pipeline:
         batcher_limits: BatcherLimits,
         metrics: Metrics,
         challenge_verifier: ChallengeVerifier | None = None,
+        settle_limits: BatcherLimits | None = None,  # the settlement batcher's, when not batcher_limits
     ) -> None:
         if not processors:
             raise ValueError("at least one processor is needed")
@@ -64,7 +65,7 @@ class Pipeline:
         self._settle: GroupCommitter[Settlement, bool] = GroupCommitter(
             pool,
             lambda connection, items: commit_settlements(connection, accounts, items),
-            batcher_limits,
+            settle_limits or batcher_limits,
             name="settle",
             observer=metrics.observe_batch,
             transaction_setup=INDEX_LOOKUPS_ONLY,

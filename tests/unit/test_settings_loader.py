@@ -171,3 +171,19 @@ def test_bad_engine_variables_are_all_named() -> None:
         "SURGE_PORT must be an integer, got 'eighty'",
         "SURGE_TRUST_FORWARDED_FOR must be true or false, got 'maybe'",
     )
+
+
+def test_each_pipeline_batcher_has_its_own_minimum_and_delay() -> None:
+    from engine.app import batcher_limits
+
+    settings = load_settings(
+        {"SURGE_BATCH_DELAY_MS": "1.5", "SURGE_SETTLE_BATCH_SIZE_MIN": "8", "SURGE_SETTLE_BATCH_DELAY_MS": "2"}
+    )
+    intake, settle = batcher_limits(settings, "intake"), batcher_limits(settings, "settle")
+    assert (intake.batch_size_min, intake.batch_delay_ms) == (1, 1.5)  # the shared delay, its own minimum
+    assert (settle.batch_size_min, settle.batch_delay_ms) == (8, 2.0)
+
+
+def test_a_batch_minimum_above_the_maximum_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SURGE_INTAKE_BATCH_SIZE_MIN"):
+        load_settings({"SURGE_INTAKE_BATCH_SIZE_MIN": "20", "SURGE_BATCH_SIZE_MAX": "10"})
