@@ -95,10 +95,11 @@ class Settings:
             problems.append(f"SURGE_BATCH_DELAY_MS must be 0-1000, got {self.batch_delay_ms}")
         for batcher in ("intake", "settle"):
             size_min, delay_ms = getattr(self, f"{batcher}_batch_size_min"), getattr(self, f"{batcher}_batch_delay_ms")
+            variable = f"SURGE_{batcher.upper()}_BATCH"
             if not 1 <= size_min <= self.batch_size_max:
-                problems.append(f"SURGE_{batcher.upper()}_BATCH_SIZE_MIN must be 1-{self.batch_size_max}, got {size_min}")
+                problems.append(f"{variable}_SIZE_MIN must be 1-{self.batch_size_max}, got {size_min}")
             if delay_ms is not None and not 0 <= delay_ms <= 1000:
-                problems.append(f"SURGE_{batcher.upper()}_BATCH_DELAY_MS must be 0-1000, got {delay_ms}")
+                problems.append(f"{variable}_DELAY_MS must be 0-1000, got {delay_ms}")
         if not 1 <= self.queue_size_max <= 10_000_000:
             problems.append(f"SURGE_QUEUE_SIZE_MAX must be 1-10000000, got {self.queue_size_max}")
         if not 1 <= self.committers <= 16:
