@@ -122,7 +122,14 @@ def context(receipt: ClaimedReceipt) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _environments() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
     loader = jinja2.PackageLoader("engine.receipts", "templates")
-    options: dict[str, Any] = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": True}
+    # auto_reload off: the templates ship with the code, and checking their files' times on every render was 7 %
+    # of the engine's samples at 250 donations/s (py-spy).
+    options: dict[str, Any] = {
+        "loader": loader,
+        "undefined": jinja2.StrictUndefined,
+        "keep_trailing_newline": True,
+        "auto_reload": False,
+    }
     return SandboxedEnvironment(autoescape=False, **options), SandboxedEnvironment(autoescape=True, **options)
 
 
