@@ -52,6 +52,7 @@ from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
 from engine.payments.refund_recovery import RefundWorker, RefundWorkerLimits
+from engine.pipeline.budget import shared_budgets
 from engine.pipeline.challenge import ChallengeConfig, challenge_verifier
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
@@ -139,9 +140,19 @@ async def _processors(app: web.Application) -> AsyncIterator[None]:
         start = getattr(processor, "start", None)  # optional: processors with background work
         if start is not None and inspect.isawaitable(started := start()):
             await started
-    gated: list[tuple[Processor, ProcessorGate]] = [(processor, ProcessorGate(limits)) for processor in processors]
-    app[PROCESSORS] = gated
-    yield
+    async with contextlib.AsyncExitStack() as budgets:
+        # One budget for all engine hosts when shared (engine/pipeline/budget.py); otherwise each gate's own bucket.
+        leased = {}
+        if app[SETTINGS].processor_budget == "shared":
+            names = [processor.name for processor in processors]
+            rate_per_s, redis_url = app[SETTINGS].processor_rate_per_s, app[SETTINGS].redis_url
+            shared = await budgets.enter_async_context(shared_budgets(app[POOL], names, rate_per_s, redis_url))
+            leased = shared.buckets
+        gated: list[tuple[Processor, ProcessorGate]] = [
+            (processor, ProcessorGate(limits, budget=leased.get(processor.name))) for processor in processors
+        ]
+        app[PROCESSORS] = gated
+        yield
     for processor in processors:
         await processor.close()
 
