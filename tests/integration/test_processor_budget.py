@@ -36,8 +36,8 @@ async def redis_client(tmp_path: Path) -> AsyncIterator[object]:
     import redis.asyncio
 
     socket_path = tmp_path / "redis.sock"
-    process = subprocess.Popen(
-        [server, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"],
+    process = await asyncio.create_subprocess_exec(
+        *(server, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -49,7 +49,7 @@ async def redis_client(tmp_path: Path) -> AsyncIterator[object]:
         await client.aclose()
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        await process.wait()
 
 
 async def _grants_burst_then_rate(shared: SharedTokens) -> None:
