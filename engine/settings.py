@@ -149,6 +149,8 @@ class Settings:
             problems.append(f"SURGE_PROCESSOR_BUDGET must be local or shared, got {self.processor_budget!r}")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("SURGE_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.database_pgbouncer and not self.direct_database_url:
+            problems.append("SURGE_DATABASE_PGBOUNCER needs SURGE_DIRECT_DATABASE_URL (migrations bypass PgBouncer)")
         urls = (("SURGE_DIRECT_DATABASE_URL", self.direct_database_url), ("SURGE_REPLICA_URL", self.replica_url))
         for name, url in urls:
             if url is not None and not url.startswith(("postgres://", "postgresql://")):
