@@ -34,7 +34,7 @@ from engine.api import (
 )
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
-from engine.api.replica import READ_POOL, mark_replica_reads
+from engine.api.replica import READ_POOL, replica_reads_middleware
 from engine.api.state import (
     ACCOUNTS,
     CAMPAIGNS,
@@ -244,7 +244,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
-    app.on_response_prepare.append(mark_replica_reads)
+    app.middlewares.append(replica_reads_middleware)
     for module in (
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),

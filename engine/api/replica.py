@@ -3,7 +3,8 @@ and donation listings — reads that decide no money. Writes, and reads that dec
 refunds, a reconciliation run itself), stay on the primary's pool.
 
 A page read from the replica says how stale it is: the handler reads through ``read_connection``, which notes the
-replica's lag on the request; the response then carries ``Surge-Replica-Lag-Ms`` and an HTML page a line saying so.
+replica's lag on the request; ``replica_reads_middleware`` then adds ``Surge-Replica-Lag-Ms`` to the response and,
+to an HTML page, a line saying so.
 Without a replica ``READ_POOL`` is the primary's pool and nothing is added.
 """
 
@@ -12,14 +13,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from html import escape
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from engine.database import replica_lag_ms
 
+Handler = Any  # aiohttp's middleware handler type
 READ_POOL = web.AppKey("read_pool", asyncpg.Pool)
-_LAG_MS = "surge_replica_lag_ms"
+_LAG_MS = web.RequestKey("replica_lag_ms", object)  # int ms, or None when the "replica" is a primary
 LAG_HEADER = "Surge-Replica-Lag-Ms"
 
 
@@ -44,11 +47,13 @@ def _primary_pool(request: web.Request) -> asyncpg.Pool:
     return request.app[POOL]
 
 
-async def mark_replica_reads(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: say how stale a response read from the replica is."""
-    lag = request.get(_LAG_MS, "primary")
-    if lag == "primary":
-        return
+@web.middleware
+async def replica_reads_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Say how stale a response read from the replica is (before the response is prepared, so a page can change)."""
+    response = await handler(request)
+    if _LAG_MS not in request:
+        return response
+    lag = request[_LAG_MS]
     response.headers[LAG_HEADER] = "" if lag is None else str(lag)
     if isinstance(response, web.Response) and response.content_type == "text/html" and response.text:
         note = (
@@ -57,3 +62,4 @@ async def mark_replica_reads(request: web.Request, response: web.StreamResponse)
             + ".</p>"
         )
         response.text = response.text.replace("<body>", "<body>" + note, 1)
+    return response
