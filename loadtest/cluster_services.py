@@ -224,7 +224,8 @@ async def pgbouncer(
     listen_address: str = "127.0.0.1",
     pool_size: int = 40,
 ) -> AsyncIterator[str]:
-    """PgBouncer in transaction mode on ``listen_address:port``; yields the URL template (``{database}``)."""
+    """PgBouncer in transaction mode on ``listen_address:port`` (addresses comma-separated); yields the URL template
+    (``{database}``) on the first address."""
     binary = _binary("pgbouncer")
     user = _service_user()
     config = _pgbouncer_config(folder, databases, port, listen_address, pool_size, user)
@@ -233,8 +234,9 @@ async def pgbouncer(
         *command, stdout=subprocess.DEVNULL, stderr=(folder / "stderr.log").open("wb")
     )
     try:
-        await _wait_for_port(listen_address, port, process, "pgbouncer", folder / "pgbouncer.log")
-        yield f"postgresql://postgres@{listen_address}:{port}/{{database}}"
+        first_address = listen_address.split(",")[0]
+        await _wait_for_port(first_address, port, process, "pgbouncer", folder / "pgbouncer.log")
+        yield f"postgresql://postgres@{first_address}:{port}/{{database}}"
     finally:
         await _stop(process)
 

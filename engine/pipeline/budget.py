@@ -33,6 +33,8 @@ _logger = logging.getLogger(__name__)
 BUDGET_KINDS = ("local", "shared")
 LEASE_INTERVAL_S = 0.02  # how often a process tops its hand up: 50 round trips a second at most, per processor
 LEASE_TTL_S = 0.25  # a leased token unspent after this goes back to the shared bucket
+# A lease that takes longer (a store behind a cut link) is abandoned; the hand runs dry meanwhile: fail closed.
+LEASE_TIMEOUT_S = 1.0
 
 
 def shared_burst(rate_per_s: float) -> int:
@@ -144,8 +146,9 @@ class SharedBudgets:
         failing = False
         while True:
             try:
-                for bucket in self.buckets.values():
-                    await bucket.lease()
+                async with asyncio.timeout(LEASE_TIMEOUT_S):
+                    for bucket in self.buckets.values():
+                        await bucket.lease()
                 if failing:
                     _logger.info("processor budget store reachable again")
                 failing = False
