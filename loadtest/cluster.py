@@ -5,8 +5,9 @@
                                                              ▼
                                     PgBouncer (transaction mode) ──▶ PostgreSQL primary ──WAL──▶ replica
 
-The deadline profile goes through the balancer while one node is SIGKILLed and started again and another loses its
-database link for a while (its ``back`` veth set down: a partition). Afterwards the run's audit (every acknowledged
+The deadline profile goes through the balancer while one node is SIGKILLed and started again, another loses its
+database link for a while (its ``back`` veth set down: a partition) and a third is restarted gracefully (SIGTERM),
+as a rolling deploy does. Afterwards the run's audit (every acknowledged
 donation booked once with its amount, nothing charged twice, no donor over the limit, receipts, ledger check), the
 operators' commands (``surge reconcile`` with zero exceptions, ``surge ledger check``), the processor's budget
 (charges per second in the simulated processor's own record never above the shared bucket's bound) and a report
@@ -68,6 +69,7 @@ class ClusterConfig:
     restart_after_s: float = 8.0  # … and started again this much later
     partition_at_s: float = 30.0  # node 3 (node 1 with fewer nodes) loses its database link …
     partition_s: float = 8.0  # … for this long
+    rolling_at_s: float = 45.0  # node 1 restarted gracefully (SIGTERM, then started again), as a deploy does
     report_folder: Path = Path("loadtest-report")
     drain_timeout_s: float = 120.0
 
@@ -134,7 +136,7 @@ class FaultLog:
 
 
 async def _faults(config: ClusterConfig, nodes: list[NodeEngine], log: FaultLog, output: Output) -> None:
-    """Kill one node and start it again; cut another's database link and restore it."""
+    """Kill one node and start it again; cut another's database link and restore it; restart the first gracefully."""
     killed = nodes[1 % len(nodes)]
     cut = nodes[2 % len(nodes)] if len(nodes) > 2 else nodes[0]
 
@@ -154,7 +156,15 @@ async def _faults(config: ClusterConfig, nodes: list[NodeEngine], log: FaultLog,
         cut.host.set_database_link(up=True)
         log.note(f"{cut.host.name}: database link up", output)
 
-    await asyncio.gather(kill_and_restart(), partition())
+    async def graceful_restart() -> None:
+        await asyncio.sleep(config.rolling_at_s)
+        restarted = nodes[0]
+        log.note(f"SIGTERM {restarted.host.name} (graceful restart)", output)
+        await restarted.stop()
+        await restarted.start()
+        log.note(f"{restarted.host.name} restarted and ready", output)
+
+    await asyncio.gather(kill_and_restart(), partition(), graceful_restart())
 
 
 async def charges_per_second(connection: asyncpg.Connection) -> list[int]:
