@@ -46,6 +46,7 @@ from loadtest.cluster_services import (
     install_services,
     pgbouncer,
     primary_and_replica,
+    process_cpu_s,
 )
 from loadtest.engine_process import free_port, prepare_database
 from loadtest.generator import ClientPolicy
@@ -82,6 +83,15 @@ class NodeEngine:
         self.environment = environment
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
+        self.cpu_s = 0.0  # of its earlier processes (killed or stopped); the running one's is added by total_cpu_s
+
+    def total_cpu_s(self) -> float:
+        running = self.process is not None and self.process.returncode is None
+        return self.cpu_s + (process_cpu_s(self.process.pid) if running and self.process else 0.0)
+
+    def _keep_cpu(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.cpu_s += process_cpu_s(self.process.pid)
 
     @property
     def url(self) -> str:
@@ -109,6 +119,7 @@ class NodeEngine:
         raise RuntimeError(f"{self.host.name}: not ready in {timeout_s:g} s; see {self.log_path}")
 
     def kill(self) -> None:
+        self._keep_cpu()
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
 
@@ -116,6 +127,7 @@ class NodeEngine:
         process = self.process
         if process is None or process.returncode is not None:
             return
+        self._keep_cpu()  # up to now: the shutdown's own few ms are not counted
         process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), timeout_s)
@@ -238,6 +250,7 @@ async def cluster(config: ClusterConfig, folder: Path, output: Output) -> AsyncI
                 servers = [(f"node{m.index}", m.front_address, NODE_PORT) for m in machines]
                 async with haproxy(folder / "haproxy", free_port(), servers) as balancer_url:
                     yield {
+                        "primary": primary,
                         "balancer_url": balancer_url,
                         "form_key": form_key,
                         "finance_key": finance_key,
@@ -254,6 +267,7 @@ async def run_cluster(config: ClusterConfig, output: Output = print_flushed) -> 
     try:
         async with cluster(config, folder, output) as parts:
             log = FaultLog()
+            before = await _usage(parts)
             faults = asyncio.create_task(_faults(config, parts["nodes"], log, output))
             try:
                 results = await run_load_test(
@@ -273,11 +287,43 @@ async def run_cluster(config: ClusterConfig, output: Output = print_flushed) -> 
             finally:
                 if not faults.done():
                     await faults  # the schedule finishes inside the run; a short run still restores every node
+            usage = _usage_between(before, await _usage(parts), results)
             results["cluster"] = await _cluster_checks(config, parts, results, log)
+            results["cluster"]["usage"] = usage
             write_report(results, config.report_folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results
+
+
+async def _usage(parts: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds of the engines and of the primary, and the primary's commits, so far."""
+    connection = await asyncpg.connect(parts["direct_url"])
+    try:
+        commits = await connection.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = 'surge'")
+    finally:
+        await connection.close()
+    return {
+        "engine_cpu_s": sum(node.total_cpu_s() for node in parts["nodes"]),
+        "primary_cpu_s": parts["primary"].cpu_s(),
+        "primary_commits": float(commits),
+    }
+
+
+def _usage_between(before: dict[str, float], after: dict[str, float], results: dict[str, Any]) -> dict[str, Any]:
+    """What the run cost per acknowledged donation, measured (the load, its drain and the faults included; the
+    simulated processor's own writes land on the primary too)."""
+    donations = max(1, results["client"]["acknowledged"])
+    seconds = results["run_s"] + results["drain"]["seconds"]
+    spent = {key: after[key] - before[key] for key in before}
+    return {
+        "donations_acknowledged": donations,
+        "seconds": round(seconds, 1),
+        "engine_cpu_ms_per_donation": round(spent["engine_cpu_s"] * 1000 / donations, 2),
+        "primary_cpu_ms_per_donation": round(spent["primary_cpu_s"] * 1000 / donations, 2),
+        "primary_commits_per_donation": round(spent["primary_commits"] / donations, 2),
+        "primary_commits_per_s": round(spent["primary_commits"] / seconds, 1),
+    }
 
 
 async def _cluster_checks(
@@ -321,7 +367,7 @@ def cluster_summary(results: dict[str, Any]) -> str:
     return (
         f"cluster: {part['nodes']} nodes; processor budget {part['processor_rate_per_s']:g}/s shared, "
         f"busiest second {part['charges_per_second_max']} charges (bound {part['budget_bound_per_s']}); "
-        f"report from the replica: {part['report_from_replica']}; faults: "
+        f"report from the replica: {part['report_from_replica']}; cost: {part.get('usage')}; faults: "
         + "; ".join(f"{event['at_s']}s {event['event']}" for event in part["faults"])
     )
 

@@ -85,6 +85,28 @@ def _run(command: Sequence[str], user: str | None, timeout_s: float = 120.0) -> 
     return result.stdout
 
 
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text.rsplit(")", 1)[1].split()  # fields from the third (state) on: the name may hold spaces
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def process_cpu_s(pid: int, *, with_children: bool = False) -> float:
+    """User + system CPU seconds of a process (and of its reaped children), from /proc; 0 when it is gone."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if with_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class PostgresServer:
     """One PostgreSQL cluster in ``folder`` (data and socket inside), controlled with its own pg_ctl."""
 
@@ -131,6 +153,18 @@ class PostgresServer:
             self.user,
             timeout_s=START_TIMEOUT_S * 2,
         )
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by this server: the postmaster, its live backends and the ones it has reaped."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return 0.0
+        postmaster = int(pid_file.read_text().split()[0])
+        total = process_cpu_s(postmaster, with_children=True)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and _parent(int(entry.name)) == postmaster:
+                total += process_cpu_s(int(entry.name))
+        return total
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():
