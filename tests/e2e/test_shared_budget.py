@@ -5,6 +5,7 @@ passes the budget's stated bound — where two per-process buckets would send 40
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,7 @@ import pytest
 from engine.pipeline.budget import per_second_bound
 from loadtest.engine_process import EngineProcess, prepare_database
 from tests.e2e.conftest import donation
+from tests.redis_server import redis_server
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,9 +34,19 @@ async def charges_per_second(connection: asyncpg.Connection) -> list[int]:
     return [int(row["charges"]) for row in rows]
 
 
-async def test_two_engines_share_one_processor_budget(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["postgres", "redis"])
+async def test_two_engines_share_one_processor_budget(database_url: str, tmp_path: Path, store: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = None
+        if store == "redis":
+            redis_url = f"unix://{await stack.enter_async_context(redis_server(tmp_path))}"
+        await _two_engines_share_one_budget(database_url, tmp_path, redis_url)
+
+
+async def _two_engines_share_one_budget(database_url: str, tmp_path: Path, redis_url: str | None) -> None:
     form_key = await prepare_database(database_url)
     environment = {
+        **({"SURGE_REDIS_URL": redis_url} if redis_url else {}),
         "SURGE_SIM_PRESET": "default",  # answers at once: only the budget limits the rate
         "SURGE_PROCESSOR_RATE_PER_S": str(RATE_PER_S),
         "SURGE_PROCESSOR_BUDGET": "shared",
@@ -73,7 +85,8 @@ async def test_two_engines_share_one_processor_budget(database_url: str, tmp_pat
     finally:
         await asyncio.gather(*(engine.stop() for engine in engines))
     bound = per_second_bound(RATE_PER_S, ENGINES)
-    print(f"\ncharges per second, shared {RATE_PER_S}/s budget, {ENGINES} engines: {per_second} (bound {bound})")
+    store = "Redis" if redis_url else "PostgreSQL"
+    print(f"\ncharges/s, {store} budget of {RATE_PER_S}/s, {ENGINES} engines: {per_second} (bound {bound})")
     assert max(per_second) <= bound < 2 * RATE_PER_S  # per-process buckets would reach 2 x the rate
     # Over the whole run the rate is the budget's: the burst and the leases in hand are the only slack.
     slack = bound - RATE_PER_S + 1

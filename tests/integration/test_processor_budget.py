@@ -4,8 +4,6 @@ on the store's own clock, and what one lease costs in each (printed; README "Run
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from engine.database import migrate
 from engine.pipeline.budget import PostgresTokens, RedisTokens
+from tests.redis_server import redis_server
 from tests.waiting import wait_until
 from toolkit.token_bucket import SharedTokens
 
@@ -30,26 +29,13 @@ async def migrated(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 @pytest.fixture
 async def redis_client(tmp_path: Path) -> AsyncIterator[object]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); the PostgreSQL store is the default")
     import redis.asyncio
 
-    socket_path = tmp_path / "redis.sock"
-    process = await asyncio.create_subprocess_exec(
-        *(server, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        await wait_until(socket_path.exists, what="redis-server's socket", timeout=10)
+    async with redis_server(tmp_path) as socket_path:
         client = redis.asyncio.Redis(unix_socket_path=str(socket_path))
         await wait_until(client.ping, what="redis-server answering PING", timeout=10)
         yield client
         await client.aclose()
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 async def _grants_burst_then_rate(shared: SharedTokens) -> None:
