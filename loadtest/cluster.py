@@ -63,6 +63,8 @@ RECORD_JITTER_SHARE = 0.1
 
 def budget_bound_per_s(rate_per_s: float, nodes: int) -> int:
     return per_second_bound(rate_per_s, nodes) + math.ceil(RECORD_JITTER_SHARE * rate_per_s)
+
+
 REPLICA_LAG_HEADER = "Surge-Replica-Lag-Ms"
 
 
