@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from engine.database import WORKER_RETRYABLE_ERRORS
-from toolkit.token_bucket import Budget, LeasedBucket, SharedTokens, TokenBucket
+from toolkit.token_bucket import LeasedBucket, SharedTokens
 
 _logger = logging.getLogger(__name__)
 
@@ -129,8 +129,9 @@ class RedisTokens:
 class SharedBudgets:
     """Leased buckets for every processor of this process and the loop that keeps them topped up."""
 
-    def __init__(self, buckets: dict[str, LeasedBucket]) -> None:
+    def __init__(self, buckets: dict[str, LeasedBucket], store_errors: tuple[type[BaseException], ...]) -> None:
         self.buckets = buckets
+        self._store_errors = (*WORKER_RETRYABLE_ERRORS, ConnectionError, TimeoutError, *store_errors)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -152,22 +153,11 @@ class SharedBudgets:
                 if failing:
                     _logger.info("processor budget store reachable again")
                 failing = False
-            except (*WORKER_RETRYABLE_ERRORS, ConnectionError, TimeoutError) as error:
-                if not failing:
-                    _logger.warning("processor budget store unreachable (%s): no charges start until it is back", error)
-                failing = True
-            except Exception as error:  # the redis package's errors are its own classes
-                if type(error).__module__.split(".")[0] != "redis":
-                    raise
+            except self._store_errors as error:
                 if not failing:
                     _logger.warning("processor budget store unreachable (%s): no charges start until it is back", error)
                 failing = True
             await asyncio.sleep(LEASE_INTERVAL_S)
-
-
-def local_budget(rate_per_s: float, workers: int) -> Budget:
-    rate = rate_per_s / workers
-    return TokenBucket(rate, max(1, int(rate / 5)))
 
 
 @contextlib.asynccontextmanager
@@ -176,10 +166,13 @@ async def shared_budgets(
 ) -> AsyncIterator[SharedBudgets]:
     """Leased buckets over PostgreSQL (or Redis with ``redis_url``), their lease loop running while inside."""
     client = None
+    store_errors: tuple[type[BaseException], ...] = ()
     if redis_url:
         import redis.asyncio  # only deployments that chose Redis need the package loaded
+        import redis.exceptions
 
         client = redis.asyncio.from_url(redis_url)
+        store_errors = (redis.exceptions.RedisError,)
     burst = shared_burst(rate_per_s)
     buckets = {}
     for name in processors:
@@ -187,7 +180,7 @@ async def shared_budgets(
             RedisTokens(client, name, rate_per_s, burst) if client else PostgresTokens(pool, name, rate_per_s, burst)
         )
         buckets[name] = LeasedBucket(shared, lease_max(rate_per_s), LEASE_TTL_S)
-    budgets = SharedBudgets(buckets)
+    budgets = SharedBudgets(buckets, store_errors)
     for bucket in buckets.values():  # a first hand before any charge is asked for (seeds the shared row if new)
         await bucket.lease()
         await bucket.lease()
