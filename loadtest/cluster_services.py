@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -404,7 +405,8 @@ def hosts(count: int, prefix: str | None = None) -> Iterator[list[Host]]:
     if shutil.which("ip") is None:
         raise ServicesUnavailableError("iproute2 (ip) is not installed")
     run = os.getpid() % 50
-    prefix = prefix or f"sg{os.getpid() % 100000}n"
+    prefix = prefix or f"sg{os.getpid()}n"
+    _remove_stale_hosts()
     made: list[Host] = []
     try:
         for index in range(1, count + 1):
@@ -417,8 +419,22 @@ def hosts(count: int, prefix: str | None = None) -> Iterator[list[Host]]:
         yield made
     finally:
         for host in made:
-            pids = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", host.name], capture_output=True)
+            _remove_namespace(host.name)
+
+
+def _remove_namespace(name: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _remove_stale_hosts() -> None:
+    """Namespaces left by a run that was itself killed (no cleanup ran): their creator's pid is in their name."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        match = re.fullmatch(r"sg(\d+)n\d+", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            _remove_namespace(name)

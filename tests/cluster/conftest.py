@@ -5,6 +5,7 @@ One set per test (a few seconds to start)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ async def services() -> AsyncIterator[Services]:
     except ServicesUnavailableError as error:
         pytest.skip(f"PgBouncer/HAProxy missing and not installable with apt: {error}")
     folder = Path(tempfile.mkdtemp(prefix="surge-cluster-"))
-    with primary_and_replica(folder) as (primary, replica):
+    with contextlib.ExitStack() as cleanup, primary_and_replica(folder) as (primary, replica):
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
         assert replica is not None
         databases = [PgBouncerDatabase("surge", primary), PgBouncerDatabase("surge_replica", replica)]
         async with pgbouncer(folder / "pgbouncer", databases, free_port()) as url:
