@@ -42,6 +42,7 @@ from loadtest.audit_money import audit_commands
 from loadtest.cluster_services import (
     Host,
     PgBouncerDatabase,
+    ServicesUnavailableError,
     haproxy,
     hosts,
     install_services,
@@ -394,7 +395,11 @@ def run_cluster_command(nodes: int, profile: Profile, seed: int, report_folder: 
     from loadtest.run import passed
 
     config = ClusterConfig(nodes=nodes, profile=profile, seed=seed, report_folder=report_folder)
-    results = uvloop.run(run_cluster(config))
+    try:
+        results = uvloop.run(run_cluster(config))
+    except ServicesUnavailableError as error:
+        print(f"surge loadtest --cluster: {error}", flush=True)
+        return 2
     summary(results, report_folder)
     print(cluster_summary(results), flush=True)
     return 0 if passed(results) else 1
