@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 
+import asyncpg
 from aiohttp import web
 
 from adapters.base import Processor
@@ -33,6 +34,7 @@ from engine.api import (
 )
 from engine.api.cors import cors_middleware
 from engine.api.errors import error_middleware
+from engine.api.replica import READ_POOL, replica_reads_middleware
 from engine.api.state import (
     ACCOUNTS,
     CAMPAIGNS,
@@ -46,12 +48,13 @@ from engine.api.state import (
     SETTINGS,
 )
 from engine.campaigns import CampaignDirectory, list_campaigns
-from engine.database import create_pool, migrate
+from engine.database import create_pool, migrate, pool_options, session_url
 from engine.donor_page.page_keys import PageKeys
 from engine.keys import KeyVerifier
 from engine.metrics import Metrics
 from engine.payments.event_sweeper import run_sweeper
 from engine.payments.refund_recovery import RefundWorker, RefundWorkerLimits
+from engine.pipeline.budget import shared_budgets
 from engine.pipeline.challenge import ChallengeConfig, challenge_verifier
 from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
@@ -110,16 +113,26 @@ def pipeline_limits(settings: Settings) -> PipelineLimits:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await create_pool(app[DATABASE_URL], size_max=settings.pool_size_max)
-    async with pool.acquire() as connection:
-        for migration in await migrate(connection):
+    pool = await create_pool(app[DATABASE_URL], size_max=settings.pool_size_max, **pool_options(settings))
+    migrations_connection = await asyncpg.connect(session_url(settings, app[DATABASE_URL]))
+    try:
+        for migration in await migrate(migrations_connection):
             _logger.info("applied migration %04d_%s", migration.version, migration.name)
+    finally:
+        await migrations_connection.close()
     app[POOL] = pool
+    # Reads that decide no money (reports, the dashboard, listings) from a streaming replica: engine/api/replica.py
+    replica = None
+    if settings.replica_url:
+        replica = await create_pool(settings.replica_url, size_max=settings.pool_size_max, **pool_options(settings))
+    app[READ_POOL] = replica or pool
     app[ACCOUNTS] = AccountDirectory()
     app[KEYS] = KeyVerifier(pool)
     app[CAMPAIGNS] = CampaignDirectory(pool)
     app[PAGE_KEYS] = PageKeys(pool)
     yield
+    if replica is not None:
+        await replica.close()
     await pool.close()
 
 
@@ -142,9 +155,19 @@ async def _processors(app: web.Application) -> AsyncIterator[None]:
         start = getattr(processor, "start", None)  # optional: processors with background work
         if start is not None and inspect.isawaitable(started := start()):
             await started
-    gated: list[tuple[Processor, ProcessorGate]] = [(processor, ProcessorGate(limits)) for processor in processors]
-    app[PROCESSORS] = gated
-    yield
+    async with contextlib.AsyncExitStack() as budgets:
+        # One budget for all engine hosts when shared (engine/pipeline/budget.py); otherwise each gate's own bucket.
+        leased = {}
+        if app[SETTINGS].processor_budget == "shared":
+            names = [processor.name for processor in processors]
+            rate_per_s, redis_url = app[SETTINGS].processor_rate_per_s, app[SETTINGS].redis_url
+            shared = await budgets.enter_async_context(shared_budgets(app[POOL], names, rate_per_s, redis_url))
+            leased = shared.buckets
+        gated: list[tuple[Processor, ProcessorGate]] = [
+            (processor, ProcessorGate(limits, budget=leased.get(processor.name))) for processor in processors
+        ]
+        app[PROCESSORS] = gated
+        yield
     for processor in processors:
         await processor.close()
 
@@ -225,6 +248,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
+    app.middlewares.append(replica_reads_middleware)
     for module in (
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),

@@ -101,6 +101,35 @@ async def _reset_connection(connection: asyncpg.Connection) -> None:
     a round trip per batch and per query, measured at ~7 % of the engine's CPU under the donations benchmark."""
 
 
+def pool_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg options for the server at ``DATABASE_URL``. Behind PgBouncer in transaction mode each transaction may
+    run on a different server connection, so a named prepared statement (asyncpg's statement cache) made on one is
+    missing on the next; PgBouncer 1.18 (Debian's) cannot track them (``max_prepared_statements`` came in 1.21), so
+    the cache is off and every query is an unnamed statement (parse, bind, execute in one round trip)."""
+    return {"statement_cache_size": 0} if settings.database_pgbouncer else {}
+
+
+def session_url(settings: Settings, url: str) -> str:
+    """Where work that needs a session of its own goes: migrations (they hold a session advisory lock while they
+    apply) and the CLI's commands. Straight to PostgreSQL when the engine's own traffic goes through PgBouncer."""
+    return settings.direct_database_url or url
+
+
+# A replica's lag: 0 when it has replayed all it received (an idle primary sends nothing, and the last replayed
+# commit's time would then look ever older), else the age of the last replayed commit. NULL on a primary.
+_REPLICA_LAG_MS = """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE greatest(0, (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000))::bigint
+       END"""
+
+
+async def replica_lag_ms(connection: asyncpg.Connection) -> int | None:
+    """How far behind its primary the server of ``connection`` is, in ms; None when it is a primary."""
+    lag = await connection.fetchval(_REPLICA_LAG_MS)
+    return None if lag is None else int(lag)
+
+
 async def create_pool(url: str, *, size_max: int = 20, size_min: int = 2, **options: Any) -> asyncpg.Pool:
     options.setdefault("reset", _reset_connection)
     pool = await asyncpg.create_pool(
@@ -127,4 +156,4 @@ def run_with_pool(
             await pool.close()
 
     with database_url(settings) as url:
-        return asyncio.run(run(url))
+        return asyncio.run(run(session_url(settings, url)))

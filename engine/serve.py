@@ -22,7 +22,7 @@ from aiohttp import web
 from adapters.registry import check_configuration
 from engine.app import create_app
 from engine.bootstrap import bootstrap
-from engine.database import create_pool, database_url, migrate
+from engine.database import create_pool, database_url, migrate, session_url
 from engine.settings import ConfigError, Settings
 
 _logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def serve(settings: Settings) -> int:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     with database_url(settings) as url:
-        asyncio.run(_prepare(url, embedded=not settings.database_url))
+        asyncio.run(_prepare(session_url(settings, url), embedded=not settings.database_url))
         if settings.workers == 1:
             run_worker(settings, url)
             return 0

@@ -80,6 +80,15 @@ class Settings:
     receipt_retry_delay_ms: int = 1_000  # before the second attempt, doubled after each failure
     receipt_retry_delay_max_s: float = 600.0
     receipt_poll_interval_ms: int = 500
+    # Scale-out (README "Running at scale"). The processor's budget: local (each process rate ÷ workers) or shared
+    # by every engine host (PostgreSQL, or Redis when redis_url is set): engine/pipeline/budget.py.
+    processor_budget: str = "local"
+    redis_url: str | None = None
+    # Behind PgBouncer in transaction mode: no prepared-statement cache; migrations and session advisory locks go
+    # over direct_database_url. replica_url: a streaming replica for reads that decide no money.
+    database_pgbouncer: bool = False
+    direct_database_url: str | None = None
+    replica_url: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,6 +147,7 @@ class Settings:
         if self.review_after_lookups < 1 or self.review_after_hours <= 0:
             problems.append("SURGE_REVIEW_AFTER_LOOKUPS must be at least 1 and SURGE_REVIEW_AFTER_HOURS above 0")
         problems.extend(self._receipt_problems())
+        problems.extend(self._scale_out_problems())
         try:
             self.processor_specs()
         except ValueError as error:
@@ -146,6 +156,20 @@ class Settings:
             problems.append("DATABASE_URL must start with postgresql:// or postgres://")
         if problems:
             raise ConfigError.listing("invalid configuration", problems)
+
+    def _scale_out_problems(self) -> list[str]:
+        problems = []
+        if self.processor_budget not in ("local", "shared"):
+            problems.append(f"SURGE_PROCESSOR_BUDGET must be local or shared, got {self.processor_budget!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("SURGE_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.database_pgbouncer and not self.direct_database_url:
+            problems.append("SURGE_DATABASE_PGBOUNCER needs SURGE_DIRECT_DATABASE_URL (migrations bypass PgBouncer)")
+        urls = (("SURGE_DIRECT_DATABASE_URL", self.direct_database_url), ("SURGE_REPLICA_URL", self.replica_url))
+        for name, url in urls:
+            if url is not None and not url.startswith(("postgres://", "postgresql://")):
+                problems.append(f"{name} must start with postgresql:// or postgres://")
+        return problems
 
     def _receipt_problems(self) -> list[str]:
         problems = []
@@ -249,6 +273,11 @@ ENVIRONMENT = EnvironmentSettings(
         "receipt_retry_delay_ms": integer(),
         "receipt_retry_delay_max_s": number(),
         "receipt_poll_interval_ms": integer(),
+        "processor_budget": text(),
+        "redis_url": text(),
+        "database_pgbouncer": boolean(),
+        "direct_database_url": text(),
+        "replica_url": text(),
     },
     names={"database_url": "DATABASE_URL"},
 )

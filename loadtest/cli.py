@@ -73,6 +73,13 @@ def register(commands: Any) -> None:
     target.add_argument("--campaign", default="demo")
     target.add_argument("--database-url", help="that engine's database, for the audit and time to charge (with --url)")
     target.add_argument("--engine-env", action="append", default=[], metavar="KEY=VALUE", help="for a started engine")
+    target.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="the scale-out proof (root): primary + replica + PgBouncer + N engine nodes in network namespaces behind "
+        "HAProxy, one node killed and one partitioned mid-run (loadtest/cluster.py; its own short deadline profile)",
+    )
     client = parser.add_argument_group("client")
     client.add_argument("--connections", type=int, default=ClientPolicy.connections_max)
     client.add_argument("--timeout", type=float, default=ClientPolicy.timeout_s, help="client timeout, seconds")
@@ -124,6 +131,13 @@ def _policy(args: argparse.Namespace) -> ClientPolicy:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from loadtest.cluster import ClusterConfig, run_cluster_command
+
+        profile = (
+            Profile.named(args.profile, args.rate, args.duration, args.peak) if args.rate else ClusterConfig().profile
+        )
+        return run_cluster_command(args.cluster, profile, args.seed, args.report_dir, print_summary)
     try:
         config = config_from_args(args)
     except ValueError as error:

@@ -24,6 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from engine.api import dashboard_html
+from engine.api.replica import read_connection
 from engine.api.requests import actor, client_ip
 from engine.api.state import KEYS, POOL
 from engine.audit import Actor, AuditAction, read, record
@@ -224,7 +225,7 @@ async def dashboard(request: web.Request) -> web.Response:
     session = await require_session(request)
     # One snapshot, so that the totals, the trial balance and the reconciliation agree with each other.
     async with (
-        request.app[POOL].acquire() as connection,
+        read_connection(request) as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
         campaign_report = await campaign_days(connection)

@@ -20,6 +20,7 @@ from aiohttp import web
 from adapters.base import ChargeResult
 from engine.api import dashboard_html as ui
 from engine.api.dashboard import DashboardSession, html, redirect, require_form, require_session
+from engine.api.replica import read_connection
 from engine.api.requests import actor
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance.donation_record import DonationRecord, donation_record, processor_record
@@ -75,7 +76,7 @@ async def find_donations(request: web.Request) -> web.Response:
     search, problems = _search_from(request.query)
     after = request.query.get("after") or None
     session = await require_session(request)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         page = await search_donations(connection, search, limit=PAGE_SIZE, after=after) if not problems else None
     rows = [
         (

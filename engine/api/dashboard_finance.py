@@ -17,6 +17,7 @@ from aiohttp import web
 
 from engine.api import dashboard_html as ui
 from engine.api.dashboard import DashboardSession, html, redirect, require_form, require_session
+from engine.api.replica import read_connection
 from engine.api.requests import actor
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
@@ -42,7 +43,7 @@ def _header(session: DashboardSession, title: str) -> str:
 @routes.get("/dashboard/reconciliations")
 async def reconciliations_page(request: web.Request) -> web.Response:
     session = await require_session(request)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         runs = await list_runs(connection, limit=20)
         open_exceptions = await list_exceptions(connection, status=ExceptionStatus.OPEN)
     processors = "".join(
@@ -202,7 +203,7 @@ async def reports_page(request: web.Request) -> web.Response:
 @routes.get("/dashboard/reports/export")
 async def export_report(request: web.Request) -> web.Response:
     session = await require_session(request)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         name = request.query.get("report", "")
         if name not in REPORTS:
             return html(ui.page("Not found", _header(session, "No such report")), 404)

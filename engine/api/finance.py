@@ -12,6 +12,7 @@ from aiohttp import web
 from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
+from engine.api.replica import read_connection
 from engine.api.requests import actor, authorized, int_param, json_body, parse_date, parse_time
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
@@ -103,7 +104,7 @@ async def create_reconciliation(request: web.Request) -> web.Response:
 async def list_reconciliations(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     limit = int_param(request, "limit", 50, 1, 500)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         runs = await list_runs(connection, processor=request.query.get("processor"), limit=limit)
     data = [reconciliation.run_json(run, with_exceptions=False) for run in runs]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
@@ -118,7 +119,7 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(400, "parameter_invalid", "status must be open, resolved or cleared", param="status") from None
     limit = int_param(request, "limit", 500, 1, 5000)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         found = await list_exceptions(connection, processor=request.query.get("processor"), status=status, limit=limit)
     if wants_csv(request):
         return report_response(request, reconciliation.exceptions_report(found))
@@ -174,7 +175,7 @@ async def resolve_exception(request: web.Request) -> web.Response:
 
 async def _report(request: web.Request, name: str, query: ReportQuery) -> web.Response:
     await authorized(request, Role.FINANCE)
-    async with request.app[POOL].acquire() as connection:
+    async with read_connection(request) as connection:
         report = await build_report(connection, name, query)
     return report_response(request, report)
 

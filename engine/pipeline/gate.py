@@ -4,7 +4,8 @@ Processors are slower than intake (Stripe: ~100 requests/s per account in live m
 engine never sends faster than the budget: a donation that finds no token is queued durably and charged later.
 The breaker stops sending while a processor keeps failing (timeouts, 5xx, outages), so that a WinRed-style outage
 turns into a queue rather than thousands of hung requests; after ``breaker_open_s`` one probe is let through.
-With several worker processes each gets ``rate_per_s / workers``.
+The token bucket is the processor's budget (engine/pipeline/budget.py): this process's own (``rate_per_s /
+workers``), or its lease of the one bucket all engine hosts share.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from enum import StrEnum
 
 from adapters.base import ChargeStatus
 from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.token_bucket import TokenBucket
+from toolkit.token_bucket import Budget, TokenBucket
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ _UNHEALTHY = frozenset({ChargeStatus.UNKNOWN, ChargeStatus.RETRYABLE})
 
 
 class ProcessorGate:
-    def __init__(self, limits: GateLimits, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, limits: GateLimits, clock: Clock = SYSTEM_CLOCK, budget: Budget | None = None) -> None:
         self.limits = limits
-        self.bucket = TokenBucket(limits.rate_per_s, limits.burst, clock)
+        self.bucket: Budget = budget if budget is not None else TokenBucket(limits.rate_per_s, limits.burst, clock)
         self.breaker = CircuitBreaker(limits.breaker_failures_max, limits.breaker_open_s, clock)
         self.in_flight = 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapters.base import ChargeStatus
 from engine.pipeline.gate import BreakerState, GateLimits, ProcessorGate
 from toolkit.clock import ManualClock
+from toolkit.token_bucket import LeasedBucket
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() -> None:
@@ -78,3 +79,27 @@ def test_a_failed_probe_opens_the_breaker_for_another_full_period() -> None:
     assert not gate.try_acquire()
     clock.advance(1.0)
     assert gate.try_acquire()
+
+
+async def test_with_a_shared_budget_the_gate_spends_only_leased_tokens() -> None:
+    class Stock:
+        def __init__(self) -> None:
+            self.tokens = 3
+
+        async def take(self, count_max: int) -> int:
+            granted = min(count_max, self.tokens)
+            self.tokens -= granted
+            return granted
+
+        async def give_back(self, count: int) -> None:
+            self.tokens += count
+
+    clock = ManualClock()
+    budget = LeasedBucket(Stock(), lease_max=2, clock=clock)
+    gate = ProcessorGate(GateLimits(rate_per_s=1000, burst=100), clock, budget=budget)
+    assert gate.capacity() == 0 and not gate.try_acquire()  # a generous local rate means nothing: no lease yet
+    await budget.lease()
+    assert gate.capacity() == 2
+    assert gate.try_acquire() and gate.try_acquire() and not gate.try_acquire()
+    await budget.lease()  # the shared stock has one token left
+    assert gate.try_acquire() and not gate.try_acquire()

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from toolkit.clock import ManualClock
-from toolkit.token_bucket import TokenBucket
+from toolkit.token_bucket import LeasedBucket, TokenBucket
 
 
 def test_a_burst_then_the_rate() -> None:
@@ -107,3 +107,34 @@ async def test_waiters_are_admitted_first_come_first_served() -> None:
 def test_rate_and_burst_are_validated(rate_per_s: float, burst: float) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate_per_s, burst, ManualClock())
+
+
+class _CountingShared:
+    """A shared bucket with no clock of its own: it grants from a fixed stock and counts what comes back."""
+
+    def __init__(self, stock: int) -> None:
+        self.stock = stock
+        self.given_back = 0
+
+    async def take(self, count_max: int) -> int:
+        granted = min(count_max, self.stock)
+        self.stock -= granted
+        return granted
+
+    async def give_back(self, count: int) -> None:
+        self.given_back += count
+        self.stock += count
+
+
+async def test_a_leased_bucket_spends_only_what_it_leased_and_gives_back_what_expired() -> None:
+    clock = ManualClock()
+    shared = _CountingShared(stock=5)
+    bucket = LeasedBucket(shared, lease_max=3, ttl_s=0.25, clock=clock)
+    assert bucket.available() == 0 and bucket.try_take() is False  # nothing in hand before a lease
+    assert await bucket.lease() == 3 and shared.stock == 2
+    assert bucket.try_take() is True and bucket.available() == 2
+    assert await bucket.lease() == 1  # tops the hand up to lease_max from the stock left
+    clock.advance(0.3)  # both leases expire unspent
+    assert bucket.available() == 0 and bucket.try_take() is False
+    assert await bucket.lease() == 3 and shared.given_back == 3
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
