@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from engine.campaigns import Campaign
+from engine.pipeline.outcomes import CampaignRefusal, CampaignRefusalReason
 from engine.validation import ValidationProblem
 from ledger.money import is_currency_code
 
@@ -116,6 +118,17 @@ def new_donation_request(
         fingerprint=fingerprint,
         refcode=refcode,
     )
+
+
+def check_against_campaign(request: DonationRequest, campaign: Campaign | None) -> CampaignRefusal | None:
+    """The campaign's rules for a request: it exists, takes this currency, and has the attestation it requires."""
+    if campaign is None:
+        return CampaignRefusal(CampaignRefusalReason.CAMPAIGN_MISSING, request.campaign)
+    if request.currency != campaign.currency:
+        return CampaignRefusal(CampaignRefusalReason.CURRENCY_MISMATCH, campaign.slug, campaign)
+    if campaign.require_attestation and not request.donor.get("citizenship_attested"):
+        return CampaignRefusal(CampaignRefusalReason.ATTESTATION_REQUIRED, campaign.slug, campaign)
+    return None
 
 
 def _metadata(value: Mapping[str, str | int]) -> dict[str, str]:
