@@ -18,7 +18,7 @@ from engine.api.errors import (
     refund_status,
 )
 from engine.api.models import DonationCreate, RefundCreate
-from engine.api.requests import actor, authorized, client_ip, int_param, json_body
+from engine.api.requests import DONATIONS_LIMIT, actor, authorized, client_ip, json_body, limit_param
 from engine.api.state import ACCOUNTS, CAMPAIGNS, PIPELINE, POOL, PROCESSORS, SETTINGS
 from engine.campaigns import Campaign
 from engine.keys import Role
@@ -113,7 +113,7 @@ async def get_donation(request: web.Request) -> web.Response:
 @routes.get("/v1/donations")
 async def list_donations(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
-    limit = int_param(request, "limit", 100, 1, 1000)
+    limit = limit_param(request, DONATIONS_LIMIT)
     campaign = request.query.get("campaign")
     starting_after = request.query.get("starting_after")
     # needs_review=true: the donations the processor never decided, flagged for review (engine/pipeline/review.py)

@@ -12,7 +12,17 @@ from aiohttp import web
 from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
-from engine.api.requests import actor, authorized, int_param, json_body, parse_date, parse_time
+from engine.api.requests import (
+    RECONCILIATION_EXCEPTIONS_LIMIT,
+    RECONCILIATIONS_LIMIT,
+    actor,
+    authorized,
+    int_param,
+    json_body,
+    limit_param,
+    parse_date,
+    parse_time,
+)
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
@@ -102,7 +112,7 @@ async def create_reconciliation(request: web.Request) -> web.Response:
 @routes.get("/v1/reconciliations")
 async def list_reconciliations(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
-    limit = int_param(request, "limit", 50, 1, 500)
+    limit = limit_param(request, RECONCILIATIONS_LIMIT)
     async with request.app[POOL].acquire() as connection:
         runs = await list_runs(connection, processor=request.query.get("processor"), limit=limit)
     data = [reconciliation.run_json(run, with_exceptions=False) for run in runs]
@@ -117,7 +127,7 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
         status = ExceptionStatus(raw_status) if raw_status else None
     except ValueError:
         raise ApiError(400, "parameter_invalid", "status must be open, resolved or cleared", param="status") from None
-    limit = int_param(request, "limit", 500, 1, 5000)
+    limit = limit_param(request, RECONCILIATION_EXCEPTIONS_LIMIT)
     async with request.app[POOL].acquire() as connection:
         found = await list_exceptions(connection, processor=request.query.get("processor"), status=status, limit=limit)
     if wants_csv(request):
@@ -146,7 +156,7 @@ async def resolve_exception(request: web.Request) -> web.Response:
     body = decode(await json_body(request), ExceptionResolve)
     memo = body.memo
     try:
-        legs = reconciliation.legs_from_json(body.legs) if body.legs is not None else None
+        legs = reconciliation.checked_legs(body.legs) if body.legs is not None else None
         async with request.app[POOL].acquire() as connection:
             await reconciliation.resolve(
                 connection,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+import msgspec
+from msgspec import Meta, Struct
 
 from adapters.base import Processor
 from adapters.registry import SWEEPING_KINDS as _SWEEPING_KINDS
@@ -34,6 +36,7 @@ from engine.finance.reconcile.matching import reconcile
 from engine.finance.reconcile.model import Discrepancy, ExceptionKind, Window
 from engine.finance.reconcile.subjects import processor_item
 from engine.finance.reports.report import Report
+from engine.validation import INTEGER_MAX, INTEGER_MIN, CurrencyCode, Wording, invalid_only
 from ledger.accounts import AccountDirectory
 from ledger.currencies import format_minor
 from ledger.entries import Leg
@@ -43,6 +46,32 @@ from ledger.money import is_currency_code
 # Stripe pays out the *available* balance (charges become available days later): its payouts are matched one by one.
 SWEEPING_KINDS = _SWEEPING_KINDS  # declared by each adapter (AdapterSpec.payouts_sweep_balance)
 LEGS_MAX = 10
+LEGS_INVALID = f"legs must be a list of 2 to {LEGS_MAX} legs"
+LEG_INVALID = "each leg needs an account and a non-zero integer amount (minor units), and an ISO 4217 currency"
+
+
+class LegIn(Struct, frozen=True):
+    """One leg of an adjusting entry as a person gives it (API body, ``--legs``): signed minor units, debits positive.
+
+    Its shape is checked by msgspec (and so stated in ``/openapi.json``); :func:`checked_legs` adds what msgspec
+    cannot say: an amount is not zero, and the currency is one of ledger.currencies' ISO 4217 codes."""
+
+    account: Annotated[str, Meta(min_length=1)]
+    amount: Annotated[
+        int,
+        Meta(
+            ge=INTEGER_MIN,
+            le=INTEGER_MAX,
+            description="Minor units, debits positive; never 0 (checked by checked_legs)",
+            extra_json_schema={"not": {"const": 0}},
+        ),
+    ]
+    currency: CurrencyCode
+
+
+LegsIn = Annotated[list[LegIn], Meta(min_length=2, max_length=LEGS_MAX)]
+# The API's wording for ``legs`` (engine.api.models.ExceptionResolve), the CLI's messages too.
+LEGS_WORDING: Wording = invalid_only(LEGS_INVALID, code="adjustment_invalid", item=LEG_INVALID)
 
 
 class ProcessorReadError(RuntimeError):
@@ -188,20 +217,20 @@ class LegsInvalidError(ValueError):
 
 
 def legs_from_json(value: Any) -> tuple[Leg, ...]:
-    """``[{"account", "amount", "currency"}, ...]``: signed minor units, debits positive."""
-    if not isinstance(value, list) or not 2 <= len(value) <= LEGS_MAX:
-        raise LegsInvalidError(f"legs must be a list of 2 to {LEGS_MAX} legs")
-    legs = []
-    for leg in value:
-        if not isinstance(leg, dict):
-            raise LegsInvalidError("each leg must be an object with account, amount and currency")
-        account, amount, currency = leg.get("account"), leg.get("amount"), str(leg.get("currency", "")).upper()
-        if not isinstance(account, str) or not account or type(amount) is not int or amount == 0:
-            raise LegsInvalidError("each leg needs an account and a non-zero integer amount (minor units)")
-        if not is_currency_code(currency):
-            raise LegsInvalidError("each leg needs an ISO 4217 currency")
-        legs.append(Leg(account, amount, currency))
-    return tuple(legs)
+    """``[{"account", "amount", "currency"}, ...]`` as read from JSON (the CLI's ``--legs``), checked."""
+    try:
+        legs = msgspec.convert(value, LegsIn)
+    except msgspec.ValidationError as error:
+        raise LegsInvalidError(LEG_INVALID if " - at `$[" in str(error) else LEGS_INVALID) from None
+    return checked_legs(legs)
+
+
+def checked_legs(legs: Sequence[LegIn]) -> tuple[Leg, ...]:
+    """The ledger's legs for legs whose shape is checked already; what msgspec cannot express is checked here."""
+    for leg in legs:
+        if leg.amount == 0 or not is_currency_code(leg.currency.upper()):
+            raise LegsInvalidError(LEG_INVALID)
+    return tuple(Leg(leg.account, leg.amount, leg.currency.upper()) for leg in legs)
 
 
 async def resolve(
