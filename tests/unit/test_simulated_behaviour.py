@@ -428,9 +428,9 @@ def test_the_live_fault_control_file_comes_from_the_settings_and_the_build(tmp_p
     assert config.fault_control_file == control
     assert SimulatedConfig.from_environment({}).fault_control_file is None
     try:
-        ADAPTER.build("simulated", None, config)  # type: ignore[arg-type]
+        ADAPTER.build("simulated", None, config)
         assert outage_end_epoch_s((), now_s, now_s) == pytest.approx(now_s + 3600)
-        ADAPTER.build("simulated", None, SimulatedConfig())  # type: ignore[arg-type]
+        ADAPTER.build("simulated", None, SimulatedConfig())
         assert outage_end_epoch_s((), now_s, now_s) is None
     finally:
         faults.use_control_file(None)
