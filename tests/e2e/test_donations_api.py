@@ -163,6 +163,10 @@ async def test_bad_requests_get_stripe_shaped_errors(surge: Surge) -> None:
     status, body = await surge.donate(wrong_currency)
     assert status == 400 and body["error"]["code"] == "currency_mismatch" and body["error"]["param"] == "currency"
     assert body["error"]["message"] == "Campaign demo accepts USD only."
+    made_up = donation()
+    made_up["currency"] = "xqz"  # three letters, but in no ISO 4217 table: refused before the campaign is looked at
+    status, body = await surge.donate(made_up)
+    assert status == 400 and body["error"]["code"] == "parameter_invalid" and body["error"]["param"] == "currency"
     huge = await client.post("/v1/donations", data=b"x" * 200_000, headers=headers)
     assert huge.status == 413
     assert (await huge.json())["error"]["type"] == "invalid_request_error"
