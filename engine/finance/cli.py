@@ -29,6 +29,7 @@ from adapters.registry import build_processor
 from engine.audit import Actor
 from engine.database import run_with_pool
 from engine.finance import reconciliation
+from engine.finance.reconcile import rendering
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
 from engine.finance.reconcile.history import ExceptionStatus, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
@@ -185,11 +186,11 @@ def _reconcile(args: argparse.Namespace) -> int:
         if run is None:
             raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
         if args.json:
-            _print_json(reconciliation.run_json(run))
+            _print_json(rendering.run_json(run))
         else:
-            print(reconciliation.summary_text(run))
+            print(rendering.summary_text(run))
         if args.csv:
-            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+            _write(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
         return EXIT_EXCEPTIONS_FOUND if run.exceptions else EXIT_OK
 
     return run_with_pool(load_settings(), work)
@@ -200,9 +201,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         async with pool.acquire() as connection:
             runs = await list_runs(connection, processor=args.processor, limit=args.limit)
         if args.json:
-            _print_json(
-                {"object": "list", "data": [reconciliation.run_json(run, with_exceptions=False) for run in runs]}
-            )
+            _print_json({"object": "list", "data": [rendering.run_json(run, with_exceptions=False) for run in runs]})
             return EXIT_OK
         for run in runs:
             print(
@@ -223,11 +222,11 @@ def _runs_show(args: argparse.Namespace) -> int:
             print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
             return EXIT_USAGE
         if args.json:
-            _print_json(reconciliation.run_json(run))
+            _print_json(rendering.run_json(run))
         else:
-            print(reconciliation.summary_text(run))
+            print(rendering.summary_text(run))
         if args.csv:
-            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+            _write(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
         return EXIT_OK
 
     return run_with_pool(load_settings(), work)
@@ -238,7 +237,7 @@ def _exceptions_list(args: argparse.Namespace) -> int:
         status = ExceptionStatus(args.status) if args.status else None
         async with pool.acquire() as connection:
             found = await list_exceptions(connection, processor=args.processor, status=status)
-        report = reconciliation.exceptions_report(found)
+        report = rendering.exceptions_report(found)
         _write(_json_text(report.as_json()) if args.json else report.as_csv(), args.output)
         return EXIT_OK
 
