@@ -13,17 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from toolkit.settings import (
-    EnvironmentSettings,
-    SettingsError,
-    choice,
-    custom,
-    integer,
-    number,
-    optional,
-    path,
-    text,
-)
+from toolkit.settings import EnvironmentSettings, SettingsError, choice, custom, integer, number, optional, path, text
 
 ENVIRONMENT_PREFIX = "SURGE_SIM_"
 _HEADING = "invalid simulated processor configuration"
