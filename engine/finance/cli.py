@@ -42,7 +42,7 @@ from engine.finance.cli_arguments import (
 )
 from engine.finance.reconcile import rendering
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
-from engine.finance.reconcile.history import ExceptionStatus, list_exceptions, list_runs, run_view
+from engine.finance.reconcile.history import ExceptionStatus, RunView, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
 from engine.payments.fees import book_fees_from_balance_transactions
 from engine.settings import load_settings
@@ -136,15 +136,20 @@ def _reconcile(args: argparse.Namespace) -> int:
             run = await run_view(connection, run_id)
         if run is None:
             raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
-        if args.json:
-            print_json(rendering.run_json(run))
-        else:
-            print(rendering.summary_text(run))
-        if args.csv:
-            write_output(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        _show_run(run, args)
         return EXIT_EXCEPTIONS_FOUND if run.exceptions else EXIT_OK
 
     return run_with_pool(load_settings(), work)
+
+
+def _show_run(run: RunView, args: argparse.Namespace) -> None:
+    """A run as JSON (``--json``) or as its summary, and its exceptions as CSV when ``--csv`` names a file."""
+    if args.json:
+        print_json(rendering.run_json(run))
+    else:
+        print(rendering.summary_text(run))
+    if args.csv:
+        write_output(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -172,12 +177,7 @@ def _runs_show(args: argparse.Namespace) -> int:
         if run is None:
             print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
             return EXIT_USAGE
-        if args.json:
-            print_json(rendering.run_json(run))
-        else:
-            print(rendering.summary_text(run))
-        if args.csv:
-            write_output(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        _show_run(run, args)
         return EXIT_OK
 
     return run_with_pool(load_settings(), work)
