@@ -48,7 +48,7 @@ async def ensure_account(
 ) -> Account:
     """Create the account (and its balance row) unless it exists; an existing one must match."""
     if not is_currency_code(currency):
-        raise ValueError(f"currency must be three upper-case letters, got {currency!r}")
+        raise ValueError(f"currency must be an upper-case ISO 4217 code, got {currency!r}")
     async with connection.transaction():
         row = await connection.fetchrow(
             """WITH created AS (

@@ -1,11 +1,13 @@
-"""Money as integer minor units plus an ISO 4217 currency code. Never floats."""
+"""Money as integer minor units plus an ISO 4217 currency code. Never floats.
+
+A currency code is one of ledger.currencies' table (upper case): the same table the reports format with and the
+adapters convert with, so a made-up code is refused where money is made, not when it is first formatted."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+from ledger.currencies import MINOR_UNIT_EXPONENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,8 +18,8 @@ class Money:
     def __post_init__(self) -> None:
         if type(self.amount_minor) is not int:
             raise TypeError(f"amount_minor must be an int, got {type(self.amount_minor).__name__}")
-        if not _CURRENCY.match(self.currency):
-            raise ValueError(f"currency must be three upper-case letters, got {self.currency!r}")
+        if not is_currency_code(self.currency):
+            raise ValueError(f"currency must be an upper-case ISO 4217 code, got {self.currency!r}")
 
     def __neg__(self) -> Money:
         return Money(-self.amount_minor, self.currency)
@@ -36,4 +38,5 @@ class Money:
 
 
 def is_currency_code(value: object) -> bool:
-    return isinstance(value, str) and bool(_CURRENCY.match(value))
+    """An active ISO 4217 code in upper case (``USD``, not ``usd`` or ``XQZ``)."""
+    return isinstance(value, str) and value in MINOR_UNIT_EXPONENTS

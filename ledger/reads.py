@@ -122,15 +122,31 @@ async def entry_postings(connection: asyncpg.Connection, reference: str) -> list
     return [EntryPosting(r["code"], r["currency"].strip(), r["amount"], r["pending"]) for r in rows]
 
 
-async def trial_balance(connection: asyncpg.Connection) -> list[TrialBalanceLine]:
-    """Every account's posted balance on the debit or credit side; per currency the two sides are equal."""
-    rows = await connection.fetch(
-        """SELECT a.code, a.type, a.currency, b.posted
-             FROM ledger.accounts a JOIN ledger.balances b ON b.account_id = a.id
-            ORDER BY a.currency, a.code"""
-    )
+async def trial_balance(connection: asyncpg.Connection, as_of: datetime | None = None) -> list[TrialBalanceLine]:
+    """Every account's posted balance on the debit or credit side; per currency the two sides are equal.
+
+    Now: the cached balances (``ledger.balances``). ``as_of``: summed from the postings of the entries effective by
+    then (pending postings excluded), every account listed, zero or not."""
+    if as_of is None:
+        rows = await connection.fetch(
+            """SELECT a.code, a.type, a.currency, b.posted
+                 FROM ledger.accounts a JOIN ledger.balances b ON b.account_id = a.id
+                ORDER BY a.currency, a.code"""
+        )
+    else:
+        rows = await connection.fetch(
+            """SELECT a.code, a.type, a.currency,
+                      coalesce(sum(p.amount) FILTER (WHERE e.effective_at <= $1 AND NOT p.pending), 0)::bigint AS posted
+                 FROM ledger.accounts a
+                 LEFT JOIN ledger.postings p ON p.account_id = a.id
+                 LEFT JOIN ledger.entries e ON e.id = p.entry_id
+                GROUP BY a.id ORDER BY a.currency, a.code""",
+            as_of,
+        )
     return [
-        TrialBalanceLine(r["code"], AccountType(r["type"]), r["currency"], max(r["posted"], 0), max(-r["posted"], 0))
+        TrialBalanceLine(
+            r["code"], AccountType(r["type"]), r["currency"].strip(), max(r["posted"], 0), max(-r["posted"], 0)
+        )
         for r in rows
     ]
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -76,10 +76,50 @@ async def prepare_database(database_url: str) -> str:
     try:
         await database.migrate(connection)
         await bootstrap(connection, create_demo_campaign=True)
-        _, secret = await create_key(connection, Role.FORM, label="surge loadtest")
+    finally:
+        await connection.close()
+    return await new_key(database_url, Role.FORM, "surge loadtest")
+
+
+async def new_key(database_url: str, role: Role, label: str) -> str:
+    """A new API key of ``role`` in the rehearsal's database; returns its secret."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        _, secret = await create_key(connection, role, label=label)
         return secret
     finally:
         await connection.close()
+
+
+async def spawn_engine(
+    command: Sequence[str],
+    log_path: Path,
+    *,
+    database_url: str,
+    host: str,
+    port: int,
+    environment: Mapping[str, str],
+) -> asyncio.subprocess.Process:
+    """``python -m <command>`` with this process's environment plus ``environment``, the database and the listening
+    address, its output appended to ``log_path``: how every engine process of a rehearsal is started."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_environment = {
+        **os.environ,
+        **environment,
+        "DATABASE_URL": database_url,
+        "SURGE_HOST": host,
+        "SURGE_PORT": str(port),
+    }
+    with log_path.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            *command,
+            env=full_environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 class EngineProcess:
@@ -105,27 +145,17 @@ class EngineProcess:
         return None if self._process is None else self._process.pid
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        environment = {
-            **os.environ,
-            **self.environment,
-            "DATABASE_URL": self._database_url,
-            "SURGE_HOST": self.host,
-            "SURGE_PORT": str(self.port),
-        }
+        environment = dict(self.environment)
         if self._home is not None:
             environment["SURGE_HOME"] = str(self._home)
-        with self.log_path.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine",
-                "serve",
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._process = await spawn_engine(
+            ("engine", "serve"),
+            self.log_path,
+            database_url=self._database_url,
+            host=self.host,
+            port=self.port,
+            environment=environment,
+        )
         await self._wait_ready(timeout_s)
 
     async def _wait_ready(self, timeout_s: float) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from engine import database
 from engine.database import create_pool, embedded_server
+from tests.finance.browser import install_chromium
 
 TEMPLATE_DATABASE = f"surge_template_{os.getpid()}"
 
@@ -85,3 +86,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, size_max=10)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[str]:
+    """Debian's Chromium for the browser tests (Playwright drives it), installed once; skipped where it cannot be."""
+    executable, reason = install_chromium()
+    if executable is None:
+        pytest.skip(reason)
+    yield executable

@@ -32,6 +32,7 @@ class Import:
     path: str  # relative to the project root, with forward slashes
     line: int
     target: str
+    verb: str = "imports"  # "uses" for a name reached through an import (``aiohttp.web.Application``, ``sys.exit``)
 
 
 def module_name(path: str) -> str:
@@ -65,6 +66,50 @@ def imports_of(source: str, path: str) -> list[Import]:
     return found
 
 
+BUILTINS_JUDGED = ("SystemExit", "exit", "quit")  # the builtins that end the process
+
+
+def _bindings(tree: ast.AST, path: str) -> dict[str, str]:
+    """The local names the module's imports bind, each to the absolute dotted name it stands for."""
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                # ``import a.b`` binds ``a``; ``import a.b as c`` binds ``c`` to ``a.b``
+                bound[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else top(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve_relative(path, node.level, node.module) if node.level else (node.module or "")
+            for alias in node.names:
+                if alias.name != "*":
+                    bound[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return bound
+
+
+def uses_of(source: str, path: str) -> list[Import]:
+    """The names a module reaches through its imports (``import aiohttp`` then ``aiohttp.web.Response``), as far as
+    the attribute chain spells them, and the process-ending builtins it names: an import rule cannot be dodged by
+    importing the parent package and walking down to the forbidden part."""
+    tree = ast.parse(source, filename=path)
+    bound = _bindings(tree, path)
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inner:
+            parts = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in bound:
+                found.append(Import(path, node.lineno, ".".join([bound[value.id], *reversed(parts)]), "uses"))
+        elif isinstance(node, ast.Name) and id(node) not in inner:
+            if node.id in bound:
+                found.append(Import(path, node.lineno, bound[node.id], "uses"))
+            elif node.id in BUILTINS_JUDGED:
+                found.append(Import(path, node.lineno, f"builtins.{node.id}", "uses"))
+    return found
+
+
 def project_files(suffix: str = ".py", packages: Iterable[str] = PACKAGES) -> Iterator[tuple[str, str]]:
     for package in packages:
         for file in sorted((ROOT / package).rglob(f"*{suffix}")):
@@ -73,7 +118,7 @@ def project_files(suffix: str = ".py", packages: Iterable[str] = PACKAGES) -> It
 
 
 def project_imports() -> list[Import]:
-    return [found for path, source in project_files() for found in imports_of(source, path)]
+    return [found for path, source in project_files() for found in (*imports_of(source, path), *uses_of(source, path))]
 
 
 # ---- the rules ---------------------------------------------------------------------------------------------------
@@ -97,7 +142,7 @@ class Rule:
 
     def violations(self, imports: Iterable[Import]) -> list[str]:
         return [
-            f"{found.path}:{found.line} [{self.name}] imports {found.target}: {self.why}"
+            f"{found.path}:{found.line} [{self.name}] {found.verb} {found.target}: {self.why}"
             for found in imports
             if self.governs(found.path) and self.forbids(found.target)
         ]
@@ -133,6 +178,22 @@ def may_import_api(path: str) -> bool:
         or path in API_IMPORT_ALLOWED
         or (path.startswith("engine/serve") and "/" not in path.removeprefix("engine/"))
     )
+
+
+# Only the command line turns outcomes into exit codes: the CLI modules, the chaos rehearsal's worker process (a
+# command of its own, `python -m loadtest.chaos.worker`) and the benchmarks (each one a `python -m` command).
+EXIT_ALLOWED = (
+    "engine/__main__.py",
+    "engine/cli.py",
+    "engine/finance/cli.py",
+    "loadtest/cli.py",
+    "loadtest/chaos/worker.py",
+)
+PROCESS_EXITS = ("sys.exit", "os._exit", "builtins.SystemExit", "builtins.exit", "builtins.quit")
+
+
+def may_exit(path: str) -> bool:
+    return path in EXIT_ALLOWED or path.startswith("benchmarks/")
 
 
 ADAPTERS_MAY_USE_FROM_LEDGER = ("ledger.money", "ledger.currencies", "ledger.batcher")
@@ -183,6 +244,13 @@ RULES = {
             lambda target: within(target, "engine.api"),
             "engine.api (HTTP answers, ApiError) is imported in engine/ only by engine/api/, engine/app.py and "
             "engine/serve*.py: domain code returns outcomes",
+        ),
+        Rule(
+            "only-the-cli-exits",
+            lambda path: not may_exit(path),
+            lambda target: target in PROCESS_EXITS,
+            "only the command line (" + ", ".join(EXIT_ALLOWED) + ", benchmarks/) ends the process with an exit "
+            "code: domain code returns outcomes",
         ),
     )
 }
@@ -262,7 +330,7 @@ def test_ledger_sql_names_only_the_ledger_schema() -> None:
 
 
 def check(source: str, path: str) -> list[str]:
-    found = imports_of(source, path)
+    found = [*imports_of(source, path), *uses_of(source, path)]
     return [violation for rule in RULES.values() for violation in rule.violations(found)]
 
 
@@ -318,10 +386,34 @@ def test_each_rule_catches_its_case() -> None:
         "toolkit-knows-no-package": ("from ledger.money import Money", "toolkit/migrations.py"),
         "only-the-api-serves-http": ("from aiohttp.web import Application", "engine/pipeline/intake.py"),
         "only-the-app-imports-the-api": ("from engine.api.errors import ApiError", "engine/finance/cli.py"),
+        "only-the-cli-exits": ("import sys\nsys.exit(1)", "engine/pipeline/recovery.py"),
     }
     assert set(cases) == set(RULES)
     for name, (source, path) in cases.items():
         assert any(f"[{name}]" in v for v in check(source + "\n", path)), name
+
+
+def test_http_reached_through_the_parent_package_is_caught() -> None:
+    source = "import aiohttp\n\n\ndef answer():\n    return aiohttp.web.Response(text='ok')\n"
+    assert [v.split(" [")[0] for v in check(source, "engine/payments/refunds.py")] == ["engine/payments/refunds.py:5"]
+    assert check("import aiohttp as a\nx = a.web.json_response\n", "engine/finance/x.py") != []
+    assert check("import aiohttp\nx = aiohttp.ClientSession\n", "engine/finance/x.py") == []  # a client: allowed
+    assert check(source, "engine/api/x.py") == check(source, "engine/app.py") == check(source, "engine/serve.py") == []
+
+
+def test_every_way_of_ending_the_process_is_caught_outside_the_cli() -> None:
+    sources = (
+        "import sys\nsys.exit(2)\n",
+        "from sys import exit as leave\nleave(2)\n",
+        "import os\nos._exit(1)\n",
+        "raise SystemExit(3)\n",
+        "exit(1)\n",
+        "try:\n    pass\nexcept SystemExit:\n    pass\n",
+    )
+    for source in sources:
+        assert any("[only-the-cli-exits]" in v for v in check(source, "engine/pipeline/x.py")), source
+        assert check(source, "engine/cli.py") == check(source, "benchmarks/ledger.py") == [], source
+    assert check("import sys\nsys.stdout.write('x')\n", "engine/pipeline/x.py") == []
 
 
 def test_adapters_may_not_reach_the_ledger_through_its_package() -> None:

@@ -15,6 +15,7 @@ Processor implementation and the helpers for tests and audits).
 import asyncpg
 
 from adapters.simulated.config import OutageWindow, SimulatedConfig, SimulatedConfigError
+from adapters.simulated.faults import use_control_file
 from adapters.simulated.processor import DISPUTE_FEE_MINOR, SimulatedProcessor
 from adapters.simulated.record import (
     ChargeRecordStatus,
@@ -28,6 +29,7 @@ from adapters.spec import AdapterSpec
 
 
 def _build(name: str, pool: asyncpg.Pool, config: SimulatedConfig) -> SimulatedProcessor:
+    use_control_file(config.fault_control_file)  # a chaos rehearsal's live faults, from the settings
     return SimulatedProcessor(pool, config, name=name)
 
 

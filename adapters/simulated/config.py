@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from toolkit.settings import EnvironmentSettings, SettingsError, choice, custom, integer, number, optional, text
+from toolkit.settings import EnvironmentSettings, SettingsError, choice, custom, integer, number, optional, path, text
 
 ENVIRONMENT_PREFIX = "SURGE_SIM_"
 _HEADING = "invalid simulated processor configuration"
@@ -70,6 +71,8 @@ class SimulatedConfig:
     seed: int | None = None  # for latency, declines and timeouts; None: a fresh seed each start
     webhook_secret: str = "whsec_surge_simulated"
     webhook_tolerance_s: int = 300
+    # The live fault control a chaos rehearsal writes (adapters/simulated/faults.py); None everywhere else.
+    fault_control_file: Path | None = None
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -113,6 +116,7 @@ ENVIRONMENT = EnvironmentSettings(
         "seed": optional(integer()),
         "webhook_secret": text(),
         "webhook_tolerance_s": integer(),
+        "fault_control_file": optional(path()),
     },
 )
 PRESET_VARIABLE = ENVIRONMENT.name("preset")

@@ -1,6 +1,6 @@
 """The conditions the simulator imposes on callers: latency and outage windows (its rate cap is the toolkit's token
 bucket). Pure: clocks and random sources are passed in, so tests can drive them — except the live control a chaos
-rehearsal may name (the end of this module), which only a load test sets."""
+rehearsal may name (the end of this module), which only a load test sets, through the processor's settings."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 
-from adapters.simulated.config import OutageWindow
+from adapters.simulated.config import OutageWindow, environment_name
 
 _Z_P99 = NormalDist().inv_cdf(0.99)  # a p99 is this many standard deviations above the median of the logarithm
 
@@ -43,10 +44,11 @@ def outage_end_epoch_s(windows: Sequence[OutageWindow], started_epoch_s: float, 
 
 # ---- live fault control (load-test chaos only) -------------------------------------------------------------------
 # A chaos rehearsal (loadtest/chaos) opens outage and slowdown windows while the engine runs. The settings above are
-# read once at start, so the rehearsal writes a small JSON file and names it in this variable; with the variable
-# unset (every deployment and every other test) nothing is read and nothing changes. The file holds absolute times:
+# read once at start, so the rehearsal writes a small JSON file and names it in this variable, read with the other
+# settings (SimulatedConfig.fault_control_file) and handed here by the adapter's build (:func:`use_control_file`);
+# unset (every deployment and every other test), nothing is read and nothing changes. The file holds absolute times:
 #     {"outages": [[start_epoch_s, end_epoch_s], ...], "slowdowns": [[start_epoch_s, end_epoch_s, factor], ...]}
-CONTROL_FILE_VARIABLE = "SURGE_SIM_FAULT_CONTROL_FILE"
+CONTROL_FILE_VARIABLE = environment_name("fault_control_file")  # SURGE_SIM_FAULT_CONTROL_FILE
 _CONTROL_RECHECK_S = 0.25  # how often the file's modification time is looked at
 
 
@@ -74,19 +76,15 @@ class FaultControl:
 
 
 class FaultControlFile:
-    """The control file named by ``SURGE_SIM_FAULT_CONTROL_FILE``, re-read when it changes; empty when unset.
+    """The control file named by ``SURGE_SIM_FAULT_CONTROL_FILE``, re-read when it changes; empty when none.
 
     An unreadable or malformed file keeps the last good control: a half-written file must not end an outage."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | Path | None) -> None:
         self._path = path
         self._control = FaultControl()
         self._mtime_ns: int | None = None
         self._checked_s = -math.inf
-
-    @classmethod
-    def from_environment(cls) -> FaultControlFile:
-        return cls(os.environ.get(CONTROL_FILE_VARIABLE) or None)
 
     def current(self, now_monotonic_s: float) -> FaultControl:
         if self._path is None or now_monotonic_s - self._checked_s < _CONTROL_RECHECK_S:
@@ -103,7 +101,15 @@ class FaultControlFile:
         return self._control
 
 
-_CONTROL_FILE = FaultControlFile.from_environment()
+# One per process: the processor's latency and outage checks consult it. Empty until a processor is built with a
+# control file in its settings (adapters/simulated/__init__.py's build).
+_CONTROL_FILE = FaultControlFile(None)
+
+
+def use_control_file(path: Path | None) -> None:
+    """Follow the control file of the processor's settings (``SimulatedConfig.fault_control_file``), or none."""
+    global _CONTROL_FILE
+    _CONTROL_FILE = FaultControlFile(path)
 
 
 def live_control() -> FaultControl:

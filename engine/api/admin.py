@@ -7,7 +7,7 @@ from aiohttp import web
 from engine.administration import issue_key, open_campaign, withdraw_key
 from engine.api.errors import ApiError, json_response
 from engine.api.models import KeyCreate
-from engine.api.requests import actor, authorized, int_param, json_body
+from engine.api.requests import AUDIT_EVENTS_LIMIT, actor, authorized, json_body, limit_param
 from engine.api.state import POOL, PROCESSORS
 from engine.audit import read
 from engine.campaigns import CampaignExistsError, campaign_from_json, list_campaigns
@@ -70,7 +70,7 @@ async def delete_key(request: web.Request) -> web.Response:
 async def get_audit_events(request: web.Request) -> web.Response:
     """The audit trail, newest first; ``starting_after`` (an event id) continues a page."""
     await authorized(request, Role.FINANCE)
-    limit = int_param(request, "limit", 50, 1, 500)
+    limit = limit_param(request, AUDIT_EVENTS_LIMIT)
     before = request.query.get("starting_after")
     if before is not None and not (before.isascii() and before.isdigit() and len(before) <= 18):
         raise ApiError(400, "parameter_invalid", "starting_after must be an audit event id.", param="starting_after")

@@ -20,7 +20,14 @@ from engine.api.handler import Handler
 from engine.keys import KeyProblem, KeyRefusedError, RoleRefusedError
 from engine.payments.refunds import Refund, RefundRefusal, RefundRefusedError
 from engine.pipeline.donations import PROCESSING_STATUSES, Donation
-from engine.pipeline.outcomes import Overload, OverloadError, Refusal, RefusalReason
+from engine.pipeline.outcomes import (
+    CampaignRefusal,
+    CampaignRefusalReason,
+    Overload,
+    OverloadError,
+    Refusal,
+    RefusalReason,
+)
 from engine.validation import ValidationProblem
 
 _logger = logging.getLogger(__name__)
@@ -84,7 +91,7 @@ DomainError = ValidationProblem | KeyRefusedError | RoleRefusedError | RefundRef
 DOMAIN_ERRORS = (ValidationProblem, KeyRefusedError, RoleRefusedError, RefundRefusedError, OverloadError)
 
 
-def api_error(outcome: DomainError | Refusal) -> ApiError:
+def api_error(outcome: DomainError | Refusal | CampaignRefusal) -> ApiError:
     """The one mapping from a domain outcome to its HTTP status and Stripe-shaped error."""
     match outcome:
         case ValidationProblem():
@@ -109,7 +116,31 @@ def api_error(outcome: DomainError | Refusal) -> ApiError:
             return ApiError(503, code, message, retry_after_s=retry_after_s)
         case Refusal():
             return _refusal_error(outcome)
+        case CampaignRefusal():
+            return _campaign_refusal_error(outcome)
     raise TypeError(f"no API error for {outcome!r}")
+
+
+def _campaign_refusal_error(refusal: CampaignRefusal) -> ApiError:
+    match refusal.reason:
+        case CampaignRefusalReason.CAMPAIGN_MISSING:
+            return ApiError(400, "resource_missing", f"No such campaign: '{refusal.campaign_slug}'", param="campaign")
+        case CampaignRefusalReason.CURRENCY_MISMATCH if refusal.campaign is not None:
+            return ApiError(
+                400,
+                "currency_mismatch",
+                f"Campaign {refusal.campaign_slug} accepts {refusal.campaign.currency} only.",
+                param="currency",
+            )
+        case CampaignRefusalReason.ATTESTATION_REQUIRED:
+            return ApiError(
+                400,
+                "attestation_required",
+                "The donor must attest to being a U.S. citizen or lawful permanent resident, and that the "
+                "contribution is made from their own funds (donor.citizenship_attested: true).",
+                param="donor.citizenship_attested",
+            )
+    raise TypeError(f"unhandled campaign refusal {refusal!r}")
 
 
 def _refund_error(error: RefundRefusedError) -> ApiError:

@@ -13,9 +13,20 @@ from adapters.base import Processor
 from engine.api.errors import ApiError, json_response
 from engine.api.models import WINDOW_DAYS_MAX, ExceptionResolve, ReconciliationCreate
 from engine.api.replica import read_connection
-from engine.api.requests import actor, authorized, int_param, json_body, parse_date, parse_time
+from engine.api.requests import (
+    RECONCILIATION_EXCEPTIONS_LIMIT,
+    RECONCILIATIONS_LIMIT,
+    actor,
+    authorized,
+    int_param,
+    json_body,
+    limit_param,
+    parse_date,
+    parse_time,
+)
 from engine.api.state import ACCOUNTS, POOL, PROCESSORS, SETTINGS
 from engine.finance import reconciliation
+from engine.finance.reconcile import rendering
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, ExceptionNotFoundError, ExceptionNotOpenError
 from engine.finance.reconcile.history import ExceptionStatus, exception_view, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
@@ -97,16 +108,16 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         run = await run_view(connection, run_id)
     if run is None:
         raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
-    return json_response(reconciliation.run_json(run), status=201)
+    return json_response(rendering.run_json(run), status=201)
 
 
 @routes.get("/v1/reconciliations")
 async def list_reconciliations(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
-    limit = int_param(request, "limit", 50, 1, 500)
+    limit = limit_param(request, RECONCILIATIONS_LIMIT)
     async with read_connection(request) as connection:
         runs = await list_runs(connection, processor=request.query.get("processor"), limit=limit)
-    data = [reconciliation.run_json(run, with_exceptions=False) for run in runs]
+    data = [rendering.run_json(run, with_exceptions=False) for run in runs]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
 
 
@@ -118,12 +129,12 @@ async def list_reconciliation_exceptions(request: web.Request) -> web.Response:
         status = ExceptionStatus(raw_status) if raw_status else None
     except ValueError:
         raise ApiError(400, "parameter_invalid", "status must be open, resolved or cleared", param="status") from None
-    limit = int_param(request, "limit", 500, 1, 5000)
+    limit = limit_param(request, RECONCILIATION_EXCEPTIONS_LIMIT)
     async with read_connection(request) as connection:
         found = await list_exceptions(connection, processor=request.query.get("processor"), status=status, limit=limit)
     if wants_csv(request):
-        return report_response(request, reconciliation.exceptions_report(found))
-    data = [reconciliation.exception_json(x) for x in found]
+        return report_response(request, rendering.exceptions_report(found))
+    data = [rendering.exception_json(x) for x in found]
     return json_response({"object": "list", "data": data, "has_more": len(data) == limit})
 
 
@@ -136,8 +147,8 @@ async def read_reconciliation(request: web.Request) -> web.Response:
     if run is None:
         raise ApiError(404, "resource_missing", f"No such reconciliation: {run_id}", param="id")
     if wants_csv(request):
-        return report_response(request, reconciliation.exceptions_report(run.exceptions, run.id))
-    return json_response(reconciliation.run_json(run))
+        return report_response(request, rendering.exceptions_report(run.exceptions, run.id))
+    return json_response(rendering.run_json(run))
 
 
 @routes.post(r"/v1/reconciliations/exceptions/{id:\d{1,18}}/resolve")
@@ -147,7 +158,7 @@ async def resolve_exception(request: web.Request) -> web.Response:
     body = decode(await json_body(request), ExceptionResolve)
     memo = body.memo
     try:
-        legs = reconciliation.legs_from_json(body.legs) if body.legs is not None else None
+        legs = reconciliation.checked_legs(body.legs) if body.legs is not None else None
         async with request.app[POOL].acquire() as connection:
             await reconciliation.resolve(
                 connection,
@@ -167,7 +178,7 @@ async def resolve_exception(request: web.Request) -> web.Response:
         raise ApiError(400, "adjustment_invalid", str(error), param="legs") from None
     if view is None:
         raise RuntimeError(f"exception {exception_id} vanished after it was resolved")
-    return json_response(reconciliation.exception_json(view), status=201)
+    return json_response(rendering.exception_json(view), status=201)
 
 
 # ---- reports -----------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param, parse_time
+from engine.api.requests import ACCOUNT_ENTRIES_LIMIT, authorized, limit_param, parse_time
 from engine.api.state import POOL
 from engine.keys import Role
 from ledger import reads
@@ -53,7 +53,7 @@ def _entry_id(cursor: str | None) -> int | None:
 async def account_entries(request: web.Request) -> web.Response:
     await authorized(request, Role.FINANCE)
     code = request.match_info["code"]
-    limit = int_param(request, "limit", 100, 1, 1000)
+    limit = limit_param(request, ACCOUNT_ENTRIES_LIMIT)
     before = request.query.get("starting_after")
     async with request.app[POOL].acquire() as connection:
         try:

@@ -5,9 +5,10 @@ generated from them (``engine.api.openapi``), so the schema cannot drift from wh
 Struct carries its ``wording``: the Stripe-style code and message for each field's problems, so that clients see the
 same errors as before the models existed.
 
-Rules a Struct cannot express stay in the domain validator and are stated in the schema where possible
-(``extra_json_schema``): a refund's amount is at most what is left unrefunded; a payment method must not be a
-cash-like or anonymous instrument; the reconciliation window
+Rules a Struct cannot express stay in the domain validator and are stated in the schema's descriptions where
+possible: a refund's amount is at most what is left unrefunded; a payment method must not be a cash-like or
+anonymous instrument; an adjusting leg's amount is not zero and its currency is in the ISO 4217 table
+(``engine.finance.reconciliation.checked_legs``); the reconciliation window
 (``from`` before ``to``, at most 366 days) and its times (``toolkit.times``: a zone is required).
 """
 
@@ -18,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from msgspec import Meta, Struct, field
 
 from engine.campaigns import CampaignCreate
-from engine.finance.reconciliation import LEGS_MAX
+from engine.finance.reconciliation import LEGS_WORDING, LegsIn
 from engine.pipeline.donation_request import (
     AMOUNT_MINOR_MAX,
     BLOCKED_PAYMENT_METHOD_WORDS,
@@ -132,23 +133,16 @@ class DonationCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class RefundCreate(Struct, forbid_unknown_fields=True, kw_only=True):
     # The upper bound is the donation's unrefunded amount: checked by engine.payments.refunds, not here.
-    amount: (
-        Annotated[
-            int,
-            Meta(
-                extra_json_schema={
-                    "minimum": 1,
-                    "maximum": INTEGER_MAX,
-                    "description": "Minor units; default: all that is left",
-                }
-            ),
-        ]
-        | None
-    ) = None
+    amount: Annotated[int, Meta(ge=1, le=INTEGER_MAX, description="Minor units; default: all that is left")] | None = (
+        None
+    )
     reason: Any = None
 
     wording: ClassVar[dict[str, Wording]] = {
-        "amount": invalid_only("amount must be an integer number of minor units."),
+        "amount": Wording(
+            invalid="amount must be an integer number of minor units.",
+            out_of_range="Refund amount must be between 1 and the unrefunded amount (minor units).",
+        ),
     }
     unknown: ClassVar[Unknown | None] = Unknown("parameter_unknown", "Unknown parameter: {name}.")
 
@@ -183,31 +177,16 @@ class ReconciliationCreate(Struct, kw_only=True):
     unknown: ClassVar[Unknown | None] = None
 
 
-_LEGS_SCHEMA = {
-    "type": ["array", "null"],
-    "minItems": 2,
-    "maxItems": LEGS_MAX,
-    "items": {
-        "type": "object",
-        "required": ["account", "amount", "currency"],
-        "properties": {
-            "account": {"type": "string", "minLength": 1},
-            "amount": {"type": "integer", "not": {"const": 0}, "description": "Minor units, debits positive"},
-            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
-        },
-    },
-}
-
-
 class ExceptionResolve(Struct, kw_only=True):
     """Unknown fields are ignored. Without legs, the proposed adjustment is posted."""
 
     memo: Annotated[str, Meta(min_length=1, max_length=MEMO_LENGTH_MAX, pattern=r"\S")]
-    # Validated by engine.finance.reconciliation.legs_from_json (its own messages); the schema states its rules.
-    legs: Annotated[Any, Meta(extra_json_schema=_LEGS_SCHEMA)] = None
+    # The legs' shape is the model's; a non-zero amount and an ISO 4217 currency: reconciliation.checked_legs.
+    legs: LegsIn | None = None
 
     wording: ClassVar[dict[str, Wording]] = {
         "memo": invalid_only(f"memo must say why, in 1-{MEMO_LENGTH_MAX} characters"),
+        "legs": LEGS_WORDING,
     }
     unknown: ClassVar[Unknown | None] = None
 

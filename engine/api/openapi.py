@@ -17,6 +17,14 @@ from aiohttp import web
 from engine.api.errors import json_response
 from engine.api.finance import AMOUNT_PARAM_MAX
 from engine.api.models import IDEMPOTENCY_KEY_LENGTH_MAX, REQUEST_MODELS, RESPONSE_MODELS
+from engine.api.requests import (
+    ACCOUNT_ENTRIES_LIMIT,
+    AUDIT_EVENTS_LIMIT,
+    DONATIONS_LIMIT,
+    RECONCILIATION_EXCEPTIONS_LIMIT,
+    RECONCILIATIONS_LIMIT,
+    PageLimit,
+)
 
 routes = web.RouteTableDef()
 
@@ -50,8 +58,8 @@ def _path(name: str, pattern: str | None = None) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-def _limit(maximum: int) -> dict[str, Any]:
-    return _query("limit", {"type": "integer", "minimum": 1, "maximum": maximum})
+def _limit(limit: PageLimit) -> dict[str, Any]:
+    return _query("limit", limit.schema())
 
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -105,7 +113,7 @@ _PATHS: dict[str, Any] = {
             "List donations (finance)",
             {"200": _json("DonationList", "A page of donations, newest first")},
             parameters=[
-                _limit(1000),
+                _limit(DONATIONS_LIMIT),
                 _query("campaign", {"type": "string"}),
                 _query("starting_after", {"type": "string"}),
                 _query("needs_review", {"type": "string", "enum": ["true", "false"]}),
@@ -151,7 +159,7 @@ _PATHS: dict[str, Any] = {
             "The audit trail: who did what, when, from where; newest first (finance)",
             {"200": {"description": "A page of audit events"}},
             parameters=[
-                _limit(500),
+                _limit(AUDIT_EVENTS_LIMIT),
                 _query("starting_after", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
                 _query("action", {"type": "string"}),
                 _query("subject", {"type": "string"}),
@@ -177,7 +185,7 @@ _PATHS: dict[str, Any] = {
         "get": _op(
             "An account's entries, newest first (finance)",
             {"200": {"description": "Entries"}},
-            parameters=[_path("code"), _limit(1000), _query("starting_after", {"type": "string"})],
+            parameters=[_path("code"), _limit(ACCOUNT_ENTRIES_LIMIT), _query("starting_after", {"type": "string"})],
         )
     },
     "/v1/ledger/trial-balance": {"get": _op("Trial balance (finance)", {"200": {"description": "Trial balance"}})},
@@ -191,7 +199,7 @@ _PATHS: dict[str, Any] = {
         "get": _op(
             "Reconciliation runs, newest first (finance)",
             {"200": {"description": "Runs"}},
-            parameters=[_limit(500), _query("processor", {"type": "string"})],
+            parameters=[_limit(RECONCILIATIONS_LIMIT), _query("processor", {"type": "string"})],
         ),
     },
     "/v1/reconciliations/{id}": {
@@ -208,7 +216,7 @@ _PATHS: dict[str, Any] = {
             parameters=[
                 _query("status", {"enum": ["open", "resolved", "cleared"]}),
                 _query("processor", {"type": "string"}),
-                _limit(5000),
+                _limit(RECONCILIATION_EXCEPTIONS_LIMIT),
                 _FORMAT,
             ],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -90,6 +91,29 @@ def parse_date(value: str, name: str) -> date:
         return parse_day(value)
     except ValueError:
         raise ApiError(400, "parameter_invalid", f"{name} must be a date, YYYY-MM-DD", param=name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PageLimit:
+    """A list's ``?limit=``: its default and its maximum, read by the handler (:func:`limit_param`) and stated by
+    ``/openapi.json`` from the same constant, so that the two cannot drift."""
+
+    default: int
+    maximum: int
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1, "maximum": self.maximum, "default": self.default}
+
+
+DONATIONS_LIMIT = PageLimit(100, 1000)
+ACCOUNT_ENTRIES_LIMIT = PageLimit(100, 1000)
+AUDIT_EVENTS_LIMIT = PageLimit(50, 500)
+RECONCILIATIONS_LIMIT = PageLimit(50, 500)
+RECONCILIATION_EXCEPTIONS_LIMIT = PageLimit(500, 5000)
+
+
+def limit_param(request: web.Request, limit: PageLimit) -> int:
+    return int_param(request, "limit", limit.default, 1, limit.maximum)
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

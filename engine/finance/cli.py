@@ -1,4 +1,5 @@
-"""Finance commands: ``surge reconcile``, ``surge reconciliations …`` and ``surge report …``.
+"""Finance commands: ``surge reconcile``, ``surge fees sweep`` and ``surge reconciliations …``; ``surge report …`` is
+``engine.finance.report_commands``. Both read dates and write output with ``engine.finance.cli_arguments``.
 
     surge reconcile --processor simulated --from 2026-03-01 --to 2026-03-31 --csv exceptions.csv
     surge reconciliations exceptions --status open
@@ -19,7 +20,7 @@ import argparse
 import getpass
 import os
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,51 +29,26 @@ import orjson
 from adapters.registry import build_processor
 from engine.audit import Actor
 from engine.database import run_with_pool
-from engine.finance import reconciliation
+from engine.finance import reconciliation, report_commands
+from engine.finance.cli_arguments import (
+    EXIT_EXCEPTIONS_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    end_moment,
+    json_text,
+    print_json,
+    start_moment,
+    write_output,
+)
+from engine.finance.reconcile import rendering
 from engine.finance.reconcile.adjustments import AdjustmentRefusedError, AlreadyResolvedError, ExceptionNotFoundError
-from engine.finance.reconcile.history import ExceptionStatus, list_exceptions, list_runs, run_view
+from engine.finance.reconcile.history import ExceptionStatus, RunView, list_exceptions, list_runs, run_view
 from engine.finance.reconcile.model import Window
-from engine.finance.reports.catalog import REPORTS, ReportQuery, build_report
-from engine.finance.reports.report import Report
 from engine.payments.fees import book_fees_from_balance_transactions
 from engine.settings import load_settings
 from ledger.accounts import AccountDirectory
 from toolkit.cli_help import examples
-from toolkit.times import day_start, parse_day, parse_instant
-
-EXIT_OK = 0
-EXIT_EXCEPTIONS_FOUND = 1
-EXIT_USAGE = 2
-
-
-def _moment(value: str, *, end_of_day: bool) -> datetime:
-    """A date (a whole UTC day: its start, or with ``end_of_day`` the next day's start) or an ISO 8601 time with a
-    time zone (``toolkit.times``: a time without one is refused, not guessed)."""
-    try:
-        day = parse_day(value)
-    except ValueError:
-        pass
-    else:
-        return day_start(day + timedelta(days=1) if end_of_day else day)
-    try:
-        return parse_instant(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date or an ISO 8601 time with a time zone: {value!r}") from None
-
-
-def _start(value: str) -> datetime:
-    return _moment(value, end_of_day=False)
-
-
-def _end(value: str) -> datetime:
-    return _moment(value, end_of_day=True)
-
-
-def _day(value: str) -> date:
-    try:
-        return parse_day(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+from toolkit.times import day_start
 
 
 def _author(args: argparse.Namespace) -> str:
@@ -82,30 +58,6 @@ def _author(args: argparse.Namespace) -> str:
 def _actor(args: argparse.Namespace) -> Actor:
     """For the audit trail: who ran it at this terminal (``--by`` names who it is done for, kept in the change)."""
     return Actor(f"cli:{getpass.getuser()}" + (f" for {args.by}" if args.by else ""))
-
-
-def _write(text: str, output: str | None) -> None:
-    if output in (None, "-"):
-        sys.stdout.write(text)
-        return
-    with open(output, "w", encoding="utf-8", newline="") as file:
-        file.write(text)
-    print(f"wrote {output}", file=sys.stderr)
-
-
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(_json_text(value))
-
-
-def _render(report: Report, args: argparse.Namespace) -> None:
-    if args.format == "json" or args.json:
-        _write(_json_text(report.as_json()), args.output)
-    else:
-        _write(report.as_csv(), args.output)
 
 
 # ---- reconcile ---------------------------------------------------------------------------------------------------
@@ -184,15 +136,20 @@ def _reconcile(args: argparse.Namespace) -> int:
             run = await run_view(connection, run_id)
         if run is None:
             raise RuntimeError(f"reconciliation run {run_id} vanished after it was recorded")
-        if args.json:
-            _print_json(reconciliation.run_json(run))
-        else:
-            print(reconciliation.summary_text(run))
-        if args.csv:
-            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        _show_run(run, args)
         return EXIT_EXCEPTIONS_FOUND if run.exceptions else EXIT_OK
 
     return run_with_pool(load_settings(), work)
+
+
+def _show_run(run: RunView, args: argparse.Namespace) -> None:
+    """A run as JSON (``--json``) or as its summary, and its exceptions as CSV when ``--csv`` names a file."""
+    if args.json:
+        print_json(rendering.run_json(run))
+    else:
+        print(rendering.summary_text(run))
+    if args.csv:
+        write_output(rendering.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -200,9 +157,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         async with pool.acquire() as connection:
             runs = await list_runs(connection, processor=args.processor, limit=args.limit)
         if args.json:
-            _print_json(
-                {"object": "list", "data": [reconciliation.run_json(run, with_exceptions=False) for run in runs]}
-            )
+            print_json({"object": "list", "data": [rendering.run_json(run, with_exceptions=False) for run in runs]})
             return EXIT_OK
         for run in runs:
             print(
@@ -222,12 +177,7 @@ def _runs_show(args: argparse.Namespace) -> int:
         if run is None:
             print(f"surge: no reconciliation #{args.id}", file=sys.stderr)
             return EXIT_USAGE
-        if args.json:
-            _print_json(reconciliation.run_json(run))
-        else:
-            print(reconciliation.summary_text(run))
-        if args.csv:
-            _write(reconciliation.exceptions_report(run.exceptions, run.id).as_csv(), args.csv)
+        _show_run(run, args)
         return EXIT_OK
 
     return run_with_pool(load_settings(), work)
@@ -238,8 +188,8 @@ def _exceptions_list(args: argparse.Namespace) -> int:
         status = ExceptionStatus(args.status) if args.status else None
         async with pool.acquire() as connection:
             found = await list_exceptions(connection, processor=args.processor, status=status)
-        report = reconciliation.exceptions_report(found)
-        _write(_json_text(report.as_json()) if args.json else report.as_csv(), args.output)
+        report = rendering.exceptions_report(found)
+        write_output(json_text(report.as_json()) if args.json else report.as_csv(), args.output)
         return EXIT_OK
 
     return run_with_pool(load_settings(), work)
@@ -284,32 +234,6 @@ def _resolve(args: argparse.Namespace) -> int:
     return run_with_pool(load_settings(), work)
 
 
-# ---- reports -----------------------------------------------------------------------------------------------------
-
-
-def _report(name: str) -> Any:
-    def command(args: argparse.Namespace) -> int:
-        query = ReportQuery(
-            campaign=getattr(args, "campaign", None),
-            election=getattr(args, "election", None),
-            date_from=getattr(args, "start", None),
-            date_to=getattr(args, "end", None),
-            as_of=getattr(args, "as_of", None),
-            limit_minor=getattr(args, "limit", None),
-            threshold_minor=getattr(args, "threshold", None),
-        )
-
-        async def work(pool: asyncpg.Pool) -> int:
-            async with pool.acquire() as connection:
-                report = await build_report(connection, name, query)
-            _render(report, args)
-            return EXIT_OK
-
-        return run_with_pool(load_settings(), work)
-
-    return command
-
-
 def register(commands: Any) -> None:
     """Add the finance commands to the ``surge`` parser's sub-commands."""
     run = commands.add_parser(
@@ -326,12 +250,12 @@ def register(commands: Any) -> None:
     )
     run.add_argument("--processor", help="processor name, as in SURGE_PROCESSORS (default: the only one)")
     run.add_argument(
-        "--from", dest="start", type=_start, help="date (UTC day) or ISO 8601 time with zone (default: yesterday)"
+        "--from", dest="start", type=start_moment, help="date (UTC day) or ISO 8601 time with zone (default: yesterday)"
     )
     run.add_argument(
         "--to",
         dest="end",
-        type=_end,
+        type=end_moment,
         help="date (inclusive) or ISO 8601 time with zone (default: now when --from is given)",
     )
     run.add_argument("--slack-s", type=int, default=3600, help="seconds read beyond each edge (default 3600)")
@@ -348,8 +272,8 @@ def register(commands: Any) -> None:
         **examples("surge fees sweep                     # yesterday (UTC)", "surge fees sweep --from 2026-11-01"),
     )
     sweep.add_argument("--processor", help="processor name, as in SURGE_PROCESSORS (default: the only one)")
-    sweep.add_argument("--from", dest="start", type=_start, help="date (UTC day) or time with zone")
-    sweep.add_argument("--to", dest="end", type=_end, help="date (inclusive) or time with zone")
+    sweep.add_argument("--from", dest="start", type=start_moment, help="date (UTC day) or time with zone")
+    sweep.add_argument("--to", dest="end", type=end_moment, help="date (inclusive) or time with zone")
     sweep.set_defaults(run=_fees_sweep)
 
     runs = commands.add_parser("reconciliations", help="recorded reconciliation runs and their exceptions")
@@ -399,36 +323,4 @@ def register(commands: Any) -> None:
     )
     resolve.add_argument("--by", help="who resolves it (default cli:<user>)")
     resolve.set_defaults(run=_resolve)
-
-    report = commands.add_parser("report", help="finance reports (CSV, or JSON with --json)")
-    kinds = report.add_subparsers(dest="report_command", required=True)
-
-    def add(name: str, *lines: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = kinds.add_parser(name, help=REPORTS[name][0], **examples(*lines))
-        parser.add_argument("--format", choices=["csv", "json"], default="csv")
-        parser.add_argument("--json", action="store_true", help="same as --format json")
-        parser.add_argument("--output", metavar="FILE", help="write here instead of standard output")
-        parser.set_defaults(run=_report(name))
-        return parser
-
-    trial = add("trial-balance", "surge report trial-balance", "surge report trial-balance --as-of 2026-10-31 --json")
-    trial.add_argument("--as-of", type=_start, help="date or ISO 8601 time with zone (default: now)")
-    days = add(
-        "campaign-days",
-        "surge report campaign-days --campaign smith-2026 --from 2026-11-01 --to 2026-11-30 --output november.csv",
-    )
-    aggregates = add("donor-aggregates", "surge report donor-aggregates --campaign smith-2026 --election 2026-general")
-    schedule = add(
-        "schedule-a",
-        "surge report schedule-a --campaign smith-2026 --from 2026-01-01 --to 2026-03-31 --output schedule-a.csv",
-    )
-    refcodes = add("refcodes", "surge report refcodes --campaign smith-2026 --from 2026-11-01 --to 2026-11-30 --json")
-    for parser in (days, aggregates, schedule, refcodes):
-        parser.add_argument("--campaign")
-    for parser in (aggregates, schedule):
-        parser.add_argument("--election")
-        parser.add_argument("--limit", type=int, help="contribution limit, minor units (default: the campaign's)")
-        parser.add_argument("--threshold", type=int, help="itemization threshold, minor units (default: campaign's)")
-    for parser in (days, schedule, refcodes):
-        parser.add_argument("--from", dest="start", type=_day, help="first UTC day, YYYY-MM-DD")
-        parser.add_argument("--to", dest="end", type=_day, help="last UTC day (inclusive)")
+    report_commands.register(commands)

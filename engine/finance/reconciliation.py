@@ -1,6 +1,7 @@
 """Running a reconciliation for one processor, proposing adjustments, and rendering the result for people.
 
-The matching itself is ``engine.finance.reconcile``; this module knows the engine's side: which processors pay out
+The matching itself is ``engine.finance.reconcile``, and the rendering for people and the API
+``engine.finance.reconcile.rendering``; this module knows the engine's side: which processors pay out
 their whole balance, the chart of accounts (engine/chart_of_accounts.py) an adjustment posts to, and which campaign a
 donation is for.
 """
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+import msgspec
+from msgspec import Meta, Struct
 
 from adapters.base import Processor
 from adapters.registry import SWEEPING_KINDS as _SWEEPING_KINDS
@@ -28,14 +31,13 @@ from engine.finance.reconcile.adjustments import (
     post_adjustment,
     proposed_legs,
 )
-from engine.finance.reconcile.history import ExceptionView, RunView, record_run
+from engine.finance.reconcile.history import record_run
 from engine.finance.reconcile.ledger_side import AccountPrefixes, load_ledger_items, opening_clearing
 from engine.finance.reconcile.matching import reconcile
 from engine.finance.reconcile.model import Discrepancy, ExceptionKind, Window
 from engine.finance.reconcile.subjects import processor_item
-from engine.finance.reports.report import Report
+from engine.validation import INTEGER_MAX, INTEGER_MIN, CurrencyCode, Wording, invalid_only
 from ledger.accounts import AccountDirectory
-from ledger.currencies import format_minor
 from ledger.entries import Leg
 from ledger.money import is_currency_code
 
@@ -43,6 +45,32 @@ from ledger.money import is_currency_code
 # Stripe pays out the *available* balance (charges become available days later): its payouts are matched one by one.
 SWEEPING_KINDS = _SWEEPING_KINDS  # declared by each adapter (AdapterSpec.payouts_sweep_balance)
 LEGS_MAX = 10
+LEGS_INVALID = f"legs must be a list of 2 to {LEGS_MAX} legs"
+LEG_INVALID = "each leg needs an account and a non-zero integer amount (minor units), and an ISO 4217 currency"
+
+
+class LegIn(Struct, frozen=True):
+    """One leg of an adjusting entry as a person gives it (API body, ``--legs``): signed minor units, debits positive.
+
+    Its shape is checked by msgspec (and so stated in ``/openapi.json``); :func:`checked_legs` adds what msgspec
+    cannot say: an amount is not zero, and the currency is one of ledger.currencies' ISO 4217 codes."""
+
+    account: Annotated[str, Meta(min_length=1)]
+    amount: Annotated[
+        int,
+        Meta(
+            ge=INTEGER_MIN,
+            le=INTEGER_MAX,
+            description="Minor units, debits positive; never 0 (checked by checked_legs)",
+            extra_json_schema={"not": {"const": 0}},
+        ),
+    ]
+    currency: CurrencyCode
+
+
+LegsIn = Annotated[list[LegIn], Meta(min_length=2, max_length=LEGS_MAX)]
+# The API's wording for ``legs`` (engine.api.models.ExceptionResolve), the CLI's messages too.
+LEGS_WORDING: Wording = invalid_only(LEGS_INVALID, code="adjustment_invalid", item=LEG_INVALID)
 
 
 class ProcessorReadError(RuntimeError):
@@ -188,20 +216,20 @@ class LegsInvalidError(ValueError):
 
 
 def legs_from_json(value: Any) -> tuple[Leg, ...]:
-    """``[{"account", "amount", "currency"}, ...]``: signed minor units, debits positive."""
-    if not isinstance(value, list) or not 2 <= len(value) <= LEGS_MAX:
-        raise LegsInvalidError(f"legs must be a list of 2 to {LEGS_MAX} legs")
-    legs = []
-    for leg in value:
-        if not isinstance(leg, dict):
-            raise LegsInvalidError("each leg must be an object with account, amount and currency")
-        account, amount, currency = leg.get("account"), leg.get("amount"), str(leg.get("currency", "")).upper()
-        if not isinstance(account, str) or not account or type(amount) is not int or amount == 0:
-            raise LegsInvalidError("each leg needs an account and a non-zero integer amount (minor units)")
-        if not is_currency_code(currency):
-            raise LegsInvalidError("each leg needs an ISO 4217 currency")
-        legs.append(Leg(account, amount, currency))
-    return tuple(legs)
+    """``[{"account", "amount", "currency"}, ...]`` as read from JSON (the CLI's ``--legs``), checked."""
+    try:
+        legs = msgspec.convert(value, LegsIn)
+    except msgspec.ValidationError as error:
+        raise LegsInvalidError(LEG_INVALID if " - at `$[" in str(error) else LEGS_INVALID) from None
+    return checked_legs(legs)
+
+
+def checked_legs(legs: Sequence[LegIn]) -> tuple[Leg, ...]:
+    """The ledger's legs for legs whose shape is checked already; what msgspec cannot express is checked here."""
+    for leg in legs:
+        if leg.amount == 0 or not is_currency_code(leg.currency.upper()):
+            raise LegsInvalidError(LEG_INVALID)
+    return tuple(Leg(leg.account, leg.amount, leg.currency.upper()) for leg in legs)
 
 
 async def resolve(
@@ -241,168 +269,3 @@ async def resolve(
         changes = {"memo": memo, "entry": adjustment.entry_reference}
         await record(connection, actor, AuditAction.EXCEPTION_RESOLVED, f"exception:{exception_id}", changes)
         return adjustment
-
-
-# ---- rendering ---------------------------------------------------------------------------------------------------
-
-
-def adjustment_json(adjustment: Adjustment | None) -> dict[str, Any] | None:
-    if adjustment is None:
-        return None
-    return {
-        "object": "reconciliation_adjustment",
-        "id": adjustment.id,
-        "exception": adjustment.exception_id,
-        "entry": adjustment.entry_reference,
-        "entry_id": adjustment.entry_id,
-        "resolved_by": adjustment.resolved_by,
-        "resolved_at": adjustment.resolved_at.isoformat(),
-        "memo": adjustment.memo,
-    }
-
-
-def _exception_fields(view: ExceptionView) -> dict[str, Any]:
-    """What the JSON view and the CSV row of an exception both say, as values."""
-    return {
-        "id": view.id,
-        "status": view.status.value,
-        "kind": view.kind.value,
-        "subject": view.subject,
-        "currency": view.currency,
-        "processor_amount": view.processor_amount,
-        "ledger_amount": view.ledger_amount,
-        "difference": view.difference,
-        "occurred_at": view.occurred_at,
-        "donation": view.detail.get("donation"),
-        "processor_ids": view.detail.get("processor_ids", []),
-        "ledger_references": view.detail.get("ledger_references", []),
-        "note": view.detail.get("note") or view.detail.get("proposal_note") or "",
-    }
-
-
-def exception_json(view: ExceptionView) -> dict[str, Any]:
-    fields = _exception_fields(view)
-    return {
-        "object": "reconciliation_exception",
-        **fields,
-        "processor": view.processor,
-        "occurred_at": view.occurred_at.isoformat(),
-        "proposed_adjustment": view.detail.get("proposed_adjustment"),
-        "first_run": view.first_run_id,
-        "last_run": view.last_run_id,
-        "cleared_by_run": view.cleared_run_id,
-        "adjustment": adjustment_json(view.adjustment),
-    }
-
-
-def run_json(run: RunView, *, with_exceptions: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "object": "reconciliation",
-        "id": run.id,
-        "processor": run.processor,
-        "from": run.window_from.isoformat(),
-        "to": run.window_to.isoformat(),
-        "slack_s": run.slack_s,
-        "requested_by": run.requested_by,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat(),
-        "matched": run.matched,
-        "exception_count": run.exception_count,
-        "result_digest": run.result_digest.hex(),
-        "same_result_as": run.same_result_as,
-        "summary": run.summary,
-    }
-    if with_exceptions:
-        body["exceptions"] = [exception_json(x) for x in run.exceptions]
-    return body
-
-
-EXCEPTION_COLUMNS = (
-    "id",
-    "status",
-    "kind",
-    "subject",
-    "currency",
-    "processor_amount",
-    "ledger_amount",
-    "difference",
-    "occurred_at",
-    "donation",
-    "processor_ids",
-    "ledger_references",
-    "note",
-    "proposed_adjustment",
-    "resolved_by",
-    "resolved_at",
-    "memo",
-)
-
-
-def exceptions_report(exceptions: Sequence[ExceptionView], run_id: int | None = None) -> Report:
-    rows = []
-    for view in exceptions:
-        proposed = view.detail.get("proposed_adjustment") or []
-        fields = _exception_fields(view)
-        rows.append(
-            {
-                **fields,
-                "processor_ids": " ".join(fields["processor_ids"]),
-                "ledger_references": " ".join(fields["ledger_references"]),
-                "proposed_adjustment": "; ".join(
-                    f"{leg['account']} {_amount(leg['amount'], leg['currency'])}" for leg in proposed
-                ),
-                "resolved_by": view.adjustment.resolved_by if view.adjustment else None,
-                "resolved_at": view.adjustment.resolved_at if view.adjustment else None,
-                "memo": view.adjustment.memo if view.adjustment else None,
-            }
-        )
-    return Report(
-        "reconciliation_exceptions",
-        EXCEPTION_COLUMNS,
-        rows,
-        frozenset({"processor_amount", "ledger_amount", "difference"}),
-        parameters={"run": run_id},
-    )
-
-
-def _amount(value: int | None, currency: str | None) -> str:
-    if value is None:
-        return "-"
-    if not currency:  # no currency, no decimals to place: the raw minor units, said plainly
-        return f"{value} minor units"
-    return f"{format_minor(value, currency)} {currency}"
-
-
-def summary_text(run: RunView) -> str:
-    """The run for a person at a terminal: window, totals per currency, then one line per exception."""
-    lines = [
-        f"Reconciliation #{run.id} of {run.processor}: {run.window_from.isoformat()} .. {run.window_to.isoformat()}"
-        f" (slack {run.slack_s} s), by {run.requested_by}",
-        f"  matched: {run.matched}   exceptions: {run.exception_count}"
-        + (f"   (same result as run #{run.same_result_as})" if run.same_result_as else ""),
-    ]
-    for currency, totals in sorted(run.summary.items()):
-        lines.append(
-            f"  {currency}: processor charges {_amount(totals['processor_charges'], currency)}, "
-            f"refunds {_amount(totals['processor_refunds'], currency)}, "
-            f"disputes {_amount(totals['processor_disputes'], currency)}, "
-            f"fees {_amount(totals['processor_fees'], currency)}, "
-            f"payouts {_amount(totals['processor_payouts'], currency)}"
-        )
-        lines.append(
-            f"  {currency}: payouts processor {_amount(totals['processor_payouts'], currency)} vs ledger "
-            f"{_amount(totals['ledger_payouts'], currency)}; net movement processor "
-            f"{_amount(totals['processor_net_movement'], currency)} vs clearing account "
-            f"{_amount(totals['ledger_clearing_movement'], currency)}"
-        )
-    if run.exceptions:
-        lines.append("  exceptions:")
-    for x in run.exceptions:
-        lines.append(
-            f"    #{x.id} [{x.status.value}] {x.kind.value} {x.subject} {x.currency or ''}: processor "
-            f"{_amount(x.processor_amount, x.currency)}, ledger {_amount(x.ledger_amount, x.currency)}"
-            + (f" — {x.detail['note']}" if x.detail.get("note") else "")
-        )
-    if not run.exceptions:
-        lines.append("  no exceptions: the ledger agrees with the processor")
-    return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 The body's shape (types, required fields, lengths, amount bounds, patterns, unknown fields) is checked by decoding
 it into ``engine.api.models.DonationCreate``; :func:`new_donation_request` takes the decoded values and applies what
-is left: the ISO 4217 table, trimming of texts (a blank optional field is absent), refusing cash-like and anonymous
-payment methods, the digit count of integer metadata values; and derives the donor key and the request fingerprint.
+is left: the currency must be in ledger.currencies' ISO 4217 table (the model checks three letters only), trimming of
+texts (a blank optional field is absent), refusing cash-like and anonymous payment methods, the digit count of
+integer metadata values, and the campaign's own rules (:func:`check_against_campaign`); and derives the donor key
+and the request fingerprint.
 
 Donor identity for contribution limits follows how campaign-finance aggregation works (FEC: same name and
 address): the donor key is ``last|first|zip5`` where names are Unicode-normalised (NFKD, accents dropped),
@@ -23,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from engine.campaigns import Campaign
+from engine.pipeline.outcomes import CampaignRefusal, CampaignRefusalReason
 from engine.validation import ValidationProblem
 from ledger.money import is_currency_code
 
@@ -116,6 +120,17 @@ def new_donation_request(
         fingerprint=fingerprint,
         refcode=refcode,
     )
+
+
+def check_against_campaign(request: DonationRequest, campaign: Campaign | None) -> CampaignRefusal | None:
+    """The campaign's rules for a request: it exists, takes this currency, and has the attestation it requires."""
+    if campaign is None:
+        return CampaignRefusal(CampaignRefusalReason.CAMPAIGN_MISSING, request.campaign)
+    if request.currency != campaign.currency:
+        return CampaignRefusal(CampaignRefusalReason.CURRENCY_MISMATCH, campaign.slug, campaign)
+    if campaign.require_attestation and not request.donor.get("citizenship_attested"):
+        return CampaignRefusal(CampaignRefusalReason.ATTESTATION_REQUIRED, campaign.slug, campaign)
+    return None
 
 
 def _metadata(value: Mapping[str, str | int]) -> dict[str, str]:

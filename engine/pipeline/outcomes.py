@@ -32,6 +32,21 @@ class Refusal:
     room_minor: int | None = None
 
 
+class CampaignRefusalReason(StrEnum):
+    CAMPAIGN_MISSING = "campaign_missing"  # no such campaign
+    CURRENCY_MISMATCH = "currency_mismatch"  # the campaign takes one currency, not this one
+    ATTESTATION_REQUIRED = "attestation_required"  # the campaign needs the donor's citizenship attestation
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRefusal:
+    """The request does not fit its campaign (``check_against_campaign``): refused before intake, nothing stored."""
+
+    reason: CampaignRefusalReason
+    campaign_slug: str
+    campaign: Campaign | None = None  # None when there is no such campaign
+
+
 class Overload(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     IN_FLIGHT_FULL = "in_flight_full"

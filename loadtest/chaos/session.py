@@ -18,7 +18,7 @@ import asyncpg
 
 from adapters.simulated import SimulatedConfig, SimulatedProcessor
 from engine.database import create_pool
-from engine.keys import Role, create_key
+from engine.keys import Role
 from loadtest.chaos.money import MoneyActions, MoneyLog
 from loadtest.chaos.postgres import PostgresControl
 from loadtest.chaos.processor import control_environment, write_control
@@ -27,19 +27,11 @@ from loadtest.chaos.schedule import ChaosOptions, Fault, build_schedule, schedul
 from loadtest.chaos.timeouts import with_timeouts
 from loadtest.chaos.webhooks import DeliveryLog, WebhookDeliverer
 from loadtest.chaos.workers import EngineWorkers
+from loadtest.engine_process import new_key
 from loadtest.traffic import PlannedRequest
 
 PROCESSOR_NAME = "simulated"
 WEBHOOK_FINISH_TIMEOUT_S = 60.0
-
-
-async def create_finance_key(database_url: str) -> str:
-    connection = await asyncpg.connect(database_url)
-    try:
-        _, secret = await create_key(connection, Role.FINANCE, label="surge loadtest --chaos")
-        return secret
-    finally:
-        await connection.close()
 
 
 class ChaosSession:
@@ -98,7 +90,7 @@ class ChaosSession:
         self._processor = SimulatedProcessor(
             self._pool, SimulatedConfig.from_environment(engine_environment), name=PROCESSOR_NAME
         )
-        finance_key = await create_finance_key(self.database_url)
+        finance_key = await new_key(self.database_url, Role.FINANCE, "surge loadtest --chaos")
         self._money = await self._stack.enter_async_context(
             MoneyActions(url, finance_key, self._pool, self._processor, acknowledged, self.seed)
         )

@@ -4,17 +4,14 @@ killable with SIGKILL and started again, readiness read from each worker's own l
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest.chaos.worker import READY_LINE
-from loadtest.engine_process import REHEARSAL_ENVIRONMENT, EngineStartError, free_port
+from loadtest.engine_process import REHEARSAL_ENVIRONMENT, EngineStartError, free_port, spawn_engine
 
 READY_POLL_S = 0.05
 
@@ -98,25 +95,15 @@ class EngineWorkers:
             await asyncio.gather(*(p.wait() for p in running))
 
     async def _spawn(self, worker: _Worker, timeout_s: float) -> None:
-        worker.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = worker.log_path.stat().st_size if worker.log_path.exists() else 0
-        environment = {
-            **os.environ,
-            **self.environment,
-            "DATABASE_URL": self._database_url,
-            "SURGE_HOST": self.host,
-            "SURGE_PORT": str(self.port),
-        }
-        with worker.log_path.open("ab") as log:
-            worker.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "loadtest.chaos.worker",
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker.process = await spawn_engine(
+            ("loadtest.chaos.worker",),
+            worker.log_path,
+            database_url=self._database_url,
+            host=self.host,
+            port=self.port,
+            environment=self.environment,
+        )
         worker.pids.append(worker.process.pid)
         await self._wait_ready(worker, offset, timeout_s)
 

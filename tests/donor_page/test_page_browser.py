@@ -6,7 +6,6 @@ tests/donor_page/screenshots/ (ignored by git)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
 from tests.donor_page.conftest import Surge, create_campaign
-from tests.finance.browser import install_chromium, launch_chromium
+from tests.finance.browser import launch_chromium
 from tests.finance.conftest import simulated_processor
 from tests.waiting import wait_until
 
@@ -26,14 +25,6 @@ PAGE_TIMEOUT_MS = 30_000
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[str]:
-    executable, reason = install_chromium()
-    if executable is None:
-        pytest.skip(reason)
-    yield executable
 
 
 async def open_page(

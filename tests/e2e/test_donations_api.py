@@ -113,6 +113,7 @@ async def test_employer_and_occupation_are_required_past_the_itemization_thresho
 async def test_attestation_and_cash_like_methods(surge: Surge) -> None:
     status, body = await surge.donate(donation(100, citizenship_attested=False))
     assert status == 400 and body["error"]["code"] == "attestation_required"
+    assert body["error"]["param"] == "donor.citizenship_attested"
     status, body = await surge.donate(donation(100, payment_method="pm_card_visa_prepaid"))
     assert status == 400 and body["error"]["code"] == "payment_method_not_allowed"
 
@@ -156,9 +157,16 @@ async def test_bad_requests_get_stripe_shaped_errors(surge: Surge) -> None:
     unknown["campaign"] = "nope"
     status, body = await surge.donate(unknown)
     assert status == 400 and body["error"]["param"] == "campaign"
+    assert body["error"]["code"] == "resource_missing" and body["error"]["message"] == "No such campaign: 'nope'"
     wrong_currency = donation()
     wrong_currency["currency"] = "eur"
-    assert (await surge.donate(wrong_currency))[0] == 400
+    status, body = await surge.donate(wrong_currency)
+    assert status == 400 and body["error"]["code"] == "currency_mismatch" and body["error"]["param"] == "currency"
+    assert body["error"]["message"] == "Campaign demo accepts USD only."
+    made_up = donation()
+    made_up["currency"] = "xqz"  # three letters, but in no ISO 4217 table: refused before the campaign is looked at
+    status, body = await surge.donate(made_up)
+    assert status == 400 and body["error"]["code"] == "parameter_invalid" and body["error"]["param"] == "currency"
     huge = await client.post("/v1/donations", data=b"x" * 200_000, headers=headers)
     assert huge.status == 413
     assert (await huge.json())["error"]["type"] == "invalid_request_error"

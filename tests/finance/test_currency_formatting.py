@@ -20,7 +20,7 @@ from engine.api.dashboard import COOKIE_NAME
 from engine.campaigns import Campaign, create_campaign
 from engine.finance.reconcile.history import ExceptionView
 from engine.finance.reconcile.model import ExceptionKind
-from engine.finance.reconciliation import exceptions_report
+from engine.finance.reconcile.rendering import exceptions_report
 from engine.finance.reports.report import Report
 from engine.keys import Role
 from ledger.accounts import AccountDirectory

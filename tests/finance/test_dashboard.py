@@ -4,29 +4,18 @@ pictured, signed out with its button."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
-
-import pytest
 
 from adapters.base import ChargeRequest
 from engine.api.dashboard import COOKIE_NAME
 from engine.keys import Role
 from ledger.money import Money
-from tests.finance.browser import install_chromium, launch_chromium
+from tests.finance.browser import launch_chromium
 from tests.finance.conftest import Surge, donation, simulated_processor
 
 PAGE_TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[str]:
-    executable, reason = install_chromium()
-    if executable is None:
-        pytest.skip(reason)
-    yield executable
 
 
 async def sign_in(surge: Surge, key: str, **headers: str) -> tuple[int, str | None]:

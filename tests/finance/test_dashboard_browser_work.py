@@ -4,7 +4,6 @@ desktop and phone widths, screenshots saved by the run (issue 15)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,20 +11,12 @@ from urllib.parse import urlparse
 import pytest
 
 from engine.keys import Role
-from tests.finance.browser import install_chromium, launch_chromium
+from tests.finance.browser import launch_chromium
 from tests.finance.conftest import Surge, donation
 from tests.finance.test_dashboard_finance import plant_missing_charge
 
 PAGE_TIMEOUT_MS = 30_000
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[str]:
-    executable, reason = install_chromium()
-    if executable is None:
-        pytest.skip(reason)
-    yield executable
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 1000), (390, 844)])

@@ -159,6 +159,16 @@ async def test_balance_as_of_and_paging(pool: asyncpg.Pool, books: AccountDirect
     async with pool.acquire() as connection:
         assert (await reads.balance_as_of(connection, "clearing:sim", start + timedelta(hours=2))).posted == 300
         assert (await reads.balance_as_of(connection, "clearing:sim", start - timedelta(hours=1))).posted == 0
+        # The trial balance as of a time reads the same postings; as of the end it agrees with the cached balances.
+        then = await reads.trial_balance(connection, start + timedelta(hours=2))
+        assert {(x.account, x.debit, x.credit) for x in then if x.debit or x.credit} == {
+            ("clearing:sim", 300, 0),
+            ("contributions:demo", 0, 300),
+        }
+        now = {x for x in await reads.trial_balance(connection) if x.debit or x.credit}
+        assert {
+            x for x in await reads.trial_balance(connection, start + timedelta(days=1)) if x.debit or x.credit
+        } == now
         first = await reads.account_entries(connection, "clearing:sim", limit=3)
         second = await reads.account_entries(connection, "clearing:sim", limit=3, before_entry_id=first[-1].entry_id)
     assert [e.reference for e in first + second] == [f"don_t{i}" for i in reversed(range(5))]

@@ -42,3 +42,13 @@ def test_formatted_amount_reads_back_exactly(amount: int, currency: str) -> None
     assert int(digits) * (-1 if negative else 1) == amount
     exponent = minor_unit_exponent(currency)
     assert (len(text.split(".")[1]) if "." in text else 0) == exponent
+
+
+def test_money_and_the_currency_check_use_the_same_table() -> None:
+    from ledger.money import Money, is_currency_code
+
+    assert all(is_currency_code(code) for code in MINOR_UNIT_EXPONENTS)
+    assert not any(is_currency_code(code) for code in ("XYZ", "usd", "US", "USDD", None, 840))
+    assert Money(1, "JPY").currency == "JPY"
+    with pytest.raises(ValueError, match="ISO 4217"):
+        Money(1, "XYZ")  # three upper-case letters, but no currency

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from dataclasses import fields
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -412,3 +414,23 @@ def test_events_map_to_processor_events() -> None:
 def test_malformed_events_are_payload_errors(payload: bytes) -> None:
     with pytest.raises(WebhookPayloadError):
         webhooks.parse_event(payload)
+
+
+def test_the_live_fault_control_file_comes_from_the_settings_and_the_build(tmp_path: Path) -> None:
+    """SURGE_SIM_FAULT_CONTROL_FILE is read with the other settings, not at import; building the processor hands it
+    to the fault checks, which then open the file's outage (no pool is touched by building)."""
+    from adapters.simulated import ADAPTER, faults
+
+    control = tmp_path / "control.json"
+    now_s = time.time()
+    control.write_text(orjson.dumps({"outages": [[now_s - 10, now_s + 3600]]}).decode())
+    config = SimulatedConfig.from_environment({faults.CONTROL_FILE_VARIABLE: str(control)})
+    assert config.fault_control_file == control
+    assert SimulatedConfig.from_environment({}).fault_control_file is None
+    try:
+        ADAPTER.build("simulated", None, config)
+        assert outage_end_epoch_s((), now_s, now_s) == pytest.approx(now_s + 3600)
+        ADAPTER.build("simulated", None, SimulatedConfig())
+        assert outage_end_epoch_s((), now_s, now_s) is None
+    finally:
+        faults.use_control_file(None)

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from engine.finance import cli as finance_cli
+from engine.finance import cli_arguments
 from toolkit.times import day_start, parse_day, parse_instant
 
 
@@ -51,10 +51,12 @@ def test_days() -> None:
 
 
 def test_the_finance_cli_reads_days_as_utc_days_and_needs_a_zone_on_times() -> None:
-    assert finance_cli._start("2026-03-01") == datetime(2026, 3, 1, tzinfo=UTC)
-    assert finance_cli._end("2026-03-31") == datetime(2026, 4, 1, tzinfo=UTC)  # inclusive: to the end of the day
-    assert finance_cli._start("2026-03-01T06:00:00+01:00") == datetime(2026, 3, 1, 5, tzinfo=UTC)
+    assert cli_arguments.start_moment("2026-03-01") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert cli_arguments.end_moment("2026-03-31") == datetime(
+        2026, 4, 1, tzinfo=UTC
+    )  # inclusive: to the end of the day
+    assert cli_arguments.start_moment("2026-03-01T06:00:00+01:00") == datetime(2026, 3, 1, 5, tzinfo=UTC)
     with pytest.raises(argparse.ArgumentTypeError, match="time zone"):
-        finance_cli._start("2026-03-01T06:00:00")
+        cli_arguments.start_moment("2026-03-01T06:00:00")
     with pytest.raises(argparse.ArgumentTypeError):
-        finance_cli._day("2026-03-01T06:00:00Z")
+        cli_arguments.utc_day("2026-03-01T06:00:00Z")
