@@ -28,6 +28,7 @@ from engine.api import (
     ledger_routes,
     observability,
     openapi,
+    recurring,
     simulated_tokens,
     webhooks,
 )
@@ -58,6 +59,8 @@ from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
 from engine.receipts.assembly import build_relay
+from engine.recurring.dunning import RetrySchedule
+from engine.recurring.scheduler import RecurringScheduler, SchedulerLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -201,6 +204,21 @@ async def _receipt_relay(app: web.Application) -> AsyncIterator[None]:
     await relay.stop()
 
 
+async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
+    # Charges recurring plans' due installments through the pipeline: engine/recurring/scheduler.py
+    settings = app[SETTINGS]
+    limits = SchedulerLimits(
+        poll_ms=settings.recurring_poll_ms,
+        lease_s=pipeline_limits(settings).lease.total_seconds() * 2,
+        retry_schedule=RetrySchedule.parse(settings.recurring_retry_days),
+    )
+    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits)
+    scheduler.start()
+    app[recurring.RECURRING_SCHEDULER] = scheduler
+    yield
+    await scheduler.stop()
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -220,11 +238,13 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
+    app.cleanup_ctx.append(_recurring_scheduler)  # after the pipeline it submits to; stopped before it
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     for module in (
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),
         *(donor_page, simulated_tokens),
+        recurring,
     ):
         app.add_routes(module.routes)
     return app
