@@ -156,6 +156,11 @@ class RecurringScheduler:
                      JOIN surge.recurring_plans p ON p.id = i.plan_id
                     WHERE i.status IN ('due', 'retrying', 'charging') AND i.next_attempt_at <= now()
                       AND (i.status = 'charging' OR p.status IN ('active', 'past_due'))
+                      -- A plan's periods in order (catching up after downtime, a limit reached mid-way): one
+                      -- waits while an earlier one is due or being charged; one retrying days later does not.
+                      AND NOT EXISTS (SELECT 1 FROM surge.recurring_installments j
+                                       WHERE j.plan_id = i.plan_id AND j.period < i.period
+                                         AND j.status IN ('due', 'charging'))
                     ORDER BY i.next_attempt_at
                     LIMIT $1 FOR UPDATE OF i SKIP LOCKED)
                UPDATE surge.recurring_installments i
