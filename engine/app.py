@@ -29,6 +29,7 @@ from engine.api import (
     observability,
     openapi,
     recurring,
+    recurring_pages,
     simulated_tokens,
     webhooks,
 )
@@ -60,6 +61,7 @@ from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
 from engine.receipts.assembly import build_relay
 from engine.recurring.dunning import RetrySchedule
+from engine.recurring.links import link_signer
 from engine.recurring.scheduler import RecurringScheduler, SchedulerLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
@@ -215,6 +217,7 @@ async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits)
     scheduler.start()
     app[recurring.RECURRING_SCHEDULER] = scheduler
+    app[recurring_pages.LINK_SIGNER] = await link_signer(app[POOL], settings.recurring_link_secret)
     yield
     await scheduler.stop()
 
@@ -244,7 +247,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),
         *(donor_page, simulated_tokens),
-        recurring,
+        *(recurring, recurring_pages),
     ):
         app.add_routes(module.routes)
     return app

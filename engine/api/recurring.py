@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api import recurring_pages
 from engine.api.donations import read_donation_request
 from engine.api.errors import ApiError, json_response
 from engine.api.requests import authorized, int_param, json_body, parse_time
@@ -15,6 +16,7 @@ from engine.campaigns import Campaign
 from engine.keys import Role
 from engine.pipeline.donation_request import validate_idempotency_key
 from engine.recurring import plans, reports
+from engine.recurring.links import LinkKind
 from engine.recurring.plans import INSTALLMENTS_MAX, INTERVALS, ChangeOutcome, PlanRefused
 from engine.recurring.scheduler import RecurringScheduler
 
@@ -82,10 +84,7 @@ async def create_plan(request: web.Request) -> web.Response:
     processor = plans.saving_processor([p for p, _ in request.app[PROCESSORS]])
     if processor is None:
         raise ApiError(400, "recurring_unavailable", "No configured processor can save payment methods.")
-    donor = donation_request.donor
-    saved = await plans.save_method(
-        pool, processor, donation_request.payment_method, donor["email"], f"{donor['first_name']} {donor['last_name']}"
-    )
+    saved = await plans.save_method(pool, processor, donation_request.payment_method, donation_request.donor)
     if isinstance(saved, PlanRefused):
         if saved.problem is plans.PlanProblem.CARD_DECLINED:
             raise ApiError(402, "card_declined", saved.message, type="card_error", decline_code=saved.decline_code)
@@ -96,7 +95,8 @@ async def create_plan(request: web.Request) -> web.Response:
     scheduler = request.app.get(RECURRING_SCHEDULER)
     if scheduler is not None:
         scheduler.wake()
-    return json_response(plan.as_json(), 201)
+    manage_url = await recurring_pages.link_url(request, LinkKind.MANAGE_PLAN, "/recurring/manage", {"plan": plan.id})
+    return json_response({**plan.as_json(), "manage_url": manage_url}, 201)
 
 
 @routes.get("/v1/recurring/plans")

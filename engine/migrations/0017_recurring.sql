@@ -21,6 +21,8 @@ CREATE TABLE surge.saved_payment_methods (
     last4                     text CHECK (last4 ~ '^[0-9]{4}$'),
     exp_month                 integer CHECK (exp_month BETWEEN 1 AND 12),
     exp_year                  integer,
+    -- The donor's name and address as validated when the method was saved: a Quick Donate gift reports them.
+    donor                     jsonb NOT NULL,
     created_at                timestamptz NOT NULL DEFAULT now(),
     updated_at                timestamptz NOT NULL DEFAULT now(),
     deleted_at                timestamptz,  -- detached at the donor's request: never charged again
@@ -125,3 +127,11 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE interval_unit WHEN 'week' THEN anchor + make_interval(weeks => period)
                               ELSE anchor + make_interval(months => period) END
 $$;
+
+-- The key that signs donors' links (Quick Donate, manage a plan, donor profile) when SURGE_RECURRING_LINK_SECRET is
+-- not set: made once, shared by every engine process, so a link made by one is honoured by all.
+CREATE TABLE surge.link_signing_keys (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    secret      bytea NOT NULL CHECK (length(secret) >= 32),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -159,9 +159,11 @@ async def ensure_recurring_key(connection: asyncpg.Connection | asyncpg.Pool) ->
 
 
 async def save_method(
-    pool: asyncpg.Pool, processor: SavesPaymentMethods, payment_method: str, email: str, name: str
+    pool: asyncpg.Pool, processor: SavesPaymentMethods, payment_method: str, donor: dict[str, Any]
 ) -> tuple[str, SavedMethodDetails] | PlanRefused:
     """Save the donor's method at the processor and record its references; (saved method id, details)."""
+    email = str(donor["email"])
+    name = f"{donor['first_name']} {donor['last_name']}"
     result: SaveResult = await processor.save_payment_method(payment_method, email, name)
     if result.status is not SaveStatus.SAVED or result.method is None:
         problem = PlanProblem.CARD_DECLINED if result.status is SaveStatus.DECLINED else PlanProblem.SAVE_FAILED
@@ -172,8 +174,8 @@ async def save_method(
         profile_id = await upsert_profile(connection, email)
         await connection.execute(
             """INSERT INTO surge.saved_payment_methods (id, profile_id, processor, customer_reference,
-                   payment_method_reference, brand, last4, exp_month, exp_year)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                   payment_method_reference, brand, last4, exp_month, exp_year, donor)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)""",
             method_id,
             profile_id,
             processor.name,
@@ -183,6 +185,7 @@ async def save_method(
             method.last4 if method.last4 and method.last4.isdigit() and len(method.last4) == 4 else None,
             method.exp_month,
             method.exp_year,
+            donor,
         )
     return method_id, method
 
@@ -381,3 +384,39 @@ async def campaign_on_limit(connection: asyncpg.Connection | asyncpg.Pool, campa
         "SELECT on_limit FROM surge.recurring_campaign_settings WHERE campaign = $1", campaign
     )
     return str(value or "continue")
+
+
+async def delete_saved_method(
+    pool: asyncpg.Pool, processors: dict[str, Processor], profile_id: str, method_id: str
+) -> bool:
+    """The donor deletes a saved card: detached at the processor, never charged again; plans on it are cancelled."""
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            """UPDATE surge.saved_payment_methods SET deleted_at = now(), updated_at = now()
+                WHERE id = $1 AND profile_id = $2 AND deleted_at IS NULL
+            RETURNING processor, customer_reference, payment_method_reference, brand, last4, exp_month, exp_year""",
+            method_id,
+            profile_id,
+        )
+        if row is None:
+            return False
+        for plan_id in await connection.fetchval(
+            """SELECT coalesce(array_agg(id), '{}') FROM surge.recurring_plans
+                WHERE saved_method_id = $1 AND status IN ('active', 'past_due', 'paused')""",
+            method_id,
+        ):
+            await end_plan(connection, plan_id, "cancelled", "payment_method_deleted")
+    processor = processors.get(row["processor"])
+    detach = getattr(processor, "detach_payment_method", None)
+    if detach is not None:
+        # After the commit: a failed detach leaves a customer at the processor that Surge will never charge.
+        details = SavedMethodDetails(
+            row["customer_reference"],
+            row["payment_method_reference"],
+            row["brand"],
+            row["last4"],
+            row["exp_month"],
+            row["exp_year"],
+        )
+        await detach(details)
+    return True

@@ -11,8 +11,14 @@ import pytest
 from engine.keys import Role
 from engine.recurring.dunning import RetrySchedule
 from tests.e2e.conftest import Surge, running_surge, surge_settings
-from tests.recurring.conftest import FAST_SCHEDULER, audit_exactly_once, create_plan, open_installments, plan_body
-from tests.recurring.conftest import weeks_ago
+from tests.recurring.conftest import (
+    FAST_SCHEDULER,
+    audit_exactly_once,
+    create_plan,
+    open_installments,
+    plan_body,
+    weeks_ago,
+)
 from tests.waiting import wait_until
 
 # Two retries, about 0.2 s apart: the schedule's shape, at test speed.
@@ -32,9 +38,7 @@ async def plan_state(surge: Surge, plan_id: str) -> dict[str, Any]:
 
 
 async def installments(surge: Surge, plan_id: str) -> list[dict[str, Any]]:
-    response = await surge.client.get(
-        f"/v1/recurring/plans/{plan_id}/installments", headers=surge.auth(Role.FINANCE)
-    )
+    response = await surge.client.get(f"/v1/recurring/plans/{plan_id}/installments", headers=surge.auth(Role.FINANCE))
     return list((await response.json())["data"])
 
 

@@ -20,13 +20,7 @@ from engine.keys import Role
 from ledger.money import Money
 from tests.e2e.conftest import running_surge, surge_settings
 from tests.recurring.conftest import FAST_SCHEDULER, create_plan, open_installments, plan_body
-from tests.stripe.conftest import (  # noqa: F401 (fixtures)
-    empty_localstripe,
-    localstripe_url,
-    processor,
-    stripe_client,
-    stripe_config,
-)
+from tests.stripe.conftest import stripe_config
 from tests.stripe.test_stripe_adapter import CARD_DECLINED_AT_CHARGE, CARD_REQUIRES_AUTHENTICATION, card
 from tests.waiting import wait_until
 
