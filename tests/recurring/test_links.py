@@ -24,7 +24,7 @@ def test_a_link_verifies_and_a_changed_expired_or_other_kind_one_does_not() -> N
     assert SIGNER.verify(LinkKind.MANAGE_PLAN, token, now_s=1030) == {"plan": "plan_1", "exp": 1060}
     assert SIGNER.verify(LinkKind.MANAGE_PLAN, token, now_s=1061) is LinkRefusal.EXPIRED
     assert SIGNER.verify(LinkKind.PROFILE, token, now_s=1030) is LinkRefusal.TAMPERED
-    payload, signature = token.split(".")
+    _payload, signature = token.split(".")
     forged = SIGNER.sign(LinkKind.MANAGE_PLAN, {"plan": "plan_2"}, ttl_s=60, now_s=1000).split(".")[0]
     assert SIGNER.verify(LinkKind.MANAGE_PLAN, f"{forged}.{signature}", now_s=1030) is LinkRefusal.TAMPERED
     assert SIGNER.verify(LinkKind.MANAGE_PLAN, "no-dot", now_s=1030) is LinkRefusal.MALFORMED
@@ -124,7 +124,7 @@ async def test_the_manage_link_changes_the_amount_and_cancels(surge: Surge) -> N
 
 
 async def test_the_profile_link_is_emailed_and_lists_and_deletes_saved_cards(surge: Surge, tmp_path: Path) -> None:
-    method, plan = await saved_method(surge)
+    _method, plan = await saved_method(surge)
     await wait_until(lambda: plan_status(surge, plan["id"], "completed"), what="the one installment charged")
     status, open_plan = await create_plan(surge, plan_body(start=None))
     assert status == 201
