@@ -21,6 +21,7 @@ from engine.api import (
     dashboard_admin,
     dashboard_donations,
     dashboard_finance,
+    dashboard_recurring,
     donations,
     donor_page,
     finance,
@@ -247,7 +248,7 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),
         *(donor_page, simulated_tokens),
-        *(recurring, recurring_pages),
+        *(recurring, recurring_pages, dashboard_recurring),
     ):
         app.add_routes(module.routes)
     return app

@@ -22,7 +22,7 @@ async def by_campaign(connection: asyncpg.Connection | asyncpg.Pool) -> list[dic
                       count(*) FILTER (WHERE status = 'past_due') AS past_due_plans,
                       count(*) FILTER (WHERE status = 'paused') AS paused_plans,
                       coalesce(sum(CASE WHEN interval = 'month' THEN amount_minor ELSE amount_minor * 52 / 12 END)
-                               FILTER (WHERE status IN ('active', 'past_due')), 0) AS monthly_recurring_minor,
+                               FILTER (WHERE status IN ('active', 'past_due')), 0)::bigint AS monthly_recurring_minor,
                       count(*) FILTER (WHERE status = 'cancelled' AND cancelled_at >= now() - interval '30 days')
                           AS cancelled_30d,
                       count(*) FILTER (WHERE created_at < now() - interval '30 days'
