@@ -151,3 +151,19 @@ async def plan_status(surge: Surge, plan_id: str, wanted: str) -> bool:
     return bool(
         await surge.pool.fetchval("SELECT status = $2 FROM surge.recurring_plans WHERE id = $1", plan_id, wanted)
     )
+
+
+async def test_the_donation_page_offers_make_it_monthly(surge: Surge) -> None:
+    page = await surge.client.get("/donate/demo")
+    assert 'id="make-monthly"' in await page.text()
+    script = await (await surge.client.get("/donate/static/donate.js")).text()
+    assert "/v1/recurring/plans" in script and 'interval: "month"' in script
+    # What the page posts with "make it monthly": the donation body plus the interval, with the page's form key.
+    form_key = re.search(r'data-form-key="([^"]+)"', await page.text())[1]  # type: ignore[index]
+    response = await surge.client.post(
+        "/v1/recurring/plans",
+        json={**plan_body(2_500), "interval": "month"},
+        headers={"Authorization": f"Bearer {form_key}", "Idempotency-Key": "page_abc"},
+    )
+    body = await response.json()
+    assert response.status == 201 and body["interval"] == "month" and body["manage_url"]

@@ -247,17 +247,21 @@
   });
 
   function post(body, retries) {
-    return fetch("/v1/donations", {
+    // "Make it monthly": the same body makes a recurring plan (the card saved, the first gift charged now).
+    var monthly = document.getElementById("make-monthly");
+    var recurring = monthly !== null && monthly.checked;
+    return fetch(recurring ? "/v1/recurring/plans" : "/v1/donations", {
       method: "POST",
       headers: { Authorization: "Bearer " + config.formKey, "Content-Type": "application/json",
                  "Idempotency-Key": idempotencyKey },
-      body: JSON.stringify(body)
+      body: JSON.stringify(recurring ? Object.assign({ interval: "month" }, body) : body)
     }).then(function (response) {
       return response.json().then(function (json) { return answered(response.status, json, body, retries); });
     });
   }
 
   function answered(status, json, body, retries) {
+    if ((status === 201 || status === 200) && json.object === "recurring_plan") return monthlyConfirmed(json);
     if (status === 201) return confirmed(json);
     if (status === 202) return processing(json);
     var error = json.error || {};
@@ -297,6 +301,17 @@
     document.getElementById("confirmation-amount").textContent = formatAmount(donation.amount);
     document.getElementById("confirmation-id").textContent = donation.id;
     var section = document.getElementById("confirmation");
+    section.hidden = false;
+    section.focus();
+    reportHeight();
+  }
+
+  function monthlyConfirmed(plan) {
+    store(null);
+    form.hidden = true;
+    document.getElementById("monthly-amount").textContent = formatAmount(plan.amount);
+    if (plan.manage_url) document.getElementById("monthly-manage").href = plan.manage_url;
+    var section = document.getElementById("monthly-confirmation");
     section.hidden = false;
     section.focus();
     reportHeight();
