@@ -60,9 +60,10 @@ from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
-from engine.receipts.assembly import build_relay
+from engine.receipts.assembly import build_relay, build_sender
 from engine.recurring.dunning import RetrySchedule
 from engine.recurring.links import link_signer
+from engine.recurring.notices import Notifier
 from engine.recurring.scheduler import RecurringScheduler, SchedulerLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
@@ -215,10 +216,12 @@ async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
         lease_s=pipeline_limits(settings).lease.total_seconds() * 2,
         retry_schedule=RetrySchedule.parse(settings.recurring_retry_days),
     )
-    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits)
+    signer = await link_signer(app[POOL], settings.recurring_link_secret)
+    notifier = Notifier(build_sender(settings), settings.receipts_from, recurring_pages.manage_link(settings, signer))
+    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits, notifier)
     scheduler.start()
     app[recurring.RECURRING_SCHEDULER] = scheduler
-    app[recurring_pages.LINK_SIGNER] = await link_signer(app[POOL], settings.recurring_link_secret)
+    app[recurring_pages.LINK_SIGNER] = signer
     yield
     await scheduler.stop()
 

@@ -9,6 +9,7 @@ token in the address is the donor's proof. A tampered, malformed or expired link
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -23,8 +24,9 @@ from engine.keys import Role
 from engine.pipeline.donation_request import REFCODE_PATTERN
 from engine.receipts.assembly import build_sender
 from engine.recurring import plans
-from engine.recurring.links import LinkKind, LinkRefusal, LinkSigner, link_signer
+from engine.recurring.links import MANAGE_LINK_TTL_S, LinkKind, LinkRefusal, LinkSigner, link_signer
 from engine.recurring.quick_donate import QuickOutcome, new_quick_link_fields, quick_donate
+from engine.settings import Settings
 from ledger.currencies import format_minor
 
 LINK_SIGNER = web.AppKey("link_signer", LinkSigner)
@@ -68,8 +70,19 @@ def _ttl_s(request: web.Request) -> float:
     return float(request.app[SETTINGS].recurring_link_ttl_hours) * 3600
 
 
+def manage_link(settings: Settings, signer: LinkSigner) -> Callable[[str], str]:
+    """The plan → its manage link, for the donor's emails (engine/recurring/notices.py)."""
+    base = settings.public_url.rstrip("/")
+
+    def link(plan_id: str) -> str:
+        return f"{base}/recurring/manage/{signer.sign(LinkKind.MANAGE_PLAN, {'plan': plan_id}, MANAGE_LINK_TTL_S)}"
+
+    return link
+
+
 async def link_url(request: web.Request, kind: LinkKind, path: str, fields: dict[str, Any]) -> str:
-    token = (await signer(request.app)).sign(kind, fields, _ttl_s(request))
+    ttl_s = MANAGE_LINK_TTL_S if kind is LinkKind.MANAGE_PLAN else _ttl_s(request)
+    token = (await signer(request.app)).sign(kind, fields, ttl_s)
     return f"{request.app[SETTINGS].public_url.rstrip('/')}{path}/{token}"
 
 

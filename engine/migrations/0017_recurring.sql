@@ -117,8 +117,10 @@ CREATE TABLE surge.recurring_notices (
     kind        text NOT NULL,
     message     text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz,  -- donor notices: emailed (with the plan's manage link) by the scheduler's notifier
     UNIQUE (plan_id, period, audience, kind)
 );
+CREATE INDEX recurring_notices_unsent ON surge.recurring_notices (id) WHERE audience = 'donor' AND sent_at IS NULL;
 
 -- When period n of a plan is due: counted from the anchor, so a plan anchored on the 31st is due on the last day
 -- of shorter months and back on the 31st after them (PostgreSQL's month arithmetic clamps to the month's end).

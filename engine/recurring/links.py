@@ -25,6 +25,8 @@ import asyncpg
 import orjson
 
 TOKEN_LENGTH_MAX = 2_000
+# A manage link rides in the email of every installment: it lives past the next monthly one.
+MANAGE_LINK_TTL_S = 45 * 24 * 3600
 
 
 class LinkKind(StrEnum):

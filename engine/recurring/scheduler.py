@@ -34,6 +34,7 @@ from engine.pipeline.donation_request import DonationRequest, donor_key, request
 from engine.pipeline.donations import Donation
 from engine.pipeline.outcomes import OverloadError, Refusal, RefusalReason
 from engine.recurring.dunning import Next, RetrySchedule
+from engine.recurring.notices import Notifier
 from engine.recurring.plans import RECURRING_KEY_ID, campaign_on_limit, end_plan, ensure_recurring_key
 from engine.workers import PollingLoop
 
@@ -108,9 +109,15 @@ def installment_request(claimed: ClaimedInstallment) -> DonationRequest:
 
 class RecurringScheduler:
     def __init__(
-        self, pool: asyncpg.Pool, pipeline: Pipeline, campaigns: CampaignDirectory, limits: SchedulerLimits
+        self,
+        pool: asyncpg.Pool,
+        pipeline: Pipeline,
+        campaigns: CampaignDirectory,
+        limits: SchedulerLimits,
+        notifier: Notifier | None = None,
     ) -> None:
         self._pool = pool
+        self._notifier = notifier
         self._pipeline = pipeline
         self._campaigns = campaigns
         self.limits = limits
@@ -142,7 +149,8 @@ class RecurringScheduler:
         made = await materialise_due(self._pool, self.limits.materialise_batch_max)
         resolved = await resolve_finished(self._pool, self.limits)
         claimed = await self._claim_and_submit()
-        return made + resolved + claimed
+        notified = await self._notifier.send_due(self._pool) if self._notifier is not None else 0
+        return made + resolved + claimed + notified
 
     # -- submit -----------------------------------------------------------------------------------------------------
 
@@ -336,6 +344,8 @@ async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule
                 WHERE id = $1 AND status = 'past_due'""",
             plan_id,
         )
+        message = f"Thank you: your recurring gift was charged (donation {row['donation_id']}); a receipt follows."
+        await add_notices(connection, plan_id, period, "installment_charged", message, campaign=False)
         await _complete_if_done(connection, plan_id)
         return
     code = row["decline_code"] or row["status"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -31,7 +32,9 @@ async def settled(pool: asyncpg.Pool, installments: int) -> bool:
     return count == installments and await open_installments(pool) == 0
 
 
-async def test_a_plan_of_three_weekly_gifts_due_now_is_charged_three_times_and_completes(surge: Surge) -> None:
+async def test_a_plan_of_three_weekly_gifts_due_now_is_charged_three_times_and_completes(
+    surge: Surge, tmp_path: Path
+) -> None:
     status, plan = await create_plan(surge, plan_body(1500, installments=3, start=weeks_ago(2)))
     assert status == 201, plan
     assert plan["payment_method"]["brand"] == "visa" and plan["payment_method"]["last4"] == "4242"
@@ -44,8 +47,17 @@ async def test_a_plan_of_three_weekly_gifts_due_now_is_charged_three_times_and_c
     )
     assert [d["amount_minor"] for d in donations] == [1500, 1500, 1500]
     assert all(d["payment_method"].startswith("offsession:cus_") for d in donations)
-    # Each installment got its receipt through the receipts outbox.
+    # Each installment got its receipt through the receipts outbox, and an email with the signed manage link.
     assert await surge.pool.fetchval("SELECT count(*) FROM surge.receipts WHERE kind = 'donation'") == 3
+
+    async def notices_sent() -> list[Path]:
+        files = list((tmp_path / "outbox").glob("notice_*.eml"))
+        return files if len(files) == 3 else []
+
+    for mail in await wait_until(notices_sent, what="three installment emails"):
+        link = re.search(r"http://\S+(/recurring/manage/\S+)", mail.read_text())
+        assert link is not None
+        assert (await surge.client.get(link.group(1))).status == 200
 
 
 async def test_creating_a_plan_twice_with_one_key_makes_one_plan(surge: Surge) -> None:
