@@ -70,6 +70,15 @@ def _ttl_s(request: web.Request) -> float:
     return float(request.app[SETTINGS].recurring_link_ttl_hours) * 3600
 
 
+async def posted_form(request: web.Request) -> dict[str, str]:
+    """The posted form's fields; an unreadable body (e.g. multipart without a boundary) is a 400, not a 500."""
+    try:
+        form = await request.post()
+    except ValueError:
+        raise ApiError(400, "parameter_invalid", "The form could not be read.") from None
+    return {key: str(value) for key, value in form.items() if isinstance(value, str)}
+
+
 def manage_link(settings: Settings, signer: LinkSigner) -> Callable[[str], str]:
     """The plan → its manage link, for the donor's emails (engine/recurring/notices.py)."""
     base = settings.public_url.rstrip("/")
@@ -244,7 +253,7 @@ async def manage_amount(request: web.Request) -> web.Response:
     plan = await _managed_plan(request)
     if isinstance(plan, web.Response):
         return plan
-    form = await request.post()
+    form = await posted_form(request)
     amount = parse_amount(str(form.get("amount", "")), plan.currency)
     if amount is None:
         return page(
@@ -268,7 +277,7 @@ async def manage_amount(request: web.Request) -> web.Response:
 async def request_profile_link(request: web.Request) -> web.Response:
     """A donor asks for their profile link; it is emailed to that address only, so following it proves the email.
     The answer is the same whether or not the address has a profile (no one learns who gives)."""
-    form = await request.post()
+    form = await posted_form(request)
     email = str(form.get("email", "")).strip().lower()
     profile_id = await request.app[POOL].fetchval("SELECT id FROM surge.donor_profiles WHERE email = $1", email)
     if profile_id is not None:
