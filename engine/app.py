@@ -218,7 +218,8 @@ async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
     )
     signer = await link_signer(app[POOL], settings.recurring_link_secret)
     notifier = Notifier(build_sender(settings), settings.receipts_from, recurring_pages.manage_link(settings, signer))
-    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits, notifier)
+    processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
+    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits, notifier, processors)
     scheduler.start()
     app[recurring.RECURRING_SCHEDULER] = scheduler
     app[recurring_pages.LINK_SIGNER] = signer

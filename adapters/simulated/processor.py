@@ -53,6 +53,7 @@ from ledger.money import Money
 from toolkit.token_bucket import TokenBucket
 
 DISPUTE_FEE_MINOR = 1500  # Stripe's US dispute fee
+EXPIRED_CARD = "pm_card_chargeDeclinedExpiredCard"  # saved, it is "renewed" by refresh_payment_method
 # The database failed mid-write: the record may or may not have changed, as after a processor's HTTP 500.
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
@@ -173,6 +174,9 @@ class SimulatedProcessor:
         return True
 
     async def refresh_payment_method(self, method: SavedMethodDetails) -> SavedMethodDetails | None:
+        """As a card updater does: the expired test card comes back renewed (a Visa with a later expiry)."""
+        if method.payment_method_reference == EXPIRED_CARD:
+            return SavedMethodDetails(method.customer_reference, "pm_card_visa", "visa", "4242", 12, 2036)
         return method
 
     async def refund(self, request: RefundRequest) -> RefundResult:

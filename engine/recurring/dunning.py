@@ -37,6 +37,10 @@ HARD_DECLINE_CODES = frozenset(
     }
 )
 
+# Declines a card updater can cure (a renewed card: new expiry or number): the saved method is read again from the
+# processor, and when it changed the retry is made at once with the new card.
+CARD_UPDATE_CODES = frozenset({"expired_card", "incorrect_number", "invalid_expiry_month", "invalid_expiry_year"})
+
 
 class Next(StrEnum):
     RETRY = "retry"  # try the period again after ``delay``

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from adapters.base import off_session_token
+from adapters.base import Processor, SavedMethodDetails, off_session_token
 from engine.campaigns import CampaignDirectory
 from engine.keys import ApiKey, Role
 from engine.pipeline.charging import Pipeline
 from engine.pipeline.donation_request import DonationRequest, donor_key, request_fingerprint
 from engine.pipeline.donations import Donation
 from engine.pipeline.outcomes import OverloadError, Refusal, RefusalReason
-from engine.recurring.dunning import Next, RetrySchedule
+from engine.recurring.dunning import CARD_UPDATE_CODES, Next, RetrySchedule
 from engine.recurring.notices import Notifier
 from engine.recurring.plans import RECURRING_KEY_ID, campaign_on_limit, end_plan, ensure_recurring_key
 from engine.workers import PollingLoop
@@ -115,8 +116,10 @@ class RecurringScheduler:
         campaigns: CampaignDirectory,
         limits: SchedulerLimits,
         notifier: Notifier | None = None,
+        processors: Mapping[str, Processor] | None = None,
     ) -> None:
         self._pool = pool
+        self._processors = dict(processors or {})
         self._notifier = notifier
         self._pipeline = pipeline
         self._campaigns = campaigns
@@ -147,10 +150,57 @@ class RecurringScheduler:
 
     async def run_round(self) -> int:
         made = await materialise_due(self._pool, self.limits.materialise_batch_max)
-        resolved = await resolve_finished(self._pool, self.limits)
+        resolved, card_checks = await resolve_finished(self._pool, self.limits)
+        for plan_id in card_checks:
+            await self._apply_card_update(plan_id)
         claimed = await self._claim_and_submit()
         notified = await self._notifier.send_due(self._pool) if self._notifier is not None else 0
         return made + resolved + claimed + notified
+
+    async def _apply_card_update(self, plan_id: str) -> None:
+        """After a decline a card updater can cure: read the saved method again; when the processor has a renewed
+        card (expiry or number), record it and retry the period at once."""
+        row = await self._pool.fetchrow(
+            """SELECT m.id, m.processor, m.customer_reference, m.payment_method_reference, m.brand, m.last4,
+                      m.exp_month, m.exp_year
+                 FROM surge.recurring_plans p JOIN surge.saved_payment_methods m ON m.id = p.saved_method_id
+                WHERE p.id = $1""",
+            plan_id,
+        )
+        refresh = getattr(self._processors.get(row["processor"]) if row else None, "refresh_payment_method", None)
+        if row is None or refresh is None:
+            return
+        stored = SavedMethodDetails(
+            row["customer_reference"],
+            row["payment_method_reference"],
+            row["brand"],
+            row["last4"],
+            row["exp_month"],
+            row["exp_year"],
+        )
+        current = await refresh(stored)
+        if current is None or current == stored:
+            return
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                """UPDATE surge.saved_payment_methods
+                      SET payment_method_reference = $2, brand = $3, last4 = $4, exp_month = $5, exp_year = $6,
+                          updated_at = now()
+                    WHERE id = $1""",
+                row["id"],
+                current.payment_method_reference,
+                current.brand,
+                current.last4,
+                current.exp_month,
+                current.exp_year,
+            )
+            await connection.execute(
+                """UPDATE surge.recurring_installments SET next_attempt_at = now(), updated_at = now()
+                    WHERE plan_id = $1 AND status = 'retrying'""",
+                plan_id,
+            )
+        _logger.info("plan %s: the processor updated its card (%s); retrying now", plan_id, current.last4)
+        self._loop.wake()
 
     # -- submit -----------------------------------------------------------------------------------------------------
 
@@ -311,8 +361,9 @@ async def skip_installment(pool: asyncpg.Pool, claimed: ClaimedInstallment, reas
             await _complete_if_done(connection, claimed.plan_id)
 
 
-async def resolve_finished(pool: asyncpg.Pool, limits: SchedulerLimits) -> int:
-    """Settle installments whose donation is final: succeeded, or declined → retry later or give up."""
+async def resolve_finished(pool: asyncpg.Pool, limits: SchedulerLimits) -> tuple[int, list[str]]:
+    """Settle installments whose donation is final: succeeded, or declined → retry later or give up. Returns how
+    many, and the plans whose decline a card update may cure (their saved method is to be read again)."""
     async with pool.acquire() as connection, connection.transaction():
         rows = await connection.fetch(
             """SELECT i.plan_id, i.period, i.attempts, i.donation_id, d.status, d.decline_code, d.failure_message,
@@ -324,12 +375,12 @@ async def resolve_finished(pool: asyncpg.Pool, limits: SchedulerLimits) -> int:
                 LIMIT $1 FOR UPDATE OF i SKIP LOCKED""",
             limits.claim_batch_max,
         )
-        for row in rows:
-            await _resolve(connection, row, limits.retry_schedule)
-    return len(rows)
+        card_checks = [row["plan_id"] for row in rows if await _resolve(connection, row, limits.retry_schedule)]
+    return len(rows), card_checks
 
 
-async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule: RetrySchedule) -> None:
+async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule: RetrySchedule) -> bool:
+    """True when the attempt was declined for a reason a card update may cure and the period will be retried."""
     plan_id, period, attempt = row["plan_id"], row["period"], row["attempts"]
     if row["status"] == "succeeded":
         await _record_attempt(connection, plan_id, period, attempt, row["donation_id"], "succeeded", None)
@@ -347,7 +398,7 @@ async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule
         message = f"Thank you: your recurring gift was charged (donation {row['donation_id']}); a receipt follows."
         await add_notices(connection, plan_id, period, "installment_charged", message, campaign=False)
         await _complete_if_done(connection, plan_id)
-        return
+        return False
     code = row["decline_code"] or row["status"]
     await _record_attempt(connection, plan_id, period, attempt, row["donation_id"], row["status"], code)
     decision = schedule.decide(attempt, row["decline_code"])
@@ -369,7 +420,7 @@ async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule
         )
         message = f"Your recurring gift could not be charged ({code.replace('_', ' ')}); we will try again."
         await add_notices(connection, plan_id, period, f"payment_failed_{attempt}", message, campaign=False)
-        return
+        return code in CARD_UPDATE_CODES
     await connection.execute(
         """UPDATE surge.recurring_installments SET status = 'failed', outcome_reason = $3, updated_at = now()
             WHERE plan_id = $1 AND period = $2""",
@@ -380,6 +431,7 @@ async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule
     await end_plan(connection, plan_id, "cancelled", decision.reason)
     message = f"The recurring gift was cancelled: {decision.reason.replace('_', ' ')}."
     await add_notices(connection, plan_id, period, "plan_cancelled", message)
+    return False
 
 
 async def _record_attempt(

@@ -119,3 +119,26 @@ async def test_an_installment_past_the_election_limit_is_skipped(surge: Surge, o
     assert await audit_exactly_once(surge.pool) == {"succeeded": 1, "skipped": 1}
     aggregate = await surge.pool.fetchval("SELECT posted_minor + held_minor FROM surge.contribution_aggregates")
     assert aggregate == 200_000
+
+
+async def test_a_card_renewed_by_the_processor_is_applied_and_the_period_retried_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The default schedule (days between retries): only the card update can make the retry come at once.
+    settings = surge_settings(database_url, tmp_path, **FAST_SCHEDULER)
+    async with running_surge(database_url, settings) as surge:
+        status, plan = await create_plan(surge, plan_body(payment_method="pm_card_chargeDeclinedExpiredCard"))
+        assert status == 201, plan
+
+        async def charged() -> list[dict[str, Any]] | None:
+            periods = await installments(surge, plan["id"])
+            return periods if periods and periods[0]["status"] == "succeeded" else None
+
+        (period,) = await wait_until(charged, what="the period charged on the renewed card")
+        assert (await plan_state(surge, plan["id"]))["status"] == "active"
+        assert [(a["outcome"], a["reason"]) for a in period["attempts"]] == [
+            ("declined", "expired_card"),
+            ("succeeded", None),
+        ]
+        card = await surge.pool.fetchrow("SELECT payment_method_reference, exp_year FROM surge.saved_payment_methods")
+        assert tuple(card) == ("pm_card_visa", 2036)
