@@ -18,7 +18,17 @@ from tests.recurring.conftest import (
     plan_body,
     weeks_ago,
 )
-from tests.waiting import wait_until
+from tests.waiting import WaitTimeout, wait_until
+
+UNSETTLED = """SELECT i.plan_id, i.period, i.status, i.attempts, i.donation_id, i.next_attempt_at - now() AS wait,
+                     d.status AS donation_status, d.next_attempt_at - now() AS donation_wait
+                FROM surge.recurring_installments i LEFT JOIN surge.donations d ON d.id = i.donation_id
+               WHERE i.status <> 'succeeded' ORDER BY 1, 2"""
+
+
+def print_unsettled(rows: list[asyncpg.Record]) -> None:
+    for row in rows:
+        print(dict(row))
 
 
 @pytest.fixture
@@ -84,7 +94,11 @@ async def test_two_engines_racing_charge_every_period_exactly_once(database_url:
             # Until cancelled, anchored three weeks ago: periods 0-3 are due now, both schedulers see them at once.
             status, body = await create_plan(engine, plan_body(1000 + n, start=weeks_ago(3), first_name=f"Racer{n}"))
             assert status == 201, body
-        await wait_until(lambda: settled(first.pool, plans * 4), timeout=60, what="every due period settled")
+        try:
+            await wait_until(lambda: settled(first.pool, plans * 4), timeout=60, what="every due period settled")
+        except WaitTimeout:
+            print_unsettled(await first.pool.fetch(UNSETTLED))  # what a rare stall left behind, for diagnosis
+            raise
         assert await audit_exactly_once(first.pool) == {"succeeded": plans * 4}
         attempts = await first.pool.fetchval("SELECT count(*) FROM surge.recurring_attempts")
         assert attempts == plans * 4
