@@ -285,22 +285,26 @@ class RecurringScheduler:
 async def materialise_due(pool: asyncpg.Pool, batch_max: int) -> int:
     """Give each plan whose next period is due that period's installment, and move the plan on to the next one."""
     made: int = await pool.fetchval(
+        # Every value comes from the locked rows (``due``), never from a second read of the table: under READ
+        # COMMITTED a row another process moved on after this statement's snapshot is returned by FOR UPDATE in
+        # its new version, while a plain read would still see the old one and skip the period in between.
         """WITH due AS (
-               SELECT id FROM surge.recurring_plans
+               SELECT id, next_period, next_due_at, amount_minor, installments_max, interval, anchor_at
+                 FROM surge.recurring_plans
                 WHERE status IN ('active', 'past_due') AND next_due_at <= now()
                 ORDER BY next_due_at LIMIT $1 FOR UPDATE SKIP LOCKED),
            inserted AS (
                INSERT INTO surge.recurring_installments (plan_id, period, due_at, amount_minor, status,
                                                          next_attempt_at)
-               SELECT p.id, p.next_period, p.next_due_at, p.amount_minor, 'due', p.next_due_at
-                 FROM surge.recurring_plans p JOIN due USING (id)
+               SELECT id, next_period, next_due_at, amount_minor, 'due', next_due_at FROM due
                ON CONFLICT (plan_id, period) DO NOTHING),
            moved AS (
                UPDATE surge.recurring_plans p
-                  SET next_period = p.next_period + 1, updated_at = now(),
-                      next_due_at = CASE WHEN p.installments_max IS NOT NULL
-                                              AND p.next_period + 1 >= p.installments_max THEN NULL
-                                         ELSE surge.recurring_period_due(p.interval, p.anchor_at, p.next_period + 1)
+                  SET next_period = due.next_period + 1, updated_at = now(),
+                      next_due_at = CASE WHEN due.installments_max IS NOT NULL
+                                              AND due.next_period + 1 >= due.installments_max THEN NULL
+                                         ELSE surge.recurring_period_due(due.interval, due.anchor_at,
+                                                                         due.next_period + 1)
                                     END
                  FROM due WHERE p.id = due.id RETURNING 1)
            SELECT count(*) FROM moved""",

@@ -64,6 +64,12 @@ async def audit_exactly_once(connection: asyncpg.Connection | asyncpg.Pool) -> d
                   count(*) FILTER (WHERE d.status IN ('queued', 'charging', 'pending')) AS open
              FROM surge.donations d WHERE d.api_key_id = 'key_recurring' GROUP BY 1, 2"""
     )
+    gaps = await connection.fetch(
+        """SELECT p.id, p.next_period, count(i.period) AS made FROM surge.recurring_plans p
+             LEFT JOIN surge.recurring_installments i ON i.plan_id = p.id
+            GROUP BY p.id HAVING count(i.period) <> p.next_period OR max(i.period) <> p.next_period - 1"""
+    )
+    assert not gaps, f"periods skipped or doubled: {[dict(g) for g in gaps]}"
     statuses = await installment_statuses(connection)
     for row in per_period:
         key = (row["plan_id"], row["period"])
