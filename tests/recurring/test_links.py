@@ -155,9 +155,9 @@ async def plan_status(surge: Surge, plan_id: str, wanted: str) -> bool:
 
 async def test_the_donation_page_offers_make_it_monthly(surge: Surge) -> None:
     page = await surge.client.get("/donate/demo")
-    assert 'id="make-monthly"' in await page.text()
+    assert 'id="make-monthly"' in await page.text() and 'id="save-card"' in await page.text()
     script = await (await surge.client.get("/donate/static/donate.js")).text()
-    assert "/v1/recurring/plans" in script and 'interval: "month"' in script
+    assert "/v1/recurring/plans" in script and 'interval: "month"' in script and "installments: 1" in script
     # What the page posts with "make it monthly": the donation body plus the interval, with the page's form key.
     form_key = re.search(r'data-form-key="([^"]+)"', await page.text())[1]  # type: ignore[index]
     response = await surge.client.post(

@@ -248,13 +248,17 @@
 
   function post(body, retries) {
     // "Make it monthly": the same body makes a recurring plan (the card saved, the first gift charged now).
+    // "Save my card": a plan of one installment — this gift on the saved card, which stays saved for Quick Donate.
     var monthly = document.getElementById("make-monthly");
+    var saveCard = document.getElementById("save-card");
     var recurring = monthly !== null && monthly.checked;
-    return fetch(recurring ? "/v1/recurring/plans" : "/v1/donations", {
+    var saving = !recurring && saveCard !== null && saveCard.checked;
+    var terms = recurring ? { interval: "month" } : { interval: "month", installments: 1 };
+    return fetch(recurring || saving ? "/v1/recurring/plans" : "/v1/donations", {
       method: "POST",
       headers: { Authorization: "Bearer " + config.formKey, "Content-Type": "application/json",
                  "Idempotency-Key": idempotencyKey },
-      body: JSON.stringify(recurring ? Object.assign({ interval: "month" }, body) : body)
+      body: JSON.stringify(recurring || saving ? Object.assign(terms, body) : body)
     }).then(function (response) {
       return response.json().then(function (json) { return answered(response.status, json, body, retries); });
     });
@@ -309,6 +313,14 @@
   function monthlyConfirmed(plan) {
     store(null);
     form.hidden = true;
+    if (plan.installments === 1) {
+      document.getElementById("saved-amount").textContent = formatAmount(plan.amount);
+      var saved = document.getElementById("saved-confirmation");
+      saved.hidden = false;
+      saved.focus();
+      reportHeight();
+      return;
+    }
     document.getElementById("monthly-amount").textContent = formatAmount(plan.amount);
     if (plan.manage_url) document.getElementById("monthly-manage").href = plan.manage_url;
     var section = document.getElementById("monthly-confirmation");
