@@ -71,9 +71,11 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if results["audit"]["ok"] else 1
 
 
-async def seed_plans(connection: asyncpg.Connection, config: RenewalsConfig, due_epoch_s: float) -> dict[str, int]:
-    """Every plan due at ``due_epoch_s``: one saved method and one donor each (distinct donors, so only the plans
-    made to pass it meet the limit)."""
+async def seed_plans(
+    connection: asyncpg.Connection, config: RenewalsConfig, lead_s: float
+) -> tuple[dict[str, int], float]:
+    """Plans all due ``lead_s`` after they are written (returned with that instant): one saved method and one
+    donor each (distinct donors, so only the plans made to pass it meet the limit)."""
     rng = random.Random(config.seed)
     cards, amounts, mix = [], [], {card: 0 for card in CARDS}
     for _ in range(config.plans):
@@ -84,29 +86,35 @@ async def seed_plans(connection: asyncpg.Connection, config: RenewalsConfig, due
         mix[card] += 1
     mix["over_limit"] = sum(1 for a in amounts if a > LIMIT_MINOR)
     await ensure_recurring_key(connection)
+    # Two set-based statements joined on the saved method's primary key (a join on a CTE's rows would be
+    # quadratic), then one UPDATE that makes every plan due at the same instant.
     await connection.execute(
-        """WITH n AS (SELECT g AS n, $1::text[] AS cards, $2::bigint[] AS amounts
-                        FROM generate_series(1, cardinality($1::text[])) AS g),
-           methods AS (
-               INSERT INTO surge.saved_payment_methods (id, processor, customer_reference, payment_method_reference,
-                                                        brand, last4, exp_month, exp_year, donor)
-               SELECT 'spm_renew_' || n, 'simulated', 'cus_renew_' || n, cards[n], 'visa', '4242', 12, 2034,
-                      jsonb_build_object('first_name', 'Renewer' || n, 'last_name', 'Doe', 'email',
-                                         'renewer' || n || '@example.org', 'address_line1', '1 Main St',
-                                         'city', 'Springfield', 'state', 'IL', 'postal_code', '62701',
-                                         'country', 'US', 'employer', 'Acme', 'occupation', 'Engineer',
-                                         'citizenship_attested', true)
-                 FROM n RETURNING id, donor)
-           INSERT INTO surge.recurring_plans (id, campaign, saved_method_id, amount_minor, currency, interval, donor,
-                                              donor_email, status, anchor_at, next_due_at)
-           SELECT 'plan_renew_' || n, 'demo', 'spm_renew_' || n, amounts[n], 'USD', 'month', m.donor,
-                  m.donor->>'email', 'active', to_timestamp($3), to_timestamp($3)
-             FROM n JOIN methods m ON m.id = 'spm_renew_' || n""",
+        """INSERT INTO surge.saved_payment_methods (id, processor, customer_reference, payment_method_reference,
+                                                    brand, last4, exp_month, exp_year, donor)
+           SELECT 'spm_renew_' || n, 'simulated', 'cus_renew_' || n, ($1::text[])[n], 'visa', '4242', 12, 2034,
+                  jsonb_build_object('first_name', 'Renewer' || n, 'last_name', 'Doe', 'email',
+                                     'renewer' || n || '@example.org', 'address_line1', '1 Main St',
+                                     'city', 'Springfield', 'state', 'IL', 'postal_code', '62701',
+                                     'country', 'US', 'employer', 'Acme', 'occupation', 'Engineer',
+                                     'citizenship_attested', true)
+             FROM generate_series(1, cardinality($1::text[])) AS n""",
         cards,
+    )
+    await connection.execute(
+        """INSERT INTO surge.recurring_plans (id, campaign, saved_method_id, amount_minor, currency, interval, donor,
+                                              donor_email, status, anchor_at, next_due_at)
+           SELECT 'plan_renew_' || n, 'demo', m.id, ($1::bigint[])[n], 'USD', 'month', m.donor, m.donor->>'email',
+                  'active', 'infinity', 'infinity'
+             FROM generate_series(1, cardinality($1::bigint[])) AS n
+             JOIN surge.saved_payment_methods m ON m.id = 'spm_renew_' || n""",
         amounts,
+    )
+    due_epoch_s = time.time() + lead_s
+    await connection.execute(
+        "UPDATE surge.recurring_plans SET anchor_at = to_timestamp($1), next_due_at = to_timestamp($1)",
         due_epoch_s,
     )
-    return mix
+    return mix, due_epoch_s
 
 
 async def _counts(connection: asyncpg.Connection) -> asyncpg.Record:
@@ -134,8 +142,7 @@ async def run_renewals(config: RenewalsConfig, output: Any = print) -> dict[str,
         connection = await asyncpg.connect(database_url)
         try:
             await engine.start()
-            due = time.time() + config.lead_s
-            mix = await seed_plans(connection, config, due)
+            mix, due = await seed_plans(connection, config, config.lead_s)
             output(f"renewals: {config.plans} plans due at once, processor capped at {config.processor_rate_per_s}/s")
             enqueued_s, drained_s = await _watch(connection, config, due, output)
             audit = await audit_renewals(connection, config.plans)
