@@ -15,9 +15,10 @@ from engine.api.state import CAMPAIGNS, POOL, PROCESSORS
 from engine.campaigns import Campaign
 from engine.keys import Role
 from engine.pipeline.donation_request import validate_idempotency_key
-from engine.recurring import plans, reports
+from engine.recurring import plans, reports, saved_methods
 from engine.recurring.links import LinkKind
-from engine.recurring.plans import INSTALLMENTS_MAX, INTERVALS, ChangeOutcome, PlanRefused
+from engine.recurring.plans import INSTALLMENTS_MAX, INTERVALS, ChangeOutcome
+from engine.recurring.saved_methods import PlanRefused
 from engine.recurring.scheduler import RecurringScheduler
 
 RECURRING_SCHEDULER = web.AppKey("recurring_scheduler", RecurringScheduler)
@@ -81,12 +82,12 @@ async def create_plan(request: web.Request) -> web.Response:
     campaign = await checked_campaign(
         request, donation_request.campaign, donation_request.currency, donation_request.donor
     )
-    processor = plans.saving_processor([p for p, _ in request.app[PROCESSORS]])
+    processor = saved_methods.saving_processor([p for p, _ in request.app[PROCESSORS]])
     if processor is None:
         raise ApiError(400, "recurring_unavailable", "No configured processor can save payment methods.")
-    saved = await plans.save_method(pool, processor, donation_request.payment_method, donation_request.donor)
+    saved = await saved_methods.save_method(pool, processor, donation_request.payment_method, donation_request.donor)
     if isinstance(saved, PlanRefused):
-        if saved.problem is plans.PlanProblem.CARD_DECLINED:
+        if saved.problem is saved_methods.PlanProblem.CARD_DECLINED:
             raise ApiError(402, "card_declined", saved.message, type="card_error", decline_code=saved.decline_code)
         raise ApiError(402, "payment_method_not_saved", saved.message, param="payment_method")
     plan = await plans.create_plan(

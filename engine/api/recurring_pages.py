@@ -23,7 +23,7 @@ from engine.donor_page.render import parse_amount
 from engine.keys import Role
 from engine.pipeline.donation_request import REFCODE_PATTERN
 from engine.receipts.assembly import build_sender
-from engine.recurring import plans
+from engine.recurring import plans, saved_methods
 from engine.recurring.links import MANAGE_LINK_TTL_S, LinkKind, LinkRefusal, LinkSigner, link_signer
 from engine.recurring.quick_donate import QuickOutcome, new_quick_link_fields, quick_donate
 from engine.settings import Settings
@@ -332,7 +332,7 @@ async def delete_method(request: web.Request) -> web.Response:
     if isinstance(fields, web.Response):
         return fields
     processors = {p.name: p for p, _ in request.app[PROCESSORS]}
-    deleted = await plans.delete_saved_method(
+    deleted = await saved_methods.delete_saved_method(
         request.app[POOL], processors, str(fields["profile"]), request.match_info["method"]
     )
     lines = ["The card was deleted; recurring gifts on it are cancelled."] if deleted else ["No such card."]
