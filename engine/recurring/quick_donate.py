@@ -20,7 +20,7 @@ from adapters.base import AUTHENTICATION_REQUIRED, off_session_token
 from engine.campaigns import Campaign
 from engine.pipeline.charging import Pipeline
 from engine.pipeline.donation_request import DonationRequest, donor_key, request_fingerprint
-from engine.pipeline.donations import Donation
+from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from engine.pipeline.outcomes import Refusal, RefusalReason
 from engine.recurring.plans import ensure_recurring_key
 from engine.recurring.scheduler import RECURRING_KEY
@@ -81,6 +81,14 @@ async def quick_donate(
     if method is None:
         return QuickResult(QuickOutcome.METHOD_GONE)
     amount = int(fields["amount"])
+    idempotency_key = f"quick:{fields['link']}"
+    given = await pool.fetchrow(
+        f"SELECT {DONATION_COLUMNS} FROM surge.donations WHERE api_key_id = $1 AND idempotency_key = $2",
+        RECURRING_KEY.id,
+        idempotency_key,
+    )
+    if given is not None:  # the link was followed before: its gift, not a second confirmation
+        return result_of(Donation.from_row(given))
     if amount > await confirm_above_minor(pool, campaign.slug) and not confirmed:
         return QuickResult(QuickOutcome.CONFIRM)
     donor = method["donor"]
@@ -97,7 +105,7 @@ async def quick_donate(
         refcode=fields.get("refcode"),
     )
     await ensure_recurring_key(pool)
-    outcome = await pipeline.submit(RECURRING_KEY, f"quick:{fields['link']}", request, campaign, client_ip)
+    outcome = await pipeline.submit(RECURRING_KEY, idempotency_key, request, campaign, client_ip)
     return result_of(outcome)
 
 

@@ -97,6 +97,8 @@ async def test_above_the_campaigns_amount_the_donor_confirms_first(surge: Surge)
     assert await quick_gifts(surge) == []
     confirmed = await surge.client.post(link)
     assert confirmed.status == 200 and "went through" in await confirmed.text()
+    again = await surge.client.get(link)  # followed again: the gift it made, not a second confirmation
+    assert again.status == 200 and "went through" in await again.text()
     assert len(await quick_gifts(surge)) == 1
 
 
