@@ -168,3 +168,75 @@ class Processor(Protocol):
     async def balance_transactions(self, created_from: datetime, created_to: datetime) -> list[BalanceTransaction]: ...
 
     async def close(self) -> None: ...
+
+
+# ---- saved payment methods (off-session charges: recurring installments, Quick Donate) ---------------------------
+#
+# A saved method is a processor customer with a payment method attached for later use without the donor present.
+# Its charge goes through the same ``Processor.charge`` as any donation: the request's ``payment_method`` is then an
+# off-session token naming both references (``off_session_token``), which only engine code makes — the API's
+# payment-method pattern (``pm_…``) refuses it, so no client can charge someone else's saved card. An adapter that
+# sees such a token charges the customer's method off-session; the processor asking for authentication is then a
+# decline with code ``authentication_required`` (the donor must confirm on the page), never a pending charge.
+
+OFF_SESSION_PREFIX = "offsession:"
+AUTHENTICATION_REQUIRED = "authentication_required"  # the decline code of an off-session charge needing the donor
+
+
+def off_session_token(customer_reference: str, payment_method_reference: str) -> str:
+    return f"{OFF_SESSION_PREFIX}{customer_reference}:{payment_method_reference}"
+
+
+def parse_off_session_token(payment_method: str) -> tuple[str, str] | None:
+    """(customer, payment method) of an off-session token; None for an ordinary payment-method token."""
+    if not payment_method.startswith(OFF_SESSION_PREFIX):
+        return None
+    customer, _, method = payment_method[len(OFF_SESSION_PREFIX) :].partition(":")
+    if not customer or not method:
+        raise ValueError(f"malformed off-session token {payment_method!r}")
+    return customer, method
+
+
+class SaveStatus(StrEnum):
+    SAVED = "saved"
+    DECLINED = "declined"  # the card was refused when attached (decline_code says why)
+    FAILED = "failed"  # definitely not saved for a non-card reason (unknown token, invalid request)
+    UNKNOWN = "unknown"  # the processor did not answer: nothing is recorded by Surge; the donor may try again
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMethodDetails:
+    """The processor's references and what a donor needs to recognise the card: nothing else is stored."""
+
+    customer_reference: str
+    payment_method_reference: str
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    status: SaveStatus
+    method: SavedMethodDetails | None = None
+    decline_code: str | None = None
+    message: str | None = None
+
+
+class SavesPaymentMethods(Protocol):
+    """Optional part of a processor: saving a payment method for off-session charges, and forgetting it."""
+
+    name: str
+
+    async def save_payment_method(self, payment_method: str, email: str, name: str) -> SaveResult:
+        """Create a customer for the donor and attach ``payment_method`` to it for off-session use."""
+        ...
+
+    async def detach_payment_method(self, method: SavedMethodDetails) -> bool:
+        """Detach the method from its customer (the donor deleted it); True when the processor confirmed."""
+        ...
+
+    async def refresh_payment_method(self, method: SavedMethodDetails) -> SavedMethodDetails | None:
+        """The method as the processor has it now (a card updater may have changed expiry or number), or None."""
+        ...

@@ -22,6 +22,7 @@ from engine.api import (
     dashboard_admin,
     dashboard_donations,
     dashboard_finance,
+    dashboard_recurring,
     donations,
     donor_page,
     finance,
@@ -29,6 +30,8 @@ from engine.api import (
     ledger_routes,
     observability,
     openapi,
+    recurring,
+    recurring_pages,
     simulated_tokens,
     webhooks,
 )
@@ -60,7 +63,11 @@ from engine.pipeline.charging import Pipeline, PipelineLimits
 from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
-from engine.receipts.assembly import build_relay
+from engine.receipts.assembly import build_relay, build_sender
+from engine.recurring.dunning import RetrySchedule
+from engine.recurring.links import link_signer
+from engine.recurring.notices import Notifier
+from engine.recurring.scheduler import RecurringScheduler, SchedulerLimits
 from engine.settings import Settings
 from ledger.accounts import AccountDirectory
 from ledger.batcher import BatcherLimits
@@ -228,6 +235,25 @@ async def _receipt_relay(app: web.Application) -> AsyncIterator[None]:
     await relay.stop()
 
 
+async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
+    # Charges recurring plans' due installments through the pipeline: engine/recurring/scheduler.py
+    settings = app[SETTINGS]
+    limits = SchedulerLimits(
+        poll_ms=settings.recurring_poll_ms,
+        lease_s=pipeline_limits(settings).lease.total_seconds() * 2,
+        retry_schedule=RetrySchedule.parse(settings.recurring_retry_days),
+    )
+    signer = await link_signer(app[POOL], settings.recurring_link_secret)
+    notifier = Notifier(build_sender(settings), settings.receipts_from, recurring_pages.manage_link(settings, signer))
+    processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
+    scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits, notifier, processors)
+    scheduler.start()
+    app[recurring.RECURRING_SCHEDULER] = scheduler
+    app[recurring_pages.LINK_SIGNER] = signer
+    yield
+    await scheduler.stop()
+
+
 async def _tune_garbage_collector(app: web.Application) -> None:
     # Profiled at ~6 % of a worker's CPU under load: each request allocates many short-lived objects, and the
     # default first-generation threshold (700) runs collections constantly. Start-up objects live for the whole
@@ -247,12 +273,14 @@ def create_app(settings: Settings, database_url: str, processors: list[Processor
     if processors is not None:
         app[PROCESSOR_OVERRIDES] = processors
     app.cleanup_ctx.extend([_database, _processors, _pipeline, _parked_event_sweeper, _refund_worker, _receipt_relay])
+    app.cleanup_ctx.append(_recurring_scheduler)  # after the pipeline it submits to; stopped before it
     app.on_startup.append(_tune_garbage_collector)  # after the resources above are up
     app.middlewares.append(replica_reads_middleware)
     for module in (
         *(health, ledger_routes, donations, admin, webhooks, observability, openapi, finance, dashboard),
         *(dashboard_donations, dashboard_finance, dashboard_admin),
         *(donor_page, simulated_tokens),
+        *(recurring, recurring_pages, dashboard_recurring),
     ):
         app.add_routes(module.routes)
     return app

@@ -14,6 +14,7 @@ import platformdirs
 
 from adapters.registry import KINDS
 from engine.receipts.senders import SmtpServer
+from engine.recurring.dunning import RetrySchedule
 from toolkit.settings import EnvironmentSettings, SettingsError, boolean, integer, number, path, text
 
 PROCESSOR_KINDS = KINDS  # adapters/registry.py
@@ -89,6 +90,15 @@ class Settings:
     database_pgbouncer: bool = False
     direct_database_url: str | None = None
     replica_url: str | None = None
+    # Recurring gifts and Quick Donate (engine/recurring/): the scheduler's poll, the dunning schedule (days
+    # between attempts after a failure; "" for no retries), the key that signs donors' links (unset: a random key
+    # per process start, so links die with it — set it in production, the same in every process) and how long
+    # links live, and the engine's public address that links point to.
+    recurring_poll_ms: int = 1_000
+    recurring_retry_days: str = "3,5,7,7"
+    recurring_link_secret: str | None = None
+    recurring_link_ttl_hours: float = 72.0
+    public_url: str = "http://127.0.0.1:8000"
 
     def __post_init__(self) -> None:
         problems = []
@@ -148,6 +158,7 @@ class Settings:
             problems.append("SURGE_REVIEW_AFTER_LOOKUPS must be at least 1 and SURGE_REVIEW_AFTER_HOURS above 0")
         problems.extend(self._receipt_problems())
         problems.extend(self._scale_out_problems())
+        problems.extend(self._recurring_problems())
         try:
             self.processor_specs()
         except ValueError as error:
@@ -190,6 +201,22 @@ class Settings:
             )
         if not 1 <= self.receipt_poll_interval_ms <= 60_000:
             problems.append(f"SURGE_RECEIPT_POLL_INTERVAL_MS must be 1-60000, got {self.receipt_poll_interval_ms}")
+        return problems
+
+    def _recurring_problems(self) -> list[str]:
+        problems = []
+        if not 10 <= self.recurring_poll_ms <= 600_000:
+            problems.append(f"SURGE_RECURRING_POLL_MS must be 10-600000, got {self.recurring_poll_ms}")
+        try:
+            RetrySchedule.parse(self.recurring_retry_days)
+        except ValueError as error:
+            problems.append(f"SURGE_RECURRING_RETRY_DAYS: {error}")
+        if self.recurring_link_secret is not None and len(self.recurring_link_secret) < 32:
+            problems.append("SURGE_RECURRING_LINK_SECRET must be at least 32 characters")
+        if not 0 < self.recurring_link_ttl_hours <= 24 * 90:
+            problems.append("SURGE_RECURRING_LINK_TTL_HOURS must be above 0 and at most 2160")
+        if not self.public_url.startswith(("https://", "http://")):
+            problems.append("SURGE_PUBLIC_URL must be an http(s) URL")
         return problems
 
     def processor_specs(self) -> list[tuple[str, str]]:
@@ -278,6 +305,11 @@ ENVIRONMENT = EnvironmentSettings(
         "database_pgbouncer": boolean(),
         "direct_database_url": text(),
         "replica_url": text(),
+        "recurring_poll_ms": integer(),
+        "recurring_retry_days": text(),
+        "recurring_link_secret": text(),
+        "recurring_link_ttl_hours": number(),
+        "public_url": text(),
     },
     names={"database_url": "DATABASE_URL"},
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvloop
 
+from loadtest import renewals
 from loadtest.generator import ClientPolicy
 from loadtest.profiles import Arrivals, Profile, ProfileName
 from loadtest.run import LoadTestConfig, passed, print_summary, run_load_test
@@ -20,6 +21,8 @@ EPILOG = """profiles (rate is the baseline; defaults per profile in brackets):
   spike     the rate, with rate x peak for the middle tenth        [30/s, 240/s spike, 60 s]
   deadline  baseline, an exponential surge toward the deadline,
             rate x peak in the deadline window, then a tail        [20/s, 200/s peak, 150 s]
+  renewals  --plans recurring plans due at one instant, the processor capped at --rate
+            charges/s; reports installments enqueued/s and time to drain, audits exactly once [10000, 100/s]
 
 With no --url it starts Surge itself on a fresh embedded database with a realistic simulated processor
 (~250 ms median, long tail, 100 charges/s, rare timeouts; SURGE_PROCESSOR_RATE_PER_S=100); --engine-env
@@ -87,6 +90,7 @@ def register(commands: Any) -> None:
     output.add_argument("--report-dir", type=Path, default=Path("loadtest-report"))
     output.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the queue to drain")
     output.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines")
+    renewals.add_arguments(parser)
     parser.set_defaults(run=run_command)
 
 
@@ -138,6 +142,8 @@ def run_command(args: argparse.Namespace) -> int:
             Profile.named(args.profile, args.rate, args.duration, args.peak) if args.rate else ClusterConfig().profile
         )
         return run_cluster_command(args.cluster, profile, args.seed, args.report_dir, print_summary)
+    if args.profile == ProfileName.RENEWALS:
+        return renewals.run_command(args)
     try:
         config = config_from_args(args)
     except ValueError as error:

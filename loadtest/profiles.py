@@ -26,6 +26,7 @@ class ProfileName(StrEnum):
     RAMP = "ramp"
     SPIKE = "spike"
     DEADLINE = "deadline"
+    RENEWALS = "renewals"  # not an arrival rate: plans due at once, run by loadtest/renewals.py
 
 
 class Arrivals(StrEnum):
@@ -39,6 +40,7 @@ DEFAULTS: dict[ProfileName, tuple[float, float, float]] = {
     ProfileName.RAMP: (20.0, 60.0, 10.0),
     ProfileName.SPIKE: (30.0, 60.0, 8.0),
     ProfileName.DEADLINE: (20.0, 150.0, 10.0),
+    ProfileName.RENEWALS: (100.0, 60.0, 1.0),  # the rate is the processor's cap
 }
 
 
@@ -143,6 +145,7 @@ _SHAPES: dict[ProfileName, Callable[[float, float], float]] = {
     ProfileName.RAMP: _ramp,
     ProfileName.SPIKE: _spike,
     ProfileName.DEADLINE: _deadline,
+    ProfileName.RENEWALS: _steady,
 }
 
 

@@ -22,6 +22,7 @@ from types import TracebackType
 import asyncpg
 
 from adapters.base import (
+    AUTHENTICATION_REQUIRED,
     BalanceTransaction,
     ChargeRequest,
     ChargeResult,
@@ -30,6 +31,10 @@ from adapters.base import (
     RefundRequest,
     RefundResult,
     RefundStatus,
+    SavedMethodDetails,
+    SaveResult,
+    SaveStatus,
+    parse_off_session_token,
 )
 from adapters.simulated import store, webhooks
 from adapters.simulated.config import SimulatedConfig
@@ -42,12 +47,13 @@ from adapters.simulated.record import (
     SignedWebhook,
     SimulatorError,
 )
-from adapters.simulated.tokens import PlanKind, card_details, plan_charge
+from adapters.simulated.tokens import ChargePlan, PlanKind, card_details, plan_charge
 from ledger.batcher import BatcherFullError, BatcherLimits, BatchObserver, GroupCommitter
 from ledger.money import Money
 from toolkit.token_bucket import TokenBucket
 
 DISPUTE_FEE_MINOR = 1500  # Stripe's US dispute fee
+EXPIRED_CARD = "pm_card_chargeDeclinedExpiredCard"  # saved, it is "renewed" by refresh_payment_method
 # The database failed mid-write: the record may or may not have changed, as after a processor's HTTP 500.
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
@@ -129,7 +135,7 @@ class SimulatedProcessor:
         if refused is not None:
             return ChargeResult(ChargeStatus.RETRYABLE, message=refused)
         await self._pause()
-        plan = plan_charge(request.payment_method, request.amount.amount_minor, self.config, self._rng)
+        plan = _off_session_plan(request.payment_method, request.amount.amount_minor, self.config, self._rng)
         if plan.kind is PlanKind.INVALID:
             return ChargeResult(ChargeStatus.FAILED, decline_code=plan.decline_code, message=plan.message)
         if plan.kind is PlanKind.LOSE:
@@ -149,6 +155,29 @@ class SimulatedProcessor:
         if plan.hang:
             return await self._hang()
         return _charge_result(written.charge)
+
+    # ---- saved methods (adapters.base.SavesPaymentMethods) -------------------------------------------------------
+    # The simulator keeps no customers: a customer is a fresh id and the saved method is the test token itself (the
+    # "card"), so an off-session charge behaves as that card does, as Stripe's test cards do when saved.
+
+    async def save_payment_method(self, payment_method: str, email: str, name: str) -> SaveResult:
+        # Any card the simulator knows attaches (Stripe refuses some declining test cards already here): its
+        # declines come at charge time, so dunning can be exercised with every decline code.
+        details = card_details(payment_method)
+        if details is None:
+            return SaveResult(SaveStatus.FAILED, message=f"No such PaymentMethod: '{payment_method}'")
+        brand, last4 = details
+        method = SavedMethodDetails(store.new_id("cus"), payment_method, brand, last4, 12, 2034)
+        return SaveResult(SaveStatus.SAVED, method)
+
+    async def detach_payment_method(self, method: SavedMethodDetails) -> bool:
+        return True
+
+    async def refresh_payment_method(self, method: SavedMethodDetails) -> SavedMethodDetails | None:
+        """As a card updater does: the expired test card comes back renewed (a Visa with a later expiry)."""
+        if method.payment_method_reference == EXPIRED_CARD:
+            return SavedMethodDetails(method.customer_reference, "pm_card_visa", "visa", "4242", 12, 2036)
+        return method
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         refused = self._refusal(rate_limited=False)
@@ -314,9 +343,27 @@ class SimulatedProcessor:
             task.exception()  # retrieved here, so a caller that gave up leaves no "never retrieved" warning
 
 
+def _off_session_plan(
+    payment_method: str, amount_minor: int, config: SimulatedConfig, rng: random.Random
+) -> ChargePlan:
+    """The plan for a charge; a saved card charged off-session that wants authentication is declined, as Stripe
+    does (``authentication_required``), since no donor is there to authenticate."""
+    saved = parse_off_session_token(payment_method)
+    plan = plan_charge(saved[1] if saved else payment_method, amount_minor, config, rng)
+    if saved is not None and plan.status is ChargeRecordStatus.REQUIRES_ACTION:
+        message = "This payment requires the donor's authentication; confirm it on the page."
+        return ChargePlan(PlanKind.RECORD, ChargeRecordStatus.DECLINED, AUTHENTICATION_REQUIRED, message)
+    return plan
+
+
+def _card_of(payment_method: str) -> tuple[str, str] | None:
+    saved = parse_off_session_token(payment_method)
+    return card_details(saved[1] if saved else payment_method)
+
+
 def _charge_result(charge: RecordedCharge) -> ChargeResult:
     if charge.status is ChargeRecordStatus.SUCCEEDED:
-        brand, last4 = card_details(charge.payment_method) or (None, None)
+        brand, last4 = _card_of(charge.payment_method) or (None, None)
         return ChargeResult(
             ChargeStatus.SUCCEEDED, charge.reference, charge.amount, charge.fee, card_brand=brand, card_last4=last4
         )

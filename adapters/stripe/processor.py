@@ -20,6 +20,7 @@ import aiohttp
 import stripe
 
 from adapters.base import (
+    AUTHENTICATION_REQUIRED,
     BalanceTransaction,
     ChargeRequest,
     ChargeResult,
@@ -28,6 +29,10 @@ from adapters.base import (
     RefundRequest,
     RefundResult,
     RefundStatus,
+    SavedMethodDetails,
+    SaveResult,
+    SaveStatus,
+    parse_off_session_token,
 )
 from adapters.stripe import transformers, webhooks
 from adapters.stripe.client import StripeConnection
@@ -80,14 +85,17 @@ class StripeProcessor:
             "campaign": request.campaign,
             "idempotency_key": request.idempotency_key,  # lookup finds the charge by this after a crash
         }
+        saved = parse_off_session_token(request.payment_method)
         params: dict[str, Any] = {
             "amount": amount,
             "currency": currency,
-            "payment_method": request.payment_method,
+            "payment_method": saved[1] if saved else request.payment_method,
             "confirm": True,
             "metadata": metadata,
             "expand": CHARGE_EXPANSIONS,
         }
+        if saved is not None:  # a saved method charged without the donor: the customer's, off-session
+            params.update(customer=saved[0], off_session=True)
         try:
             intent = await self._create_payment_intent(
                 params, stripe_idempotency_key("charge", request.idempotency_key)
@@ -96,7 +104,64 @@ class StripeProcessor:
             result = transformers.charge_result_from_error(error)
             logger.info("stripe charge %s: %s (%s)", request.donation_id, result.status, result.message)
             return result
-        return await self._charge_result(intent.to_dict())
+        data = intent.to_dict()
+        if saved is not None and data.get("status") == "requires_action":
+            return await self._decline_off_session_authentication(data)
+        return await self._charge_result(data)
+
+    async def _decline_off_session_authentication(self, intent: Mapping[str, Any]) -> ChargeResult:
+        """Stripe answers an off-session charge that needs 3-D Secure with a ``authentication_required`` card error;
+        localstripe leaves the PaymentIntent in ``requires_action`` instead. No donor is there to authenticate, so
+        the intent is cancelled (it can never be charged) and the outcome is that decline either way."""
+        reference = _text(intent.get("id"))
+        if reference is not None and await self._connection.admit():
+            try:
+                await self._v1.payment_intents.cancel_async(reference)
+            except TRANSPORT_ERRORS as error:
+                # Still requires_action: nobody can authenticate it off-session, so it will not be charged.
+                logger.info("cancelling %s after requires_action failed: %r", reference, error)
+        message = "This payment requires the donor's authentication; confirm it on the page."
+        return ChargeResult(ChargeStatus.DECLINED, reference, decline_code=AUTHENTICATION_REQUIRED, message=message)
+
+    # --- saved methods (adapters.base.SavesPaymentMethods) -------------------------------------------------------
+
+    async def save_payment_method(self, payment_method: str, email: str, name: str) -> SaveResult:
+        """A Customer for the donor with the PaymentMethod attached, for off-session charges later. Attaching
+        (rather than ``setup_future_usage`` on the first PaymentIntent, which localstripe does not take) works the
+        same on Stripe and localstripe and leaves the first gift an ordinary charge of the saved method."""
+        if not await self._connection.admit():
+            return SaveResult(SaveStatus.UNKNOWN, message="Stripe rate limit reached locally; nothing was sent")
+        try:
+            customer = await self._v1.customers.create_async({"email": email, "name": name})
+            await self._admit_or_raise()
+            method = await self._v1.payment_methods.attach_async(payment_method, {"customer": customer.id})
+        except TRANSPORT_ERRORS as error:
+            classified = transformers.classify_error(error)
+            status = {
+                transformers.ErrorKind.DECLINED: SaveStatus.DECLINED,
+                transformers.ErrorKind.FAILED: SaveStatus.FAILED,
+            }.get(classified.kind, SaveStatus.UNKNOWN)
+            return SaveResult(status, decline_code=classified.code, message=classified.message)
+        return SaveResult(SaveStatus.SAVED, _saved_details(customer.id, method.to_dict()))
+
+    async def detach_payment_method(self, method: SavedMethodDetails) -> bool:
+        try:
+            await self._admit_or_raise()
+            await self._v1.payment_methods.detach_async(method.payment_method_reference)
+        except TRANSPORT_ERRORS as error:
+            logger.info("detaching %s failed: %r", method.payment_method_reference, error)
+            return False
+        return True
+
+    async def refresh_payment_method(self, method: SavedMethodDetails) -> SavedMethodDetails | None:
+        """The card as Stripe has it now: its card updater changes expiry and number in place."""
+        try:
+            await self._admit_or_raise()
+            data = await self._v1.payment_methods.retrieve_async(method.payment_method_reference)
+        except TRANSPORT_ERRORS as error:
+            logger.info("reading %s failed: %r", method.payment_method_reference, error)
+            return None
+        return _saved_details(method.customer_reference, data.to_dict())
 
     async def _create_payment_intent(self, params: dict[str, Any], idempotency_key: str) -> stripe.PaymentIntent:
         body: Any = {**params, **self._payment_method_parameters}
@@ -380,6 +445,19 @@ def stripe_idempotency_key(purpose: str, key: str) -> str:
 
 def _refund_target(charge_reference: str) -> str:
     return "charge" if charge_reference.startswith("ch_") else "payment_intent"
+
+
+def _saved_details(customer: str, method: Mapping[str, Any]) -> SavedMethodDetails:
+    card = method.get("card") or {}
+    exp_month, exp_year = card.get("exp_month"), card.get("exp_year")
+    return SavedMethodDetails(
+        customer_reference=customer,
+        payment_method_reference=str(method["id"]),
+        brand=_text(card.get("brand")),
+        last4=_text(card.get("last4")),
+        exp_month=exp_month if isinstance(exp_month, int) else None,
+        exp_year=exp_year if isinstance(exp_year, int) else None,
+    )
 
 
 def _text(value: Any) -> str | None:

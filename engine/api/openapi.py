@@ -17,6 +17,7 @@ from aiohttp import web
 from engine.api.errors import json_response
 from engine.api.finance import AMOUNT_PARAM_MAX
 from engine.api.models import IDEMPOTENCY_KEY_LENGTH_MAX, REQUEST_MODELS, RESPONSE_MODELS
+from engine.api.openapi_recurring import RECURRING_PATHS
 from engine.api.requests import (
     ACCOUNT_ENTRIES_LIMIT,
     AUDIT_EVENTS_LIMIT,
@@ -427,6 +428,8 @@ _PATHS: dict[str, Any] = {
     "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Metrics text"}}, security=[])},
     "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1"}}, security=[])},
 }
+
+_PATHS.update(RECURRING_PATHS)  # engine/api/openapi_recurring.py
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",

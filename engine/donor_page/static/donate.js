@@ -247,17 +247,25 @@
   });
 
   function post(body, retries) {
-    return fetch("/v1/donations", {
+    // "Make it monthly": the same body makes a recurring plan (the card saved, the first gift charged now).
+    // "Save my card": a plan of one installment — this gift on the saved card, which stays saved for Quick Donate.
+    var monthly = document.getElementById("make-monthly");
+    var saveCard = document.getElementById("save-card");
+    var recurring = monthly !== null && monthly.checked;
+    var saving = !recurring && saveCard !== null && saveCard.checked;
+    var terms = recurring ? { interval: "month" } : { interval: "month", installments: 1 };
+    return fetch(recurring || saving ? "/v1/recurring/plans" : "/v1/donations", {
       method: "POST",
       headers: { Authorization: "Bearer " + config.formKey, "Content-Type": "application/json",
                  "Idempotency-Key": idempotencyKey },
-      body: JSON.stringify(body)
+      body: JSON.stringify(recurring || saving ? Object.assign(terms, body) : body)
     }).then(function (response) {
       return response.json().then(function (json) { return answered(response.status, json, body, retries); });
     });
   }
 
   function answered(status, json, body, retries) {
+    if ((status === 201 || status === 200) && json.object === "recurring_plan") return monthlyConfirmed(json);
     if (status === 201) return confirmed(json);
     if (status === 202) return processing(json);
     var error = json.error || {};
@@ -297,6 +305,25 @@
     document.getElementById("confirmation-amount").textContent = formatAmount(donation.amount);
     document.getElementById("confirmation-id").textContent = donation.id;
     var section = document.getElementById("confirmation");
+    section.hidden = false;
+    section.focus();
+    reportHeight();
+  }
+
+  function monthlyConfirmed(plan) {
+    store(null);
+    form.hidden = true;
+    if (plan.installments === 1) {
+      document.getElementById("saved-amount").textContent = formatAmount(plan.amount);
+      var saved = document.getElementById("saved-confirmation");
+      saved.hidden = false;
+      saved.focus();
+      reportHeight();
+      return;
+    }
+    document.getElementById("monthly-amount").textContent = formatAmount(plan.amount);
+    if (plan.manage_url) document.getElementById("monthly-manage").href = plan.manage_url;
+    var section = document.getElementById("monthly-confirmation");
     section.hidden = false;
     section.focus();
     reportHeight();
