@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.api.requests import RECURRING_NOTICES_LIMIT, RECURRING_PLANS_LIMIT, PageLimit
+
 _ERROR = {"$ref": "#/components/responses/Error"}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string"}}
 
@@ -18,8 +20,12 @@ def _op(summary: str, responses: dict[str, Any], *path: str, public: bool = Fals
     return operation
 
 
-def _query(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names]
+def _query(*names: str, limit: PageLimit | None = None) -> list[dict[str, Any]]:
+    """String query parameters, then ``limit`` stated from the handler's own :class:`PageLimit`."""
+    parameters = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names]
+    if limit is not None:
+        parameters.append({"name": "limit", "in": "query", "required": False, "schema": limit.schema()})
+    return parameters
 
 
 _OK = {"200": {"description": "OK"}}
@@ -47,7 +53,9 @@ RECURRING_PATHS: dict[str, Any] = {
             parameters=[_IDEMPOTENCY],
         ),
         "get": _op(
-            "List plans (finance)", _OK, parameters=_query("campaign", "status", "email", "limit", "starting_after")
+            "List plans (finance)",
+            _OK,
+            parameters=_query("campaign", "status", "email", "starting_after", limit=RECURRING_PLANS_LIMIT),
         ),
     },
     "/v1/recurring/plans/{id}": {"get": _op("A plan (finance)", _PLAN, "id")},
@@ -67,7 +75,11 @@ RECURRING_PATHS: dict[str, Any] = {
         )
     },
     "/v1/recurring/notices": {
-        "get": _op("What donors and campaigns were told (finance)", _OK, parameters=_query("campaign", "limit"))
+        "get": _op(
+            "What donors and campaigns were told (finance)",
+            _OK,
+            parameters=_query("campaign", limit=RECURRING_NOTICES_LIMIT),
+        )
     },
     "/v1/reports/recurring": {
         "get": _op("Per campaign: active plans, monthly recurring amount, installments, churn (finance)", _OK)

@@ -10,7 +10,14 @@ from aiohttp import web
 from engine.api import recurring_pages
 from engine.api.donations import read_donation_request
 from engine.api.errors import ApiError, json_response
-from engine.api.requests import authorized, int_param, json_body, parse_time
+from engine.api.requests import (
+    RECURRING_NOTICES_LIMIT,
+    RECURRING_PLANS_LIMIT,
+    authorized,
+    json_body,
+    limit_param,
+    parse_time,
+)
 from engine.api.state import CAMPAIGNS, POOL, PROCESSORS
 from engine.campaigns import Campaign
 from engine.keys import Role
@@ -108,7 +115,7 @@ async def list_plans(request: web.Request) -> web.Response:
         campaign=request.query.get("campaign"),
         status=request.query.get("status"),
         email=request.query.get("email"),
-        limit=int_param(request, "limit", 100, 1, 1000),
+        limit=limit_param(request, RECURRING_PLANS_LIMIT),
         starting_after=request.query.get("starting_after"),
     )
     return json_response({"object": "list", "data": [p.as_json() for p in found]})
@@ -204,7 +211,7 @@ async def list_notices(request: web.Request) -> web.Response:
     """What donors and campaigns were told (skipped installments, failed payments, cancelled plans), newest first."""
     await authorized(request, Role.FINANCE)
     data = await reports.notices(
-        request.app[POOL], request.query.get("campaign"), int_param(request, "limit", 100, 1, 1000)
+        request.app[POOL], request.query.get("campaign"), limit_param(request, RECURRING_NOTICES_LIMIT)
     )
     return json_response({"object": "list", "data": data})
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.donor_page.test_page_browser import DESKTOP, chromium, fill_card, fill_donor, open_page  # noqa: F401
+from tests.donor_page.test_page_browser import DESKTOP, fill_card, fill_donor, open_page
 from tests.e2e.conftest import Surge, running_surge, surge_settings
 from tests.finance.browser import launch_chromium
 from tests.recurring.conftest import FAST_SCHEDULER
@@ -22,7 +22,7 @@ async def surge(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-d
         yield running
 
 
-async def test_a_donor_makes_it_monthly_from_the_page(surge: Surge, chromium: str) -> None:  # noqa: F811
+async def test_a_donor_makes_it_monthly_from_the_page(surge: Surge, chromium: str) -> None:
     async with launch_chromium(chromium) as browser:
         page = await open_page(browser, surge, "/donate/demo?refcode=monthly-ask", DESKTOP)
         await page.click("label[for=preset-2]")  # $25
