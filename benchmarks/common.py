@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -244,3 +245,44 @@ def write_results(name: str, results: Mapping[str, Any]) -> Path:
     path = RESULTS_FOLDER / f"{name}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     return path
+
+
+class ServerLog:
+    """Which statements read which tables by a sequential scan, from the plans ``auto_explain`` writes to the
+    embedded server's log (``<data folder>/log``) from the moment this was made.
+
+    ``explaining`` turns it on for every later session of the connection's database (trigger functions' statements
+    too); it costs the server a log line per statement, so only diagnostics use it, never a measured run."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path is not None and path.exists() else 0
+
+    @classmethod
+    async def explaining(cls, connection: Any) -> ServerLog:
+        database = await connection.fetchval("SELECT current_database()")
+        for setting, value in (
+            ("session_preload_libraries", "auto_explain"),
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+        ):
+            await connection.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+        folder = await connection.fetchval("SELECT current_setting('data_directory')")
+        return cls(Path(folder) / "log" if folder else None)
+
+    def sequential_scans(self, tables: set[str]) -> list[str]:
+        """One line per distinct statement whose plan holds a ``Seq Scan`` on one of ``tables`` (names unqualified)."""
+        if self.path is None or not self.path.exists():
+            return ["(no server log to read: plans not available)"]
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode(errors="replace")
+        found = []
+        for plan in re.split(r"\n(?=\S.*LOG:\s+duration:)", text):
+            scans = [line for line in re.findall(r"Seq Scan on (\w+)[^\n]*", plan) if line in tables]
+            if scans and "pg_stat" not in plan:
+                query = re.search(r"Query Text: (.*?)(?:\n\s*Query Parameters|\n\s+\S[^\n]*\(cost=|$)", plan, re.S)
+                estimates = re.findall(r"(Seq Scan on \w+[^\n]*?rows=\d+)", plan)
+                statement = " ".join((query.group(1) if query else plan).split())[:1500]
+                found.append(f"{sorted(set(scans))}: {statement}  [plan: {'; '.join(sorted(set(estimates)))}]")
+        return sorted(set(found))

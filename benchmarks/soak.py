@@ -36,7 +36,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from benchmarks.common import RESULTS_FOLDER, CpuClock, machine_details, print_table, write_results
+from benchmarks.common import RESULTS_FOLDER, CpuClock, ServerLog, machine_details, print_table, write_results
 from loadtest.audit import audit_run
 from loadtest.engine_process import EngineProcess, embedded_database_in_folder, prepare_database
 from loadtest.generator import ClientPolicy, ClientRecord, Generator
@@ -101,6 +101,7 @@ class Soak:
         self.window_s = self.duration_s * WINDOW_SHARE
         self.sample_s = arguments.sample_s
         self.seed = arguments.seed
+        self.explain_scans = arguments.explain_scans
         self.samples: list[Sample] = []
         self.scans: dict[str, dict[str, int]] = {}  # table -> seq scans and rows read while it held enough rows
         self.windows: dict[str, Any] = {}
@@ -110,6 +111,13 @@ class Soak:
         folder = Path(tempfile.mkdtemp(prefix="surge-soak-"))
         with embedded_database_in_folder() as (database_url, data_folder):
             form_key = await prepare_database(database_url)
+            server_log = None
+            if self.explain_scans:  # before the engine connects: its sessions then log every plan
+                connection = await asyncpg.connect(database_url)
+                try:
+                    server_log = await ServerLog.explaining(connection)
+                finally:
+                    await connection.close()
             environment = {**ENGINE_ENVIRONMENT, "SURGE_HOME": str(data_folder.parent)}
             engine = EngineProcess(database_url, folder / "engine.log", environment)
             await engine.start()
@@ -122,6 +130,9 @@ class Soak:
                 for mismatch in self._record.mismatches:
                     audit.problem(f"client: {mismatch}")
                 results["audit"] = audit.as_json()
+                if server_log is not None:
+                    tables = {name.split(".")[1] for name in self.scans}
+                    results["sequential_scan_statements"] = server_log.sequential_scans(tables) if tables else []
             finally:
                 await statistics.close()
                 await engine.stop()
@@ -424,6 +435,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=RATE_PER_S, help=f"requests per second (default {RATE_PER_S:g})")
     parser.add_argument("--sample-s", type=float, default=None, help="seconds between samples (default: run / 90)")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--explain-scans",
+        action="store_true",
+        help="log every plan (auto_explain) and name the statements that scanned a growing table (diagnosis: it "
+        "costs PostgreSQL CPU, so the cost checks mean little in such a run)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.minutes <= 0 or arguments.rate <= 0:
         parser.error("--minutes and --rate must be positive")
@@ -437,6 +454,8 @@ async def main(argv: list[str]) -> int:
     _print(results)
     path = write_results("soak", results)
     (RESULTS_FOLDER / "soak.html").write_text(render_html(results), encoding="utf-8")
+    for statement in results.get("sequential_scan_statements", []):
+        print(f"sequential scan: {statement}")
     print(f"\nresults: {path}\nreport: {RESULTS_FOLDER / 'soak.html'}")
     return 0 if results["verdict"]["passed"] else 1
 
