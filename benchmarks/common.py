@@ -256,7 +256,15 @@ class ServerLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.offset = path.stat().st_size if path is not None and path.exists() else 0
+        self.offset = self._size()
+        self.end: int | None = None
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path is not None and self.path.exists() else 0
+
+    def stop_reading(self) -> None:
+        """Plans logged after this (an audit's whole-table reads, say) are not the measured run's."""
+        self.end = self._size()
 
     @classmethod
     async def explaining(cls, connection: Any) -> ServerLog:
@@ -276,7 +284,7 @@ class ServerLog:
             return ["(no server log to read: plans not available)"]
         with self.path.open("rb") as log:
             log.seek(self.offset)
-            text = log.read().decode(errors="replace")
+            text = log.read(-1 if self.end is None else self.end - self.offset).decode(errors="replace")
         found = []
         for plan in re.split(r"\n(?=\S.*LOG:\s+duration:)", text):
             scans = [line for line in re.findall(r"Seq Scan on (\w+)[^\n]*", plan) if line in tables]

@@ -102,6 +102,7 @@ class Soak:
         self.sample_s = arguments.sample_s
         self.seed = arguments.seed
         self.explain_scans = arguments.explain_scans
+        self.database_settings: list[str] = arguments.database_setting
         self.samples: list[Sample] = []
         self.scans: dict[str, dict[str, int]] = {}  # table -> seq scans and rows read while it held enough rows
         self.windows: dict[str, Any] = {}
@@ -112,12 +113,16 @@ class Soak:
         with embedded_database_in_folder() as (database_url, data_folder):
             form_key = await prepare_database(database_url)
             server_log = None
-            if self.explain_scans:  # before the engine connects: its sessions then log every plan
-                connection = await asyncpg.connect(database_url)
-                try:
+            connection = await asyncpg.connect(database_url)
+            try:  # before the engine connects: database settings apply to sessions that start later
+                database = await connection.fetchval("SELECT current_database()")
+                for setting in self.database_settings:
+                    name, _, value = setting.partition("=")
+                    await connection.execute(f"ALTER DATABASE \"{database}\" SET {name} = '{value}'")
+                if self.explain_scans:
                     server_log = await ServerLog.explaining(connection)
-                finally:
-                    await connection.close()
+            finally:
+                await connection.close()
             environment = {**ENGINE_ENVIRONMENT, "SURGE_HOME": str(data_folder.parent)}
             engine = EngineProcess(database_url, folder / "engine.log", environment)
             await engine.start()
@@ -125,6 +130,9 @@ class Soak:
             try:
                 postmaster = int((data_folder / "postmaster.pid").read_text().split()[0])
                 results = await self._drive(engine, form_key, statistics, postmaster)
+                results["database_settings"] = self.database_settings
+                if server_log is not None:
+                    server_log.stop_reading()
                 print("auditing …", flush=True)
                 audit = await audit_run(statistics, self._record.acknowledged, self._record.declined)
                 for mismatch in self._record.mismatches:
@@ -441,7 +449,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="log every plan (auto_explain) and name the statements that scanned a growing table (diagnosis: it "
         "costs PostgreSQL CPU, so the cost checks mean little in such a run)",
     )
+    parser.add_argument(
+        "--database-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the engine's sessions (ALTER DATABASE … SET), to try a planner fix, e.g. "
+        "plan_cache_mode=force_custom_plan; repeatable",
+    )
     arguments = parser.parse_args(argv)
+    if any(
+        "=" not in setting or not setting.split("=")[0].replace(".", "_").isidentifier()
+        for setting in arguments.database_setting
+    ):
+        parser.error("--database-setting takes NAME=VALUE")
     if arguments.minutes <= 0 or arguments.rate <= 0:
         parser.error("--minutes and --rate must be positive")
     if arguments.sample_s is None:
