@@ -60,21 +60,22 @@ async def measure(
     wall, used = cpu.seconds()
     pool.close()
     completed = recorder.completed
-    result = {
+    latency = recorder.latency.summary_ms()
+    result: dict[str, Any] = {
         "target": name,
         "rate_per_s": rate,
         "requests": len(plan),
         "completed": completed,
         "errors": recorder.errors,
         "statuses": dict(recorder.statuses),
-        "latency_ms": recorder.latency.summary_ms(),
+        "latency_ms": latency,
         "wall_s": round(wall, 2),
         "cpu_cores": {key: round(value / wall, 3) for key, value in used.items()},
         "cpu_us_per_request": {key: round(value * 1e6 / max(completed, 1), 1) for key, value in used.items()},
     }
     print(
         f"  {name:<6} {rate:6.0f}/s  {completed} answers  errors {recorder.errors}  "
-        f"p99 {result['latency_ms'].get('p99')} ms  CPU µs/request {result['cpu_us_per_request']}",
+        f"p99 {latency.get('p99')} ms  CPU µs/request {result['cpu_us_per_request']}",
         flush=True,
     )
     return result
