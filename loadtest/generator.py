@@ -97,7 +97,7 @@ class Generator:
                 wait_s = (start_ns + int(plan[index].due_s * 1e9) - time.perf_counter_ns()) / 1e9
                 await asyncio.sleep(min(max(wait_s, SCHEDULER_TICK_S), 0.01))
         deadline = time.monotonic() + finish_timeout_s
-        while self.in_flight and time.monotonic() < deadline:
+        while (self.in_flight or self._tasks) and time.monotonic() < deadline:
             self._expire(time.perf_counter_ns())
             await asyncio.sleep(0.01)
         for _, exchange in (*self._deadlines, *self._impatient_deadlines):
@@ -139,8 +139,9 @@ class Generator:
         request = exchange.request
         outcome, retry_after_s = self._judge(request, exchange.impatient, exchange.due_ns, answer)
         if outcome in _RETRIED and request.kind is not Kind.CARD_TESTING and self.policy.attempts_max > 1:
+            # Still in flight: the retry's task ends it (counting it out here would let ``run`` finish, and cancel
+            # the retry, in the moment before the task starts).
             self._spawn(request, 2, time.perf_counter_ns() + int(self._retry_delay_s(retry_after_s, 1) * 1e9))
-            self.in_flight -= 1  # the retry's task counts itself
             return
         self.record.final[outcome.value] += 1
         self.in_flight -= 1
@@ -148,14 +149,12 @@ class Generator:
     # -- the coroutine path: waiting for a connection, and retries ----------------------------------------------------
 
     def _spawn(self, request: PlannedRequest, first_attempt: int, due_ns: int) -> None:
-        if first_attempt == 1:
-            self.in_flight -= 1  # _exchange counts it
+        """Run the request's remaining attempts as a task; it is already counted in flight, and the task ends it."""
         task = asyncio.get_running_loop().create_task(self._exchange(request, first_attempt, due_ns))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _exchange(self, request: PlannedRequest, first_attempt: int = 1, due_ns: int | None = None) -> None:
-        self.in_flight += 1
         try:
             await self._attempts(request, first_attempt, due_ns)
         finally:
