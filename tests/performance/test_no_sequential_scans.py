@@ -9,11 +9,11 @@ ids, so the filler has exactly the shape the engine writes. Then a batch of dona
 repeat donor, concurrent so that they batch) and a refund go through a real engine, its receipt relay and workers
 running, and ``pg_stat_user_tables.seq_scan`` of every growing table must not move.
 
-On a filled database, three cases: statistics present (``ANALYZE`` after the fill: the steady state); none yet (``fresh``: autovacuum off
-for the test, a new campaign's first spike before autovacuum's ANALYZE); and ``stale``, statistics taken while the
-tables held only the seed, then the tables grown a thousandfold (a freshly grown table). The planner must pick the
-indexes in all three. On failure the message names each statement whose plan read a growing table
-sequentially, from ``auto_explain`` in the embedded server's log.
+On a filled database, three cases: statistics present (``ANALYZE`` after the fill: the steady state); none yet
+(``fresh``: autovacuum off for the test, a new campaign's first spike before autovacuum's ANALYZE); and ``stale``,
+statistics taken while the tables held only the seed, then the tables grown a thousandfold (a freshly grown table).
+The planner must pick the indexes in all three. On failure the message names each statement whose plan read a
+growing table sequentially, from ``auto_explain`` in the embedded server's log.
 """
 
 from __future__ import annotations
