@@ -278,8 +278,10 @@ GROWN_WAVE = 50
     [
         pytest.param(
             None,
+            # Not strict: whether the lookup scans depends on how many references a settlement batch holds (the
+            # waves' timing); it failed in two runs of three here.
             marks=pytest.mark.xfail(
-                strict=True,
+                strict=False,
                 reason="issue 11: the posting's known-entries lookup (ledger/posting.py, `ledger.entries WHERE "
                 "reference = ANY($1)`) costs a batch of N references at ~8N with random_page_cost 4 and reads the "
                 "whole table until entries holds ~8N pages (the soak also finds generic plans made on empty tables "
