@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -97,22 +98,109 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(ticks) - idle) / hertz, sum(ticks) / hertz
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one process alone, not its children: the load generator's own cost, when the
+    engine it started is its child."""
+    if pid == os.getpid():
+        return time.process_time()  # nanosecond-precise; /proc counts in clock ticks (10 ms)
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _HERTZ if fields else 0.0
+
+
 def process_tree_cpu_s(root_pid: int) -> float:
-    """CPU seconds of a process and its children (PostgreSQL's postmaster and its backends)."""
-    hertz = os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a process and all its descendants, live or ended (PostgreSQL's postmaster and its backends; an
+    engine and its workers). Each live process's own time and that of its children it has reaped (fields 14-17 of
+    ``/proc/PID/stat``) are counted once, so a backend that exited mid-interval still counts, through its parent."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name may hold spaces and parentheses: the fields start after the last ')'.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended meanwhile
-        pid, parent = int(stat.parent.name), int(fields[1])
-        if pid == root_pid:
-            total += sum(int(value) for value in fields[11:15])  # its own time and its ended children's
-        elif parent == root_pid:
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / hertz
+    for pid in _descendants(root_pid):
+        fields = _stat_fields(pid)
+        if fields:
+            total += sum(int(value) for value in fields[11:15])
+    return total / _HERTZ
+
+
+_HERTZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        # The command name may hold spaces and parentheses: the fields start after the last ')'.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None  # the process ended meanwhile
+
+
+def _descendants(root_pid: int) -> list[int]:
+    """The process and its descendants, from ``/proc/PID/task/TID/children`` (no scan of every process on the
+    machine: the measurement should cost the measuring process next to nothing)."""
+    found, pending = [], [root_pid]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                pending.extend(int(child) for child in children.read_text().split())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+class CpuClock:
+    """Cores used over an interval by named processes, by everything else on the machine (other users of the two
+    cores disturb a measurement, so they are reported) and the share of the time some runnable task waited for a
+    CPU (Linux pressure stall information).
+
+    ``own`` names the processes counted alone, without their children: the load generator starts the engine as its
+    child, and counting its tree billed the generator for the engine's CPU (the donations benchmark once reported
+    1.3-1.5 ms of "generator" CPU per donation, most of it the engine's). The others are counted with their trees.
+    """
+
+    def __init__(self, pids: Mapping[str, int | None], own: Sequence[str] = ("generator",)) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid}
+        self._own = frozenset(own)
+        self.restart()
+
+    def restart(self) -> None:
+        self._start = time.perf_counter()
+        self._start_s = self._sample()
+        self._machine_start_s = machine_cpu_s()[0]
+        self._stall_start_us = cpu_stall_us()
+
+    def _sample(self) -> dict[str, float]:
+        return {
+            name: process_cpu_s(pid) if name in self._own else process_tree_cpu_s(pid)
+            for name, pid in self._pids.items()
+        }
+
+    def seconds(self) -> tuple[float, dict[str, float]]:
+        """Wall seconds since the start and CPU seconds of each named process (and ``other``) over them."""
+        wall = time.perf_counter() - self._start
+        end = self._sample()
+        used = {name: max(end[name] - self._start_s[name], 0.0) for name in self._pids}
+        machine = machine_cpu_s()[0] - self._machine_start_s
+        used["other"] = max(machine - sum(used.values()), 0.0)
+        return wall, used
+
+    def cores(self) -> dict[str, float]:
+        wall, used = self.seconds()
+        cores = {name: round(seconds / wall, 2) if wall else 0.0 for name, seconds in used.items()}
+        cores["cpu_wait_percent"] = round((cpu_stall_us() - self._stall_start_us) / wall / 1e4, 1) if wall else 0.0
+        return cores
+
+    def per_request_us(self, requests: int) -> dict[str, float]:
+        """CPU microseconds per request of each named process (``other`` left out: not the benchmark's)."""
+        if not requests:
+            return {}
+        _, used = self.seconds()
+        return {name: round(seconds * 1e6 / requests, 1) for name, seconds in used.items() if name != "other"}
+
+
+def cpu_stall_us() -> float:
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+        return float(some.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def machine_details() -> dict[str, Any]:
@@ -157,3 +245,52 @@ def write_results(name: str, results: Mapping[str, Any]) -> Path:
     path = RESULTS_FOLDER / f"{name}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     return path
+
+
+class ServerLog:
+    """Which statements read which tables by a sequential scan, from the plans ``auto_explain`` writes to the
+    embedded server's log (``<data folder>/log``) from the moment this was made.
+
+    ``explaining`` turns it on for every later session of the connection's database (trigger functions' statements
+    too); it costs the server a log line per statement, so only diagnostics use it, never a measured run."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.offset = self._size()
+        self.end: int | None = None
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path is not None and self.path.exists() else 0
+
+    def stop_reading(self) -> None:
+        """Plans logged after this (an audit's whole-table reads, say) are not the measured run's."""
+        self.end = self._size()
+
+    @classmethod
+    async def explaining(cls, connection: Any) -> ServerLog:
+        database = await connection.fetchval("SELECT current_database()")
+        for setting, value in (
+            ("session_preload_libraries", "auto_explain"),
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+        ):
+            await connection.execute(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'")
+        folder = await connection.fetchval("SELECT current_setting('data_directory')")
+        return cls(Path(folder) / "log" if folder else None)
+
+    def sequential_scans(self, tables: set[str]) -> list[str]:
+        """One line per distinct statement whose plan holds a ``Seq Scan`` on one of ``tables`` (names unqualified)."""
+        if self.path is None or not self.path.exists():
+            return ["(no server log to read: plans not available)"]
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read(-1 if self.end is None else self.end - self.offset).decode(errors="replace")
+        found = []
+        for plan in re.split(r"\n(?=\S.*LOG:\s+duration:)", text):
+            scans = [line for line in re.findall(r"Seq Scan on (\w+)[^\n]*", plan) if line in tables]
+            if scans and "pg_stat" not in plan:
+                query = re.search(r"Query Text: (.*?)(?:\n\s*Query Parameters|\n\s+\S[^\n]*\(cost=|$)", plan, re.S)
+                estimates = re.findall(r"(Seq Scan on \w+[^\n]*?rows=\d+)", plan)
+                statement = " ".join((query.group(1) if query else plan).split())[:1500]
+                found.append(f"{sorted(set(scans))}: {statement}  [plan: {'; '.join(sorted(set(estimates)))}]")
+        return sorted(set(found))

@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from benchmarks.common import machine_cpu_s, machine_details, print_table, process_tree_cpu_s, write_results
+from benchmarks.common import CpuClock, machine_details, print_table, write_results
 from loadtest.audit import audit_run
 from loadtest.engine_process import EngineProcess, embedded_database, free_port, prepare_database
 from loadtest.generator import ClientPolicy, ClientRecord, Generator
@@ -69,6 +69,7 @@ class Probe:
     errors: int
     statuses: dict[str, int]
     cpu_cores: dict[str, float]
+    cpu_us_per_request: dict[str, float]  # generator (its own process alone), server and PostgreSQL (their trees)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Probe:
             "errors": self.errors,
             "statuses": self.statuses,
             "cpu_cores": self.cpu_cores,
+            "cpu_us_per_request": self.cpu_us_per_request,
         }
 
 
@@ -106,7 +108,7 @@ class Server:
         self._donors += len(plan)
         recorder = Recorder(time.perf_counter_ns() + 50_000_000)
         generator = Generator(plan, self.pool, ClientPolicy(timeout_s=5.0, attempts_max=1), recorder)
-        cpu = _CpuClock({"generator": os.getpid(), "server": self.pid, "postgres": self.postgres_pid})
+        cpu = CpuClock({"generator": os.getpid(), "server": self.pid, "postgres": self.postgres_pid})
         await generator.run(finish_timeout_s=10)
         elapsed_s = (time.perf_counter_ns() - recorder.start_ns) / 1e9
         latency = recorder.latency.summary_ms()
@@ -120,13 +122,14 @@ class Server:
             recorder.errors,
             dict(recorder.statuses),
             cpu.cores(),
+            cpu.per_request_us(recorder.completed),
         )
         self.probes.append(probe)
         verdict = "ok" if passed else "FAIL"
         print(
             f"  {self.name:<6} {rate_per_s:8.0f}/s  achieved {probe.achieved_per_s:8.0f}/s  p50 "
             f"{latency.get('p50', 0):7.1f} ms  p99 {latency.get('p99', 0):7.1f} ms  errors {recorder.errors:5d}  "
-            f"cpu {probe.cpu_cores}  {verdict}",
+            f"cpu {probe.cpu_cores}  µs/request {probe.cpu_us_per_request}  {verdict}",
             flush=True,
         )
         return probe
@@ -168,37 +171,6 @@ class Server:
             if probe.passed:
                 break
         return probe
-
-
-class _CpuClock:
-    """Cores used over an interval by named processes (with their children, for PostgreSQL), by everything else on
-    the machine (other users of the two cores disturb the measurement, so it is reported), and the share of the
-    time some runnable task waited for a CPU (Linux pressure stall information)."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self._pids = {name: pid for name, pid in pids.items() if pid}
-        self._start = time.perf_counter()
-        self._start_s = {name: process_tree_cpu_s(pid) for name, pid in self._pids.items()}
-        self._machine_start_s = machine_cpu_s()[0]
-        self._stall_start_us = _cpu_stall_us()
-
-    def cores(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._start
-        cores = {
-            name: round((process_tree_cpu_s(pid) - self._start_s[name]) / wall, 2) for name, pid in self._pids.items()
-        }
-        machine = (machine_cpu_s()[0] - self._machine_start_s) / wall
-        cores["other"] = round(max(machine - sum(cores.values()), 0.0), 2)
-        cores["cpu_wait_percent"] = round((_cpu_stall_us() - self._stall_start_us) / wall / 1e4, 1)
-        return cores
-
-
-def _cpu_stall_us() -> float:
-    try:
-        some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
-        return float(some.rsplit("total=", 1)[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 async def _wait_ready(pool: ConnectionPool, timeout_s: float = 30.0) -> None:
@@ -312,6 +284,9 @@ def _results(echo: Server, surge: Server, audit: dict[str, Any], settings: dict[
         "latency_ms_p50": latency.get("p50"),
         "latency_ms_p99": latency.get("p99"),
         "latency_ms_max": latency.get("max"),
+        # At the best passing rate; the generator is its own process alone (it is the engine's parent, not its bill).
+        "cpu_us_per_donation": best_surge.cpu_us_per_request if best_surge else None,
+        "cpu_us_per_echo_request": best_echo.cpu_us_per_request if best_echo else None,
         "audit_ok": audit["ok"],
         "target": {"ratio_to_echo": TARGET_RATIO, "met": ratio >= TARGET_RATIO and audit["ok"]},
         "criterion": {"p99_ms_under": P99_MAX_MS, "errors": 0, "probe_s": PROBE_S},
@@ -345,9 +320,15 @@ def _print(results: dict[str, Any]) -> None:
                 "latency ms",
                 f"p50 {results['latency_ms_p50']}  p99 {results['latency_ms_p99']}  max {results['latency_ms_max']}",
             ),
+            ("CPU µs per donation", _cpu_line(results["cpu_us_per_donation"])),
+            ("CPU µs per echo request", _cpu_line(results["cpu_us_per_echo_request"])),
             ("audit", "ok" if results["audit_ok"] else f"FAILED: {results['audit']['problems'][:5]}"),
         ],
     )
+
+
+def _cpu_line(per_request: dict[str, float] | None) -> str:
+    return "  ".join(f"{name} {value:g}" for name, value in (per_request or {}).items()) or "-"
 
 
 if __name__ == "__main__":

@@ -8,12 +8,19 @@ written to an idle connection; the response is parsed just enough to return its 
 It understands responses with ``Content-Length`` (what aiohttp's ``web.Response`` sends) and closes the
 connection on ``Connection: close``; anything else is an error. A request that times out closes its connection,
 as a browser's would: its answer, if it ever comes, must not be read as the next request's.
+
+Two ways to send: ``ConnectionPool.request`` (a coroutine with its own timeout: for the occasional request), and,
+for the generator's hot path, ``take_idle`` + ``_Connection.send_calling`` + ``release``: the answer is handed to a
+callback from ``data_received`` in the same loop iteration, with no task, future or timer per request (the caller
+keeps its deadlines in order and expires them in bulk; see ``loadtest.generator``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -27,11 +34,18 @@ class HttpResponse:
     body: bytes
 
 
+AnswerCallback = Callable[["HttpResponse | HttpError"], None]
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._callback: AnswerCallback | None = None
         self.closed = False
         self._close_after = False
 
@@ -40,29 +54,33 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.closed = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(HttpError(f"connection lost: {error or 'closed by the server'}"))
+        self._deliver(HttpError(f"connection lost: {error or 'closed by the server'}"))
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        waiter = self._waiter
-        if waiter is None:
+        if self._waiter is None and self._callback is None:
             return
         try:
             response = self._parse()
         except HttpError as error:
-            self._waiter = None
             self.close()
-            if not waiter.done():
-                waiter.set_exception(error)
+            self._deliver(error)
             return
         if response is not None:
-            self._waiter = None
             if self._close_after:
                 self.close()
-            if not waiter.done():
-                waiter.set_result(response)
+            self._deliver(response)
+
+    def _deliver(self, answer: HttpResponse | HttpError) -> None:
+        waiter, self._waiter = self._waiter, None
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback(answer)
+        elif waiter is not None and not waiter.done():
+            if isinstance(answer, HttpError):
+                waiter.set_exception(answer)
+            else:
+                waiter.set_result(answer)
 
     def _parse(self) -> HttpResponse | None:
         buffer = self._buffer
@@ -72,19 +90,15 @@ class _Connection(asyncio.Protocol):
         head = bytes(buffer[:head_end])
         if not head.startswith(b"HTTP/1.") or len(head) < 12:
             raise HttpError(f"malformed status line: {head[:40]!r}")
-        length = -1
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                raise HttpError("chunked responses are not supported")
-            elif name == b"connection" and value.strip().lower() == b"close":
-                self._close_after = True
-        if length < 0:
+        # Three searches of the head instead of splitting it into lines: this runs once per answer.
+        if _CHUNKED.search(head):
+            raise HttpError("chunked responses are not supported")
+        length_match = _CONTENT_LENGTH.search(head)
+        if length_match is None:
             raise HttpError("response without Content-Length")
-        end = head_end + 4 + length
+        if _CLOSE.search(head):
+            self._close_after = True
+        end = head_end + 4 + int(length_match.group(1))
         if len(buffer) < end:
             return None
         body = bytes(buffer[head_end + 4 : end])
@@ -98,6 +112,19 @@ class _Connection(asyncio.Protocol):
         self._close_after = False
         self.transport.write(data)
         return self._waiter
+
+    def send_calling(self, data: bytes, callback: AnswerCallback) -> None:
+        """Send ``data``; ``callback`` gets the response or the ``HttpError``, once, unless ``forget`` comes first."""
+        if self.transport is None or self.closed:
+            raise HttpError("connection is closed")
+        self._callback = callback
+        self._close_after = False
+        self.transport.write(data)
+
+    def forget(self) -> None:
+        """The caller gave up (its timeout): close, and call nobody about this exchange."""
+        self._callback = None
+        self.close()
 
     def close(self) -> None:
         self.closed = True
@@ -162,6 +189,20 @@ class ConnectionPool:
                 self._release(given)  # handed over just as the caller gave up: pass it on
             raise
         return handed if handed is not None else await self._acquire()
+
+    def take_idle(self) -> _Connection | None:
+        """An idle open connection now, or None (then ``request`` waits for one or opens one)."""
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                return connection
+            self._open -= 1
+        return None
+
+    def release(self, connection: _Connection) -> None:
+        """Give back a connection from ``take_idle`` (closed ones free their slot)."""
+        self._release(connection)
 
     def _release(self, connection: _Connection) -> None:
         if connection.closed:
