@@ -101,12 +101,23 @@ async def _reset_connection(connection: asyncpg.Connection) -> None:
     a round trip per batch and per query, measured at ~7 % of the engine's CPU under the donations benchmark."""
 
 
+# The planner's cost of a random page read: 1.1 (data in memory or on SSD) instead of PostgreSQL's 4 (spinning
+# disks). At 4, a batch of N keyed lookups is costed above a sequential scan of a table of up to ~8N pages, and plans
+# made while a table was small are kept as it grows; at 1.1 no growing table was scanned in the fresh-database soak
+# (benchmarks/results/soak-scans.txt, tests/performance).
+PLANNER_SETTINGS = {"random_page_cost": "1.1"}
+
+
 def pool_options(settings: Settings) -> dict[str, Any]:
     """asyncpg options for the server at ``DATABASE_URL``. Behind PgBouncer in transaction mode each transaction may
     run on a different server connection, so a named prepared statement (asyncpg's statement cache) made on one is
     missing on the next; PgBouncer 1.18 (Debian's) cannot track them (``max_prepared_statements`` came in 1.21), so
-    the cache is off and every query is an unnamed statement (parse, bind, execute in one round trip)."""
-    return {"statement_cache_size": 0} if settings.database_pgbouncer else {}
+    the cache is off and every query is an unnamed statement (parse, bind, execute in one round trip). PgBouncer
+    refuses start-up settings it does not know: there the planner settings are its ``connect_query``
+    (deploy/pgbouncer.ini)."""
+    if settings.database_pgbouncer:
+        return {"statement_cache_size": 0}
+    return {"server_settings": PLANNER_SETTINGS}
 
 
 def session_url(settings: Settings, url: str) -> str:

@@ -99,7 +99,11 @@ async def _load_known_entries(
                   array(SELECT ROW(e.id, e.reference, e.kind, e.fingerprint,
                         -- A LIMIT keeps this a per-row index probe: as EXISTS, the planner may hash the whole table.
                         (SELECT c.id FROM ledger.entries c WHERE c.parent_entry_id = e.id LIMIT 1) IS NOT NULL)
-                          FROM ledger.entries e WHERE e.reference = ANY($1::text[])) AS known""",
+                          -- One index probe per reference: as "reference = ANY($1)" the planner costed a batch of
+                          -- N references above a scan of the whole table until it held ~8N pages (tests/performance).
+                          FROM unnest($1::text[]) AS r(reference)
+                          CROSS JOIN LATERAL (
+                              SELECT * FROM ledger.entries e WHERE e.reference = r.reference LIMIT 1) e) AS known""",
         list(references),
         len(requests),
     )

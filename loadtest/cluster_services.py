@@ -224,7 +224,12 @@ def _pgbouncer_config(
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _hand_over(folder, user)
-    entries = "\n".join(f"{d.name} = host={d.server.sockets} dbname={d.database} user=postgres" for d in databases)
+    # connect_query: the engine's planner settings, which PgBouncer does not pass on from the client's start-up.
+    entries = "\n".join(
+        f"{d.name} = host={d.server.sockets} dbname={d.database} user=postgres "
+        "connect_query='SET random_page_cost = 1.1'"
+        for d in databases
+    )
     (folder / "userlist.txt").write_text('"postgres" ""\n')
     config = folder / "pgbouncer.ini"
     config.write_text(

@@ -76,12 +76,15 @@ class ParkedEvent:
 _FINAL = sorted(FINAL_STATUSES)
 
 # A parked event is worth another try when what it waits for has happened; anything else waits for the next change.
+# One EXISTS per column: "d.id = … OR d.processor_reference = …" could use neither index and read every donation.
 _READY = """
-    (p.waiting_for = 'donation_unknown' AND EXISTS (
-        SELECT 1 FROM surge.donations d WHERE d.id = p.donation_id OR d.processor_reference = p.processor_reference))
-    OR (p.waiting_for = 'donation_not_final' AND EXISTS (
-        SELECT 1 FROM surge.donations d
-         WHERE (d.id = p.donation_id OR d.processor_reference = p.processor_reference) AND d.status = ANY($1::text[])))
+    (p.waiting_for = 'donation_unknown' AND (
+        EXISTS (SELECT 1 FROM surge.donations d WHERE d.id = p.donation_id)
+        OR EXISTS (SELECT 1 FROM surge.donations d WHERE d.processor_reference = p.processor_reference)))
+    OR (p.waiting_for = 'donation_not_final' AND (
+        EXISTS (SELECT 1 FROM surge.donations d WHERE d.id = p.donation_id AND d.status = ANY($1::text[]))
+        OR EXISTS (SELECT 1 FROM surge.donations d
+                    WHERE d.processor_reference = p.processor_reference AND d.status = ANY($1::text[]))))
     OR (p.waiting_for = 'dispute_not_opened' AND EXISTS (
         SELECT 1 FROM ledger.entries e WHERE e.reference = 'dispute:' || p.object_id))
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.database import pool_options, session_url
+from engine.database import PLANNER_SETTINGS, pool_options, session_url
 from engine.pipeline.budget import lease_max, per_second_bound, shared_burst
 from engine.settings import ConfigError, load_settings
 
@@ -29,7 +29,7 @@ def test_scale_out_settings_are_read_from_the_environment() -> None:
 
 def test_the_defaults_keep_one_host_as_it_was() -> None:
     settings = load_settings({})
-    assert settings.processor_budget == "local" and pool_options(settings) == {}
+    assert settings.processor_budget == "local" and pool_options(settings) == {"server_settings": PLANNER_SETTINGS}
     assert session_url(settings, "postgresql://x/db") == "postgresql://x/db"
 
 
