@@ -105,7 +105,9 @@ async def test_every_search_reads_an_index_on_a_large_table(surge: Surge, text: 
     # Statistics from every row, not a sample: a sampled prefix estimate (5 rows one run, 505 the next) flips the
     # plan between the prefix's index and the newest-first walk, and this test is about the plan, not the sample.
     async with surge.pool.acquire() as connection:
-        await connection.execute("SET default_statistics_target = 1000; ANALYZE surge.donations; RESET default_statistics_target")
+        await connection.execute(
+            "SET default_statistics_target = 1000; ANALYZE surge.donations; RESET default_statistics_target"
+        )
     condition, values = _text_filter(text) if text else ("true", [])
     condition = condition.format(*(f"${i + 1}" for i in range(len(values))))
     rows = await surge.pool.fetch(
