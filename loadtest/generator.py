@@ -205,7 +205,7 @@ class Generator:
             code = _error_code(body)
             outcome = classify(request.kind, answer.status, code)
             detail = "" if outcome is Outcome.ACCEPTED else answer.body[:300].decode(errors="replace")
-            recorder.answered(request.kind, str(answer.status), outcome, due_ns, now_ns, detail)
+            recorder.answered(request.kind, str(answer.status), outcome, due_ns, now_ns, detail, answer.processor_us)
             self._remember(request, outcome, body)
             if outcome in (Outcome.IN_PROGRESS, Outcome.SHED):
                 retry_after_s = 1.0  # the engine's Retry-After for these is 1-5 s; a form retries soon

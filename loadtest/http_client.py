@@ -32,12 +32,14 @@ class HttpError(Exception):
 class HttpResponse:
     status: int
     body: bytes
+    processor_us: int = 0  # the processor's share of the answer's time, from the engine's Server-Timing header
 
 
 AnswerCallback = Callable[["HttpResponse | HttpError"], None]
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+_PROCESSOR_TIME = re.compile(rb"\r\nserver-timing:[^\r]*\bprocessor;dur=([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE)
 
 
 class _Connection(asyncio.Protocol):
@@ -103,7 +105,8 @@ class _Connection(asyncio.Protocol):
             return None
         body = bytes(buffer[head_end + 4 : end])
         del buffer[:end]
-        return HttpResponse(int(head[9:12]), body)
+        timing = _PROCESSOR_TIME.search(head)
+        return HttpResponse(int(head[9:12]), body, int(float(timing.group(1)) * 1000) if timing else 0)
 
     def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
         if self.transport is None or self.closed:

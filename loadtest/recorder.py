@@ -124,6 +124,10 @@ class Recorder:
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.latency = LatencyHistogram(3)
+        # Of each HTTP answer: its latency less the processor's share (Server-Timing) — Surge's own time — and the
+        # latency of the 202s (accepted, charged later), which never wait for a processor.
+        self.own_latency = LatencyHistogram(3)
+        self.deferred_latency = LatencyHistogram(3)
         self.window_latency = LatencyList()
         self.statuses: collections.Counter[str] = collections.Counter()
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -151,8 +155,21 @@ class Recorder:
         self.sent += 1
         self._second(now_ns).sent += 1
 
-    def answered(self, kind: Kind, status: str, outcome: Outcome, due_ns: int, now_ns: int, detail: str = "") -> None:
+    def answered(
+        self,
+        kind: Kind,
+        status: str,
+        outcome: Outcome,
+        due_ns: int,
+        now_ns: int,
+        detail: str = "",
+        processor_us: int = 0,
+    ) -> None:
         latency_us = (now_ns - due_ns) // 1000
+        if status.isdigit():  # an HTTP answer, not a timeout or a lost connection
+            self.own_latency.record_us(max(0, latency_us - processor_us))
+            if status == "202":
+                self.deferred_latency.record_us(latency_us)
         number = max(0, (now_ns - self.start_ns) // 1_000_000_000)
         if number != self._answer_second:
             if number > self._answer_second >= 0 and self._answer_second in self.seconds:

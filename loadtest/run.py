@@ -281,6 +281,8 @@ def _results(
         "client_policy": dataclasses.asdict(config.policy),
         "totals": totals,
         "latency_ms": recorder.latency.summary_ms(),
+        "own_latency_ms": recorder.own_latency.summary_ms(),  # less the processor's share (Server-Timing)
+        "accepted_later_latency_ms": recorder.deferred_latency.summary_ms(),  # the 202s
         "timeline": recorder.timeline(profile.duration_s),
         "queue_depth": [dataclasses.asdict(sample) for sample in monitor.samples],
         "drain": drain,

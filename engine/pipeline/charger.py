@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import asyncpg
@@ -26,6 +28,10 @@ from ledger.money import Money
 _logger = logging.getLogger(__name__)
 
 Chosen = tuple[Processor, ProcessorGate]
+
+# Seconds spent waiting on processors by the current task: a request's charge runs on the request's own task, so the
+# API can tell the client (Server-Timing) how much of its answer's time was the processor's and how much Surge's own.
+processor_seconds: ContextVar[float] = ContextVar("processor_seconds", default=0.0)
 
 
 def processor_idempotency_key(donation_id: str) -> str:
@@ -95,6 +101,7 @@ class Charger:
         return result
 
     async def _call(self, processor: Processor, call: str, awaitable: Awaitable[ChargeResult]) -> ChargeResult:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.limits.charge_timeout_ms / 1000):
                 result = await awaitable
@@ -103,6 +110,8 @@ class Charger:
         except Exception:
             _logger.exception("%s.%s raised; treating the outcome as unknown", processor.name, call)
             result = ChargeResult(ChargeStatus.UNKNOWN, message=f"{processor.name} call failed")
+        finally:
+            processor_seconds.set(processor_seconds.get() + time.perf_counter() - started)
         self.metrics.processor_outcomes.labels(processor.name, call, result.status.value).inc()
         return result
 
