@@ -229,6 +229,9 @@ async def _refund_worker(app: web.Application) -> AsyncIterator[None]:
 
 async def _receipt_relay(app: web.Application) -> AsyncIterator[None]:
     # Sends the receipts written with each settlement and refund: engine/receipts/relay.py
+    if not app[SETTINGS].receipt_relay:
+        yield  # another process sends them
+        return
     relay = build_relay(app[POOL], app[SETTINGS], app[METRICS])
     relay.start()
     yield

@@ -81,6 +81,9 @@ class Settings:
     receipt_retry_delay_ms: int = 1_000  # before the second attempt, doubled after each failure
     receipt_retry_delay_max_s: float = 600.0
     receipt_poll_interval_ms: int = 500
+    # Whether this process sends receipts. Off on engine hosts that should spend their cores on donations while
+    # other hosts (or a `surge serve` with it on) send: receipts are still written to the outbox with the money.
+    receipt_relay: bool = True
     # Scale-out (README "Running at scale"). The processor's budget: local (each process rate ÷ workers) or shared
     # by every engine host (PostgreSQL, or Redis when redis_url is set): engine/pipeline/budget.py.
     processor_budget: str = "local"
@@ -300,6 +303,7 @@ ENVIRONMENT = EnvironmentSettings(
         "receipt_retry_delay_ms": integer(),
         "receipt_retry_delay_max_s": number(),
         "receipt_poll_interval_ms": integer(),
+        "receipt_relay": boolean(),
         "processor_budget": text(),
         "redis_url": text(),
         "database_pgbouncer": boolean(),

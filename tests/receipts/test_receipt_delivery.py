@@ -252,3 +252,21 @@ async def test_a_nonprofit_declared_over_the_api_gets_its_acknowledgment_and_its
         await wait_until(lambda: all_sent(surge.pool, 1), what="the receipt sent")
     text = text_part(smtp_server.messages[0])
     assert "EIN 12-3456789" in text and "not deductible" not in text
+
+
+async def test_a_process_with_the_relay_off_leaves_its_receipts_to_one_with_it_on(
+    database_url: str, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    quiet = relay_settings(database_url, tmp_path / "quiet", smtp_server, receipt_relay=False)
+    async with running_surge(database_url, quiet) as surge:
+        status, gift = await surge.donate(donation(3_000))
+        assert status == 201, gift
+        # Written with the settlement, in the same statement: there once the donation has its answer.
+        [row] = await receipt_rows(surge.pool)
+        assert (row["donation_id"], row["status"], row["attempts"]) == (gift["id"], "pending", 0)
+        # A process that sends (another engine host, or `surge serve` with the relay on) sends it.
+        sending = relay_settings(database_url, tmp_path / "sending", smtp_server)
+        async with running_surge(database_url, sending) as sender:
+            await wait_until(lambda: all_sent(sender.pool, 1), what="the receipt sent by the other process")
+    [message] = smtp_server.messages
+    assert message["Message-ID"] == f"<rcpt_{gift['id']}@surge.localhost>"
