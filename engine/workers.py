@@ -64,3 +64,13 @@ class PollingLoop:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+
+
+async def finish_tasks(tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Let a worker's tasks under way finish for up to ``timeout_s``, then cancel what is left."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -49,6 +49,7 @@ from loadtest.cluster_services import (
     pgbouncer,
     primary_and_replica,
     process_cpu_s,
+    stop_process,
 )
 from loadtest.engine_process import free_port, prepare_database
 from loadtest.generator import ClientPolicy
@@ -140,12 +141,7 @@ class NodeEngine:
         if process is None or process.returncode is not None:
             return
         self._keep_cpu()  # up to now: the shutdown's own few ms are not counted
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_process(process, timeout_s)
 
 
 @dataclass

@@ -278,7 +278,7 @@ async def pgbouncer(
         await _wait_for_port(first_address, port, process, "pgbouncer", folder / "pgbouncer.log")
         yield f"postgresql://postgres@{first_address}:{port}/{{database}}"
     finally:
-        await _stop(process)
+        await stop_process(process)
 
 
 @contextlib.asynccontextmanager
@@ -295,7 +295,7 @@ async def haproxy(folder: Path, port: int, servers: Sequence[tuple[str, str, int
         await _wait_for_port("127.0.0.1", port, process, "haproxy", folder / "haproxy.log")
         yield f"http://127.0.0.1:{port}"
     finally:
-        await _stop(process)
+        await stop_process(process)
 
 
 def _haproxy_config(folder: Path, port: int, servers: Sequence[tuple[str, str, int]]) -> Path:
@@ -348,7 +348,8 @@ def _tail(log: Path) -> str:
     return log.read_text()[-1500:] if log.exists() else ""
 
 
-async def _stop(process: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
+async def stop_process(process: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout_s``."""
     if process.returncode is not None:
         return
     process.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ from engine.pipeline.charger import Charger
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from engine.pipeline.limits import PipelineLimits
 from engine.pipeline.recovery import process_claimed
-from engine.workers import PollingLoop
+from engine.workers import PollingLoop, finish_tasks
 
 _logger = logging.getLogger(__name__)
 
@@ -41,11 +41,7 @@ class DurableQueue:
     async def stop(self, timeout_s: float) -> None:
         """Stop claiming; let in-flight charges finish (their rows stay leased and are recovered if they don't)."""
         await self._loop.stop()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await finish_tasks(self._tasks, timeout_s)
 
     def enqueued(self) -> None:
         """A row was just recorded ``queued``: count it and wake the runner."""

@@ -16,6 +16,18 @@ from adapters.base import Processor, SavedMethodDetails, SaveResult, SavesPaymen
 from engine.recurring.plans import end_plan
 
 
+def stored_details(row: asyncpg.Record) -> SavedMethodDetails:
+    """The processor's references and the card's display details, as a saved method's row holds them."""
+    return SavedMethodDetails(
+        row["customer_reference"],
+        row["payment_method_reference"],
+        row["brand"],
+        row["last4"],
+        row["exp_month"],
+        row["exp_year"],
+    )
+
+
 def new_saved_method_id() -> str:
     return "spm_" + secrets.token_hex(12)
 
@@ -108,13 +120,5 @@ async def delete_saved_method(
     detach = getattr(processor, "detach_payment_method", None)
     if detach is not None:
         # After the commit: a failed detach leaves a customer at the processor that Surge will never charge.
-        details = SavedMethodDetails(
-            row["customer_reference"],
-            row["payment_method_reference"],
-            row["brand"],
-            row["last4"],
-            row["exp_month"],
-            row["exp_year"],
-        )
-        await detach(details)
+        await detach(stored_details(row))
     return True

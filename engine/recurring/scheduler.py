@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from adapters.base import Processor, SavedMethodDetails, off_session_token
+from adapters.base import Processor, off_session_token
 from engine.campaigns import CampaignDirectory
 from engine.keys import ApiKey, Role
 from engine.pipeline.charging import Pipeline
@@ -39,7 +39,8 @@ from engine.recurring.dunning import RetrySchedule
 from engine.recurring.notices import Notifier
 from engine.recurring.outcomes import resolve_finished, skip_installment
 from engine.recurring.plans import RECURRING_KEY_ID, ensure_recurring_key
-from engine.workers import PollingLoop
+from engine.recurring.saved_methods import stored_details
+from engine.workers import PollingLoop, finish_tasks
 
 _logger = logging.getLogger(__name__)
 
@@ -139,11 +140,7 @@ class RecurringScheduler:
     async def stop(self, timeout_s: float = 20.0) -> None:
         """Stop claiming; submissions under way finish (or stay leased, and are submitted again by the next)."""
         await self._loop.stop()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await finish_tasks(self._tasks, timeout_s)
 
     async def drain(self) -> None:
         """Wait for the submissions started so far (tests, the load test's engine-less audit)."""
@@ -173,14 +170,7 @@ class RecurringScheduler:
         refresh = getattr(self._processors.get(row["processor"]) if row else None, "refresh_payment_method", None)
         if row is None or refresh is None:
             return
-        stored = SavedMethodDetails(
-            row["customer_reference"],
-            row["payment_method_reference"],
-            row["brand"],
-            row["last4"],
-            row["exp_month"],
-            row["exp_year"],
-        )
+        stored = stored_details(row)
         current = await refresh(stored)
         if current is None or current == stored:
             return

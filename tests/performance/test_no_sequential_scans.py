@@ -27,31 +27,13 @@ import asyncpg
 import pytest
 
 from benchmarks.common import ServerLog
+from benchmarks.soak import GROWING_TABLES  # one list: what the soak watches is what this test checks
 from engine.keys import Role
 from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-# Tables that grow with donations, refunds and webhooks; the others (campaigns, keys, accounts, balances, settings)
-# stay small whatever the traffic, and a sequential scan of a few rows is the right plan for them.
-GROWING_TABLES = (
-    "surge.donations",
-    "surge.contribution_aggregates",
-    "surge.refunds",
-    "surge.refund_attributions",
-    "surge.receipts",
-    "surge.processor_events",
-    "surge.parked_events",
-    "surge.audit_events",
-    "ledger.entries",
-    "ledger.postings",
-    "simulator.charges",
-    "simulator.refunds",
-    "simulator.balance_transactions",
-    "simulator.events",
-    "simulator.disputes",
-)
 # Tables copied to fill the database, parents before children (foreign keys and the postings' reference trigger).
 FILLED_TABLES = (
     "surge.donations",
