@@ -64,6 +64,7 @@ from engine.pipeline.gate import GateLimits, ProcessorGate
 from engine.pipeline.review import ReviewLimits
 from engine.pipeline.velocity import VelocityLimits
 from engine.receipts.assembly import build_relay, build_sender
+from engine.receipts.relay import ReceiptRelay
 from engine.recurring.dunning import RetrySchedule
 from engine.recurring.links import link_signer
 from engine.recurring.notices import Notifier
@@ -76,6 +77,7 @@ _logger = logging.getLogger(__name__)
 
 REQUEST_BODY_SIZE_MAX_BYTES = 64 * 1024
 GC_FIRST_GENERATION_THRESHOLD = 10_000
+RECEIPT_RELAY = web.AppKey("receipt_relay", ReceiptRelay)  # absent when this process does not send receipts
 PROCESSOR_OVERRIDES = web.AppKey(
     "processor_overrides", list[Processor]
 )  # tests: ready-made processors instead of settings
@@ -233,6 +235,7 @@ async def _receipt_relay(app: web.Application) -> AsyncIterator[None]:
         yield  # another process sends them
         return
     relay = build_relay(app[POOL], app[SETTINGS], app[METRICS])
+    app[RECEIPT_RELAY] = relay
     relay.start()
     yield
     await relay.stop()
@@ -247,7 +250,10 @@ async def _recurring_scheduler(app: web.Application) -> AsyncIterator[None]:
         retry_schedule=RetrySchedule.parse(settings.recurring_retry_days),
     )
     signer = await link_signer(app[POOL], settings.recurring_link_secret)
-    notifier = Notifier(build_sender(settings), settings.receipts_from, recurring_pages.manage_link(settings, signer))
+    manage_link = recurring_pages.manage_link(settings, signer)
+    notifier = Notifier(build_sender(settings), settings.receipts_from, manage_link)
+    if RECEIPT_RELAY in app:
+        app[RECEIPT_RELAY].manage_link = manage_link  # installments' receipts carry it too
     processors = {processor.name: processor for processor, _ in app[PROCESSORS]}
     scheduler = RecurringScheduler(app[POOL], app[PIPELINE], app[CAMPAIGNS], limits, notifier, processors)
     scheduler.start()

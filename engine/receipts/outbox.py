@@ -65,6 +65,7 @@ class ClaimedReceipt:
     legal_text: str | None  # the campaign's override
     text_template: str | None  # the campaign's overrides
     html_template: str | None
+    plan_id: str | None  # a recurring plan's installment: its receipt carries the plan's manage link
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedReceipt:
@@ -93,11 +94,12 @@ async def claim_due(pool: asyncpg.Pool, batch_max: int, lease_s: float, message_
                   d.card_brand, d.card_last4, c.slug AS campaign_slug, c.name AS campaign_name,
                   coalesce(c.page_settings ->> 'kind', 'political') AS campaign_type,
                   c.receipt_legal_text AS legal_text, c.receipt_text_template AS text_template,
-                  c.receipt_html_template AS html_template
+                  c.receipt_html_template AS html_template, i.plan_id
              FROM claimed r
              JOIN surge.donations d ON d.id = r.donation_id
              JOIN surge.campaigns c ON c.slug = d.campaign
              LEFT JOIN surge.refunds f ON f.id = r.refund_id
+             LEFT JOIN surge.recurring_installments i ON i.donation_id = r.donation_id AND r.kind = 'donation'
             ORDER BY r.created_at, r.id""",
         batch_max,
         lease_s,

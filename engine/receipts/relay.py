@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -63,6 +64,8 @@ class ReceiptRelay:
         self._metrics = metrics
         self.limits = limits
         self._backlog_read_at = float("-inf")
+        # A plan → its manage link, for installments' receipts; set by the recurring scheduler once it has its signer.
+        self.manage_link: Callable[[str], str] | None = None
         # Only a full batch goes again at once: more may be due now.
         self._loop = PollingLoop(
             "receipt relay", self.run_once, limits.poll_interval_s, lambda n: n >= limits.claim_batch_max
@@ -100,7 +103,8 @@ class ReceiptRelay:
     async def _send(self, receipt: ClaimedReceipt) -> bool:
         """Send one receipt; True when delivered, else its failure is recorded (retry later, or failed)."""
         try:
-            message = email_message(receipt, self._sender_address)
+            link = self.manage_link(receipt.plan_id) if receipt.plan_id and self.manage_link else None
+            message = email_message(receipt, self._sender_address, link)
         except (jinja2.TemplateError, ValueError) as error:
             await self._fail(receipt, f"cannot render the receipt: {type(error).__name__}: {error}")
             return False

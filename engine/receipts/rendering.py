@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import markupsafe
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine.receipts.outbox import ClaimedReceipt
@@ -163,7 +164,7 @@ def render(receipt: ClaimedReceipt) -> RenderedReceipt:
     return RenderedReceipt(values["subject"], text_template.render(values), html_template.render(values))
 
 
-def email_message(receipt: ClaimedReceipt, sender: str) -> Message:
+def email_message(receipt: ClaimedReceipt, sender: str, manage_url: str | None = None) -> Message:
     """The whole message. Everything in it comes from the receipt's row, so a resend is the same message, byte for
     byte (the MIME boundary is the receipt's too, not random).
 
@@ -171,6 +172,15 @@ def email_message(receipt: ClaimedReceipt, sender: str) -> Message:
     ~0.7 ms a message against ~4.7 ms, on the engine's event loop, beside the requests it serves. That policy does
     not refuse line breaks in headers, so they are refused here (a campaign name cannot inject headers)."""
     rendered = render(receipt)
+    text, html = rendered.text, rendered.html
+    if manage_url:
+        # Outside the templates, so that a campaign's own template cannot leave it out: every installment's receipt
+        # lets the donor change or cancel the plan.
+        text += f"\nTo change the amount of your recurring gift or cancel it: {manage_url}\n"
+        html += (
+            f'<p>To change the amount of your recurring gift or cancel it: <a href="{markupsafe.escape(manage_url)}">'
+            "manage your gift</a></p>\n"
+        )
     message = MIMEMultipart("alternative", boundary=f"surge-receipt-part-{receipt.id}")
     name, address = email.utils.parseaddr(sender)
     message["From"] = email.utils.formataddr((name, address), charset="utf-8")
@@ -180,8 +190,8 @@ def email_message(receipt: ClaimedReceipt, sender: str) -> Message:
     message["Message-ID"] = _header(receipt.message_id)
     message["X-Surge-Receipt"] = receipt.id
     # typeshed types the charset as str; the stdlib takes a Charset too, which is how quoted-printable is chosen.
-    message.attach(MIMEText(rendered.text, "plain", _UTF8))  # type: ignore[arg-type]
-    message.attach(MIMEText(rendered.html, "html", _UTF8))  # type: ignore[arg-type]
+    message.attach(MIMEText(text, "plain", _UTF8))  # type: ignore[arg-type]
+    message.attach(MIMEText(html, "html", _UTF8))  # type: ignore[arg-type]
     return message
 
 

@@ -44,6 +44,7 @@ def receipt(**overrides: Any) -> ClaimedReceipt:
         "legal_text": None,
         "text_template": None,
         "html_template": None,
+        "plan_id": None,
     }
     return ClaimedReceipt(**(values | overrides))
 
@@ -134,6 +135,20 @@ def test_the_message_has_both_parts_and_a_stable_message_id() -> None:
     assert [part.get_content_type() for part in first.get_payload()] == ["text/plain", "text/html"]
     parsed: Any = email.message_from_bytes(first.as_bytes(), policy=email.policy.default)
     assert "250.00 USD" in parsed.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_an_installments_receipt_carries_the_plans_manage_link_even_with_a_campaigns_template() -> None:
+    link = "https://give.example.org/recurring/manage/tok&en"
+    claimed = receipt(plan_id="plan_1", text_template="Thanks {{ donor_first_name }}.", html_template="<p>Thanks</p>")
+    parsed: Any = email.message_from_bytes(
+        email_message(claimed, "Receipts <receipts@example.org>", link).as_bytes(), policy=email.policy.default
+    )
+    text = parsed.get_body(preferencelist=("plain",)).get_content()
+    html = parsed.get_body(preferencelist=("html",)).get_content()
+    assert text.startswith("Thanks Jane.") and f"cancel it: {link}" in text
+    assert 'href="https://give.example.org/recurring/manage/tok&amp;en"' in html
+    plain = email_message(receipt(), "Receipts <receipts@example.org>").as_bytes()
+    assert b"manage" not in plain  # a one-time gift's receipt has none
 
 
 def test_headers_take_unicode_and_refuse_line_breaks() -> None:

@@ -3,6 +3,8 @@ sends the donor to the page), managing a plan, and the donor profile reached by 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,30 @@ async def test_the_donation_page_offers_make_it_monthly(surge: Surge) -> None:
     )
     body = await response.json()
     assert response.status == 201 and body["interval"] == "month" and body["manage_url"]
+
+
+async def test_every_installments_receipt_carries_the_manage_link(surge: Surge, tmp_path: Path) -> None:
+    status, plan = await create_plan(surge, plan_body(1_000, installments=1))
+    assert status == 201, plan
+
+    async def receipt_sent() -> bool:
+        return bool(
+            await surge.pool.fetchval(
+                """SELECT count(*) FROM surge.receipts r JOIN surge.recurring_installments i USING (donation_id)
+                    WHERE i.plan_id = $1 AND r.status = 'sent'""",
+                plan["id"],
+            )
+        )
+
+    await wait_until(receipt_sent, what="the installment's receipt sent")
+    donation_id = await surge.pool.fetchval(
+        "SELECT donation_id FROM surge.recurring_installments WHERE plan_id = $1", plan["id"]
+    )
+    message: Any = email.message_from_bytes(
+        (tmp_path / "outbox" / f"rcpt_{donation_id}.eml").read_bytes(), policy=email.policy.default
+    )
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    link = re.search(r"cancel it: (\S+)", text)
+    assert link is not None, text
+    shown = await surge.client.get(path_of(link.group(1)))
+    assert shown.status == 200 and "10.00 USD" in await shown.text()
