@@ -1,6 +1,6 @@
-"""Emailing donor notices: an installment charged (with the plan's manage link: every installment carries the
-signed link to change or cancel it), a payment that failed and will be retried, an installment skipped, a plan
-cancelled. Campaign notices stay in ``surge.recurring_notices`` for the campaign's staff (API and dashboard).
+"""Emailing donor notices, each with the plan's manage link: a payment that failed and will be retried, an
+installment skipped, a plan cancelled (an installment charged is told by its receipt, which carries the link
+too). Campaign notices stay in ``surge.recurring_notices`` for the campaign's staff (API and dashboard).
 
 Delivery is at least once: a batch of unsent notices is claimed with ``FOR UPDATE SKIP LOCKED`` (processes share
 the work), each is sent, and ``sent_at`` is set in the same transaction; a process that dies mid-batch leaves them

@@ -72,8 +72,7 @@ async def _resolve(connection: asyncpg.Connection, row: asyncpg.Record, schedule
                 WHERE id = $1 AND status = 'past_due'""",
             plan_id,
         )
-        message = f"Thank you: your recurring gift was charged (donation {row['donation_id']}); a receipt follows."
-        await add_notices(connection, plan_id, period, "installment_charged", message, campaign=False)
+        # No notice of its own: the installment's receipt says it, with the plan's manage link.
         await _complete_if_done(connection, plan_id)
         return False
     code = row["decline_code"] or row["status"]
