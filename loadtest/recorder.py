@@ -125,7 +125,7 @@ class Recorder:
         self.start_ns = start_ns
         self.latency = LatencyHistogram(3)
         # Of each HTTP answer: its latency less the processor's share (Server-Timing) — Surge's own time — and the
-        # latency of the 202s (accepted, charged later), which never wait for a processor.
+        # latency of the 202s that were queued without a processor call (not charges that timed out into a 202).
         self.own_latency = LatencyHistogram(3)
         self.deferred_latency = LatencyHistogram(3)
         self.window_latency = LatencyList()
@@ -168,7 +168,7 @@ class Recorder:
         latency_us = (now_ns - due_ns) // 1000
         if status.isdigit():  # an HTTP answer, not a timeout or a lost connection
             self.own_latency.record_us(max(0, latency_us - processor_us))
-            if status == "202":
+            if status == "202" and processor_us == 0:  # queued at once, not a charge that timed out
                 self.deferred_latency.record_us(latency_us)
         number = max(0, (now_ns - self.start_ns) // 1_000_000_000)
         if number != self._answer_second:

@@ -55,7 +55,7 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("latency ms", "  ".join(f"{k} {_num(latency.get(k))}" for k in ("p50", "p90", "p99", "p999", "max"))),
         ("acknowledged", f"{client.get('acknowledged', 0)} donations (2xx); {client.get('declined', 0)} declined"),
     ]
-    for key, label in (("own_latency_ms", "surge's own ms"), ("accepted_later_latency_ms", "202 answers ms")):
+    for key, label in (("own_latency_ms", "surge's own ms"), ("accepted_later_latency_ms", "queued 202s ms")):
         part = results.get(key) or {}
         if part.get("count"):  # own: each answer's latency less the processor's share (Server-Timing)
             rows.append((label, "  ".join(f"{k} {_num(part.get(k))}" for k in ("p50", "p99", "max"))))
