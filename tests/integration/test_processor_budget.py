@@ -3,7 +3,6 @@ on the store's own clock, and what one lease costs in each (printed; README "Run
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,12 +42,19 @@ async def _grants_burst_then_rate(shared: SharedTokens) -> None:
     while (granted := await shared.take(100)) > 0:
         drained += granted
     assert 4 <= drained <= 5  # the burst (plus a hair of refill while draining)
+    # Then the rate: wait until five more tokens have come (the store refills by its own clock), and time it.
     started = time.monotonic()
     received = 0
-    while time.monotonic() - started < 0.5:
+
+    async def five_more() -> bool:
+        nonlocal received
         received += await shared.take(100)
-        await asyncio.sleep(0.01)
-    assert 3 <= received <= 7  # 10/s for half a second: 5, give or take one boundary each side
+        return received >= 5
+
+    await wait_until(five_more, what="five more tokens at 10/s", interval=0.01)
+    elapsed = time.monotonic() - started
+    assert received <= 6  # a take hands out only what has accrued
+    assert 0.35 <= elapsed <= 1.0, elapsed  # five at 10/s: half a second, give or take a boundary each side
     await shared.give_back(2)
     assert await shared.take(100) >= 2
 
