@@ -105,7 +105,7 @@ async def _reset_connection(connection: asyncpg.Connection) -> None:
 # disks). At 4, a batch of N keyed lookups is costed above a sequential scan of a table of up to ~8N pages, and plans
 # made while a table was small are kept as it grows; at 1.1 no growing table was scanned in the fresh-database soak
 # (benchmarks/results/soak-scans.txt, tests/performance).
-PLANNER_SETTINGS = {"random_page_cost": "1.1"}
+PLANNER_SETTINGS = {"random_page_cost": "1.1", "plan_cache_mode": "force_generic_plan"}
 
 
 def pool_options(settings: Settings) -> dict[str, Any]:
