@@ -8,8 +8,10 @@ fsync on) and two servers, each one process on uvloop, driven by the same open-m
 1. the echo server (``benchmarks.echo_server``): aiohttp parsing the same JSON body and answering 201 — what this
    machine can do over HTTP at all;
 2. Surge (``python -m engine serve``) charging through the simulated processor with no latency and no rate cap
-   (``SURGE_PROCESSOR_RATE_PER_S`` far above the load), so every request goes intake → charge → settle: three
-   group-committed transactions and the simulator's own record.
+   (``SURGE_PROCESSOR_RATE_PER_S`` far above the load), so every request goes intake → charge → settle: two
+   group-committed transactions. The simulator keeps its charges in memory (``SURGE_SIM_RECORD=memory``): a real
+   processor's record lives at the processor, not in Surge's PostgreSQL, so the benchmark measures Surge's cost;
+   the audit's processor-side check then has nothing to compare (load tests and kill tests use the durable record).
 
 For each, a short search over arrival rates finds the highest one sustained with p99 under 100 ms and no errors
 (doubling until a rate fails, then bisecting). Latency is from each request's scheduled time (coordinated omission
@@ -50,9 +52,12 @@ RATE_MIN_PER_S = 20.0
 RATE_MAX_PER_S = 32_000.0
 BISECT_STEPS = 3
 CONNECTIONS = 256
-TARGET_RATIO = 0.4
+TARGET_RATIO = 0.2  # of the echo ceiling measured in the same run (issue 11)
+TARGET_DONATIONS_PER_S = 2000.0
+TARGET_CPU_US = {"server": 350.0, "postgres": 250.0}  # per donation
 SURGE_ENVIRONMENT = {
     "SURGE_SIM_PRESET": "default",  # no latency, no cap, no faults
+    "SURGE_SIM_RECORD": "memory",  # the stand-in's charges off Surge's database (see the module's text)
     "SURGE_PROCESSOR_RATE_PER_S": "1000000",
     "SURGE_PROCESSOR_CONCURRENCY_MAX": "10000",
     "SURGE_TRUST_FORWARDED_FOR": "true",
@@ -291,7 +296,12 @@ def _results(echo: Server, surge: Server, audit: dict[str, Any], settings: dict[
         "cpu_us_per_donation": best_surge.cpu_us_per_request if best_surge else None,
         "cpu_us_per_echo_request": best_echo.cpu_us_per_request if best_echo else None,
         "audit_ok": audit["ok"],
-        "target": {"ratio_to_echo": TARGET_RATIO, "met": ratio >= TARGET_RATIO and audit["ok"]},
+        "target": {
+            "ratio_to_echo": TARGET_RATIO,
+            "donations_per_s": TARGET_DONATIONS_PER_S,
+            "cpu_us_per_donation": TARGET_CPU_US,
+            "met": ratio >= TARGET_RATIO and donations_per_s >= TARGET_DONATIONS_PER_S and audit["ok"],
+        },
         "criterion": {"p99_ms_under": P99_MAX_MS, "errors": 0, "probe_s": PROBE_S},
         "echo": {"best": best_echo.as_json() if best_echo else None, "probes": [p.as_json() for p in echo.probes]},
         "surge": {

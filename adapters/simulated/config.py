@@ -73,6 +73,11 @@ class SimulatedConfig:
     webhook_tolerance_s: int = 300
     # The live fault control a chaos rehearsal writes (adapters/simulated/faults.py); None everywhere else.
     fault_control_file: Path | None = None
+    # Where charges are on record: "database" (schema simulator: durable, shared by processes, what load and kill
+    # tests need) or "memory" — this process only, charges only, lost on exit. Memory is for the throughput
+    # benchmark alone, so that it measures Surge's cost and not the stand-in's (a real processor's record lives at
+    # the processor); refunds, disputes, payouts and events need the database record.
+    record: str = "database"
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -117,6 +122,7 @@ ENVIRONMENT = EnvironmentSettings(
         "webhook_secret": text(),
         "webhook_tolerance_s": integer(),
         "fault_control_file": optional(path()),
+        "record": choice("database", "memory"),
     },
 )
 PRESET_VARIABLE = ENVIRONMENT.name("preset")

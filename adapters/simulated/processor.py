@@ -39,6 +39,7 @@ from adapters.base import (
 from adapters.simulated import store, webhooks
 from adapters.simulated.config import SimulatedConfig
 from adapters.simulated.faults import LatencyModel, outage_end_epoch_s
+from adapters.simulated.memory_record import MemoryChargeRecord, refuse
 from adapters.simulated.fees import processing_fee_minor
 from adapters.simulated.record import (
     ChargeRecordStatus,
@@ -86,6 +87,7 @@ class SimulatedProcessor:
         # Charges of this process on their way to the record: a lookup waits for them, so that it never answers
         # NOT_FOUND for a charge whose write is about to commit (Stripe answers 409 in that window).
         self._in_flight: dict[str, asyncio.Task[store.ChargeWritten]] = {}
+        self._memory = MemoryChargeRecord() if self.config.record == "memory" else None
 
     def _token_bucket(self) -> TokenBucket | None:
         rate = self.config.charges_per_s_max
@@ -183,6 +185,8 @@ class SimulatedProcessor:
         refused = self._refusal(rate_limited=False)
         if refused is not None:
             return RefundResult(RefundStatus.RETRYABLE, message=refused)
+        if self._memory is not None:
+            return RefundResult(RefundStatus.FAILED, message=str(refuse("refunds")))
         await self._pause()
         self.start()
         write = store.RefundWrite(store.new_id("re"), store.new_id("evt"), request)
@@ -198,6 +202,8 @@ class SimulatedProcessor:
         recorded, so the answer is SUCCEEDED or NOT_FOUND (UNKNOWN while the record cannot be read)."""
         if self._outage_end_epoch_s() is not None:
             return RefundResult(RefundStatus.UNKNOWN, message="simulated outage: service unavailable")
+        if self._memory is not None:
+            return RefundResult(RefundStatus.NOT_FOUND)
         await self._pause()
         try:
             async with self._pool.acquire() as connection:
@@ -219,6 +225,9 @@ class SimulatedProcessor:
         in_flight = self._in_flight.get(idempotency_key)
         if in_flight is not None:
             await asyncio.wait({in_flight})  # wait for the write, never cancel it
+        if self._memory is not None:
+            charge = self._memory.find(idempotency_key, processor_reference)
+            return _charge_result(charge) if charge is not None else ChargeResult(ChargeStatus.NOT_FOUND)
         try:
             async with self._pool.acquire() as connection:
                 found = await store.charges_by_keys(connection, self.name, [idempotency_key])
@@ -237,6 +246,7 @@ class SimulatedProcessor:
         return webhooks.parse_event(payload)
 
     async def balance_transactions(self, created_from: datetime, created_to: datetime) -> list[BalanceTransaction]:
+        self._database_record("balance transactions")
         async with self._pool.acquire() as connection:
             return await store.balance_transactions(connection, self.name, created_from, created_to)
 
@@ -244,10 +254,13 @@ class SimulatedProcessor:
 
     async def charges(self) -> list[RecordedCharge]:
         """Every charge on record (succeeded, declined or waiting for authentication), oldest first."""
+        if self._memory is not None:
+            return self._memory.charges()
         async with self._pool.acquire() as connection:
             return await store.all_charges(connection, self.name)
 
     async def refunds(self) -> list[RecordedRefund]:
+        self._database_record("refunds")
         async with self._pool.acquire() as connection:
             return await store.all_refunds(connection, self.name)
 
@@ -255,35 +268,41 @@ class SimulatedProcessor:
         self, processor_reference: str, amount: Money | None = None, fee_minor: int = DISPUTE_FEE_MINOR
     ) -> SignedWebhook:
         """Open a dispute (default: the whole unrefunded amount); its webhook's ``object_id`` is the dispute id."""
+        self._database_record("disputes")
         async with self._pool.acquire() as connection, connection.transaction():
             event = await store.create_dispute(connection, self.name, processor_reference, amount, fee_minor)
         return self._signed(event)
 
     async def close_dispute(self, dispute_id: str, won: bool) -> SignedWebhook:
+        self._database_record("disputes")
         async with self._pool.acquire() as connection, connection.transaction():
             event = await store.close_dispute(connection, self.name, dispute_id, won)
         return self._signed(event)
 
     async def pay_out(self, currency: str = "USD") -> SignedWebhook | None:
         """Pay out the available balance in ``currency``; None when it is not positive."""
+        self._database_record("payouts")
         async with self._pool.acquire() as connection, connection.transaction():
             event = await store.pay_out(connection, self.name, currency)
         return None if event is None else self._signed(event)
 
     async def resolve_pending(self, processor_reference: str, succeeded: bool) -> SignedWebhook:
         """The donor completed (or abandoned) the authentication a PENDING charge waits for."""
+        self._database_record("authentications")
         async with self._pool.acquire() as connection, connection.transaction():
             event = await store.resolve_pending(connection, self.name, processor_reference, succeeded, self._fee_minor)
         return self._signed(event)
 
     async def webhooks(self, since: datetime | None = None) -> list[SignedWebhook]:
         """Every event sent (refunds, disputes, payouts, settled authentications), signed now, oldest first."""
+        self._database_record("events")
         async with self._pool.acquire() as connection:
             events = await store.stored_events(connection, self.name, since)
         return [self._signed(event) for event in events]
 
     async def webhook(self, event_id: str) -> SignedWebhook:
         """One recorded event signed again now: a redelivery, as processors retry webhooks."""
+        self._database_record("events")
         async with self._pool.acquire() as connection:
             event = await store.stored_event(connection, self.name, event_id)
         if event is None:
@@ -296,6 +315,10 @@ class SimulatedProcessor:
         return webhooks.signed_headers(payload, self.config.webhook_secret, timestamp_s)
 
     # ---- internals ---------------------------------------------------------------------------------------------
+
+    def _database_record(self, what: str) -> None:
+        if self._memory is not None:
+            raise refuse(what)
 
     def _signed(self, event: store.StoredEvent) -> SignedWebhook:
         headers = self.signed_headers(event.payload)
@@ -327,6 +350,8 @@ class SimulatedProcessor:
         return ChargeResult(ChargeStatus.UNKNOWN, message=f"simulated timeout: no answer for {self.config.hang_s} s")
 
     async def _record_charge(self, write: store.ChargeWrite) -> store.ChargeWritten:
+        if self._memory is not None:
+            return self._memory.write(write)
         self.start()
         key = write.request.idempotency_key
         # A task of its own, shielded: a caller that gives up (its timeout) must not cancel the write, which then

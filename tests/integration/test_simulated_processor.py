@@ -558,3 +558,31 @@ async def test_balance_transactions_are_append_only(processor: SimulatedProcesso
         ):
             with pytest.raises(asyncpg.PostgresError, match="append-only"):
                 await connection.execute(statement)
+
+
+async def test_the_memory_record_keeps_charges_off_the_database(pool: asyncpg.Pool) -> None:
+    """SURGE_SIM_RECORD=memory (the throughput benchmark's): one charge per key, found by key or reference, nothing
+    written to the database, and whatever it does not keep refused rather than pretended."""
+    config = SimulatedConfig.from_environment({"SURGE_SIM_RECORD": "memory"})
+    before = await pool.fetchval("SELECT count(*) FROM simulator.charges")
+    async with SimulatedProcessor(pool, config, name="in-memory") as simulated:
+        first = await simulated.charge(charge_request("mem-1"))
+        again = await simulated.charge(charge_request("mem-1"))
+        other = await simulated.charge(charge_request("mem-2", payment_method="pm_card_visa_chargeDeclined"))
+        assert first.status is ChargeStatus.SUCCEEDED and first.processor_reference
+        assert again.processor_reference == first.processor_reference
+        assert other.status is ChargeStatus.DECLINED
+        assert (await simulated.lookup("mem-1", None)).processor_reference == first.processor_reference
+        assert (await simulated.lookup("unknown", first.processor_reference)).status is ChargeStatus.SUCCEEDED
+        assert (await simulated.lookup("unknown", None)).status is ChargeStatus.NOT_FOUND
+        assert [c.idempotency_key for c in await simulated.charges()] == ["mem-1", "mem-2"]
+        refund = await simulated.refund(refund_request("mem-r", first.processor_reference or "", 100))
+        assert refund.status is RefundStatus.FAILED and "in-memory" in (refund.message or "")
+        with pytest.raises(SimulatorError, match="in-memory"):
+            await simulated.create_dispute(first.processor_reference or "")
+    assert await pool.fetchval("SELECT count(*) FROM simulator.charges") == before
+
+
+def test_the_record_setting_names_its_choices() -> None:
+    with pytest.raises(Exception, match="SURGE_SIM_RECORD"):
+        SimulatedConfig.from_environment({"SURGE_SIM_RECORD": "disk"})

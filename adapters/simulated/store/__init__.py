@@ -16,6 +16,7 @@ from adapters.simulated.store.charges import (
     all_charges,
     charge_by_reference,
     charges_by_keys,
+    new_charge,
     resolve_pending,
     write_charges,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "create_dispute",
     "insert_balance_transactions",
     "insert_events",
+    "new_charge",
     "new_id",
     "pay_out",
     "refund_for",

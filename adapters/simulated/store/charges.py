@@ -116,9 +116,9 @@ async def write_charges(
     for write in writes:
         key = write.request.idempotency_key
         if key in created_at and first_by_key[key] is write:
-            results.append(ChargeWritten(_new_charge(write, created_at[key]), created=True))
+            results.append(ChargeWritten(new_charge(write, created_at[key]), created=True))
         elif key in created_at:
-            results.append(ChargeWritten(_new_charge(first_by_key[key], created_at[key]), created=False))
+            results.append(ChargeWritten(new_charge(first_by_key[key], created_at[key]), created=False))
         elif key in existing:
             results.append(ChargeWritten(existing[key], created=False))
         else:
@@ -127,7 +127,7 @@ async def write_charges(
     return results
 
 
-def _new_charge(write: ChargeWrite, created: datetime) -> RecordedCharge:
+def new_charge(write: ChargeWrite, created: datetime) -> RecordedCharge:
     request = write.request
     return RecordedCharge(
         reference=write.reference,
