@@ -20,7 +20,15 @@ import orjson
 from engine.campaigns import Campaign
 from engine.pipeline.donation_request import DonationRequest
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
-from engine.pipeline.velocity import SourceStats, VelocityLimits, Verdict, assess, source_stats
+from engine.pipeline.velocity import (
+    Donor,
+    SourceStats,
+    VelocityLimits,
+    Verdict,
+    assess,
+    parse_source_stats,
+    source_stats_sql,
+)
 
 
 class IntakeOutcome(StrEnum):
@@ -61,14 +69,14 @@ async def commit_intake(
     connection: asyncpg.Connection, items: Sequence[IntakeItem], velocity: VelocityLimits
 ) -> list[IntakeResult]:
     """Inside a transaction under ``INDEX_LOOKUPS_ONLY`` (engine/database.py), which the pipeline's batcher sends
-    with its BEGIN."""
-    existing = await _existing(connection, items)
+    with its BEGIN. Two statements: what the batch needs to know (and the donors' rows locked), then the writes."""
+    context = await _read_and_lock(connection, items, velocity)
     results: list[IntakeResult | None] = [None] * len(items)
     fresh: list[int] = []
     claimed: dict[tuple[str, str], IntakeItem] = {}
     for index, item in enumerate(items):
         key = (item.api_key_id, item.idempotency_key)
-        donation = existing.get(key)
+        donation = context.existing.get(key)
         if donation is not None:
             same = donation.request_fingerprint == item.request.fingerprint
             results[index] = IntakeResult(
@@ -81,42 +89,105 @@ async def commit_intake(
         else:
             claimed[key] = item
             fresh.append(index)
-    fresh = await _apply_velocity(connection, items, fresh, results, velocity)
-    accepted, holds = await _plan_holds(connection, items, fresh, results)
+    fresh = _apply_velocity(context, items, fresh, results, velocity)
+    accepted, holds = _plan_holds(context, items, fresh, results)
     if accepted:
         await _insert_donations(connection, [items[i] for i in accepted], holds)
     return [r if r is not None else IntakeResult(IntakeOutcome.ACCEPTED) for r in results]
 
 
-async def _existing(connection: asyncpg.Connection, items: Sequence[IntakeItem]) -> dict[tuple[str, str], Donation]:
+def _donor(item: IntakeItem) -> Donor:
+    return (item.campaign.slug, item.campaign.election, item.request.donor_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    existing: dict[tuple[str, str], Donation]  # the donations already holding a key of the batch
+    by_ip: dict[str, SourceStats]
+    by_donor: dict[Donor, SourceStats]
+    totals: dict[Donor, int]  # each donor's aggregate (posted + held), its row locked
+    caps: dict[Donor, int]
+
+
+# One round trip for everything intake reads: the keys already taken, each source's recent attempts (velocity) and
+# every donor's aggregate row — created when missing and locked (the update on conflict takes the row lock and
+# returns the row), in key order stated by the ORDER BY rather than left to the plan: COLLATE "C" is the code-point
+# order Python sorts by, so concurrent batches (of any process) lock rows in one order: no deadlock. Donors of items
+# refused later (replays, velocity) are locked too: cheaper than a second round trip. The limit is the campaign's
+# current one, read here rather than copied once when the row was created, so that a changed limit reaches donors who
+# already gave. The row keeps it for the table's CHECK (the last line of defence); a limit lowered below what a donor
+# already gave is stored as that total, which admits nothing more.
+_READ_AND_LOCK = f"""
+    WITH locked AS (
+        INSERT INTO surge.contribution_aggregates AS a (campaign, election, donor_key, limit_minor)
+        SELECT d.campaign, d.election, d.donor_key, c.contribution_limit_minor
+          FROM unnest($4::text[], $5::text[], $6::text[]) AS d(campaign, election, donor_key)
+          JOIN surge.campaigns c ON c.slug = d.campaign
+         ORDER BY d.campaign COLLATE "C", d.election COLLATE "C", d.donor_key COLLATE "C"
+        ON CONFLICT (campaign, election, donor_key)
+        DO UPDATE SET limit_minor = greatest(EXCLUDED.limit_minor, a.posted_minor + a.held_minor)
+        RETURNING campaign, election, donor_key, posted_minor + held_minor AS total, limit_minor)
+    SELECT 'aggregate' AS kind, NULL::bigint AS n, NULL::bigint AS attempts, NULL::bigint AS declines,
+           NULL::bigint AS declined_cards, campaign, election, donor_key, total, limit_minor, NULL::text AS id
+      FROM locked
+    UNION ALL
+    SELECT 'existing', k.n, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.id
+      FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(api_key_id, idempotency_key, n)
+      JOIN surge.donations d ON (d.api_key_id, d.idempotency_key) = (k.api_key_id, k.idempotency_key)
+    UNION ALL
+    SELECT v.kind, v.n, v.attempts, v.declines, v.declined_cards, NULL, NULL, NULL, NULL, NULL, NULL
+      FROM ({source_stats_sql("$3", "$4", "$5", "$6", "$7", "$8")}) v"""
+
+
+async def _read_and_lock(
+    connection: asyncpg.Connection, items: Sequence[IntakeItem], velocity: VelocityLimits
+) -> _Context:
+    ips = sorted({ip for item in items if (ip := item.client_ip)})
+    donors = sorted({_donor(item) for item in items})
     rows = await connection.fetch(
-        f"""SELECT {DONATION_COLUMNS} FROM surge.donations
-             WHERE (api_key_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+        _READ_AND_LOCK,
         [i.api_key_id for i in items],
         [i.idempotency_key for i in items],
+        ips,
+        [d[0] for d in donors],
+        [d[1] for d in donors],
+        [d[2] for d in donors],
+        velocity.window_s,
+        velocity.sample_max,
     )
-    return {(row["api_key_id"], row["idempotency_key"]): Donation.from_row(row) for row in rows}
+    totals: dict[Donor, int] = {}
+    caps: dict[Donor, int] = {}
+    taken: list[str] = []
+    for row in rows:
+        kind = row["kind"]
+        if kind == "aggregate":
+            donor = (row["campaign"], row["election"], row["donor_key"])
+            totals[donor], caps[donor] = row["total"], row["limit_minor"]
+        elif kind == "existing":
+            taken.append(row["id"])
+    by_ip, by_donor = parse_source_stats(rows, ips, donors)
+    existing: dict[tuple[str, str], Donation] = {}
+    if taken:  # a retried request: rare, so its whole row is read only then
+        for row in await connection.fetch(
+            f"SELECT {DONATION_COLUMNS} FROM surge.donations WHERE id = ANY($1::text[])", taken
+        ):
+            existing[(row["api_key_id"], row["idempotency_key"])] = Donation.from_row(row)
+    return _Context(existing, by_ip, by_donor, totals, caps)
 
 
-async def _apply_velocity(
-    connection: asyncpg.Connection,
+def _apply_velocity(
+    context: _Context,
     items: Sequence[IntakeItem],
     fresh: list[int],
     results: list[IntakeResult | None],
     velocity: VelocityLimits,
 ) -> list[int]:
-    if not fresh:
-        return fresh
-    ips = sorted({ip for i in fresh if (ip := items[i].client_ip)})
-    donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
-    by_ip, by_donor = await source_stats(connection, ips, donors, velocity)
     kept = []
     for index in fresh:
         item = items[index]
-        donor = (item.campaign.slug, item.campaign.election, item.request.donor_key)
-        verdict = assess(by_donor.get(donor, _NO_DECLINES), velocity)
+        verdict = assess(context.by_donor.get(_donor(item), _NO_DECLINES), velocity)
         if item.client_ip is not None:
-            verdict = max(verdict, assess(by_ip.get(item.client_ip, _NO_DECLINES), velocity))
+            verdict = max(verdict, assess(context.by_ip.get(item.client_ip, _NO_DECLINES), velocity))
         if item.campaign_challenge:
             verdict = max(verdict, Verdict.CHALLENGE)
         if verdict is Verdict.REFUSE:
@@ -131,46 +202,23 @@ async def _apply_velocity(
 _NO_DECLINES = SourceStats()
 
 
-Holds = dict[tuple[str, str, str], int]  # per donor (campaign, election, donor key): the amount to hold
+Holds = dict[Donor, int]  # per donor: the amount to hold
 
 
-async def _plan_holds(
-    connection: asyncpg.Connection,
+def _plan_holds(
+    context: _Context,
     items: Sequence[IntakeItem],
     fresh: list[int],
     results: list[IntakeResult | None],
 ) -> tuple[list[int], Holds]:
-    """Lock each donor's aggregate row and decide, in order, which items fit; the holds are written with the
+    """Decide, in order, which items fit under their donor's (locked) aggregate; the holds are written with the
     donations (:func:`_insert_donations`)."""
-    if not fresh:
-        return [], {}
-    donors = sorted({(items[i].campaign.slug, items[i].campaign.election, items[i].request.donor_key) for i in fresh})
-    # Create missing rows and lock every donor's row in one statement (the update on conflict takes the row lock and
-    # returns the row), in key order, stated by the ORDER BY rather than left to the plan: COLLATE "C" is the
-    # code-point order Python sorts by, so concurrent batches (of any process) lock rows in one order: no deadlock.
-    # The limit is the campaign's current one, read here rather than copied once when the row was created, so that a
-    # changed limit reaches donors who already gave. The row keeps it for the table's CHECK (the last line of
-    # defence); a limit lowered below what a donor already gave is stored as that total, which admits nothing more.
-    locked = await connection.fetch(
-        """INSERT INTO surge.contribution_aggregates AS a (campaign, election, donor_key, limit_minor)
-           SELECT d.campaign, d.election, d.donor_key, c.contribution_limit_minor
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS d(campaign, election, donor_key)
-             JOIN surge.campaigns c ON c.slug = d.campaign
-            ORDER BY d.campaign COLLATE "C", d.election COLLATE "C", d.donor_key COLLATE "C"
-           ON CONFLICT (campaign, election, donor_key)
-           DO UPDATE SET limit_minor = greatest(EXCLUDED.limit_minor, a.posted_minor + a.held_minor)
-           RETURNING campaign, election, donor_key, posted_minor, held_minor, limit_minor""",
-        [d[0] for d in donors],
-        [d[1] for d in donors],
-        [d[2] for d in donors],
-    )
-    totals = {(r["campaign"], r["election"], r["donor_key"]): r["posted_minor"] + r["held_minor"] for r in locked}
-    caps = {(r["campaign"], r["election"], r["donor_key"]): r["limit_minor"] for r in locked}
+    totals, caps = dict(context.totals), context.caps
     accepted = []
-    deltas: dict[tuple[str, str, str], int] = {}
+    deltas: Holds = {}
     for index in fresh:
         item = items[index]
-        donor = (item.campaign.slug, item.campaign.election, item.request.donor_key)
+        donor = _donor(item)
         total = totals[donor]
         after = total + item.request.amount_minor
         if after > caps[donor]:

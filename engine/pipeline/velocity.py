@@ -27,7 +27,7 @@ Only attempts that became donations count: a challenged or refused request leave
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -85,32 +85,54 @@ def assess(stats: SourceStats, limits: VelocityLimits) -> Verdict:
 Donor = tuple[str, str, str]  # campaign, election, donor key
 
 
-async def source_stats(
-    connection: asyncpg.Connection, ips: Sequence[str], donors: Sequence[Donor], limits: VelocityLimits
-) -> tuple[dict[str, SourceStats], dict[Donor, SourceStats]]:
-    """One round trip: the recent attempts of each address and each donor (only sources with declines come back)."""
-    rows = await connection.fetch(
-        """SELECT 'ip' AS kind, s.n, r.* FROM unnest($1::inet[]) WITH ORDINALITY AS s(ip, n)
+def source_stats_sql(ips: str, campaigns: str, elections: str, donor_keys: str, window_s: str, sample_max: str) -> str:
+    """The recent attempts of each address and each donor (only sources with declines come back) as rows of
+    (kind, n, attempts, declines, declined_cards), n numbering the sources from 1 in their arrays; the arguments name
+    the statement's parameters (``$1``), so that intake can read this in the same round trip as its other reads."""
+    return f"""SELECT 'ip' AS kind, s.n, r.* FROM unnest({ips}::inet[]) WITH ORDINALITY AS s(ip, n)
            CROSS JOIN LATERAL (
                SELECT count(*) AS attempts, count(*) FILTER (WHERE status = 'declined') AS declines,
                       count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
                  FROM (SELECT status, payment_method FROM surge.donations
                         WHERE client_ip = s.ip AND status IN ('succeeded', 'declined', 'failed')
-                          AND created_at > now() - make_interval(secs => $5)
-                        ORDER BY created_at DESC LIMIT $6) recent) r
+                          AND created_at > now() - make_interval(secs => {window_s})
+                        ORDER BY created_at DESC LIMIT {sample_max}) recent) r
            WHERE r.declines > 0
            UNION ALL
-           SELECT 'donor', s.n, r.* FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-                                         AS s(campaign, election, donor_key, n)
+           SELECT 'donor', s.n, r.* FROM unnest({campaigns}::text[], {elections}::text[], {donor_keys}::text[])
+                                         WITH ORDINALITY AS s(campaign, election, donor_key, n)
            CROSS JOIN LATERAL (
                SELECT count(*) AS attempts, count(*) FILTER (WHERE status = 'declined') AS declines,
                       count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
                  FROM (SELECT status, payment_method FROM surge.donations
                         WHERE (campaign, election, donor_key) = (s.campaign, s.election, s.donor_key)
                           AND status IN ('succeeded', 'declined', 'failed')
-                          AND created_at > now() - make_interval(secs => $5)
-                        ORDER BY created_at DESC LIMIT $6) recent) r
-           WHERE r.declines > 0""",
+                          AND created_at > now() - make_interval(secs => {window_s})
+                        ORDER BY created_at DESC LIMIT {sample_max}) recent) r
+           WHERE r.declines > 0"""
+
+
+def parse_source_stats(
+    rows: Iterable[asyncpg.Record], ips: Sequence[str], donors: Sequence[Donor]
+) -> tuple[dict[str, SourceStats], dict[Donor, SourceStats]]:
+    """The rows of :func:`source_stats_sql` (others are skipped) by address and by donor."""
+    by_ip: dict[str, SourceStats] = {}
+    by_donor: dict[Donor, SourceStats] = {}
+    for row in rows:
+        kind = row["kind"]
+        if kind == "ip":
+            by_ip[ips[row["n"] - 1]] = SourceStats(row["attempts"], row["declines"], row["declined_cards"])
+        elif kind == "donor":
+            by_donor[donors[row["n"] - 1]] = SourceStats(row["attempts"], row["declines"], row["declined_cards"])
+    return by_ip, by_donor
+
+
+async def source_stats(
+    connection: asyncpg.Connection, ips: Sequence[str], donors: Sequence[Donor], limits: VelocityLimits
+) -> tuple[dict[str, SourceStats], dict[Donor, SourceStats]]:
+    """One round trip: the recent attempts of each address and each donor (only sources with declines come back)."""
+    rows = await connection.fetch(
+        source_stats_sql("$1", "$2", "$3", "$4", "$5", "$6"),
         list(ips),
         [d[0] for d in donors],
         [d[1] for d in donors],
@@ -118,15 +140,7 @@ async def source_stats(
         limits.window_s,
         limits.sample_max,
     )
-    by_ip: dict[str, SourceStats] = {}
-    by_donor: dict[Donor, SourceStats] = {}
-    for row in rows:
-        stats = SourceStats(row["attempts"], row["declines"], row["declined_cards"])
-        if row["kind"] == "ip":
-            by_ip[ips[row["n"] - 1]] = stats
-        else:
-            by_donor[donors[row["n"] - 1]] = stats
-    return by_ip, by_donor
+    return parse_source_stats(rows, ips, donors)
 
 
 async def campaign_recent_declines(
