@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import cast
 
 import asyncpg
 
@@ -114,6 +115,13 @@ class Charger:
             processor_seconds.set(processor_seconds.get() + time.perf_counter() - started)
         self.metrics.processor_outcomes.labels(processor.name, call, result.status.value).inc()
         return result
+
+    async def fail_unsent(self, donation: Donation, decline_code: str, message: str) -> bool:
+        """Settle as failed a donation no processor was ever sent (its hold released, like any failure); False when
+        it was already final."""
+        # No processor decided it, so none is recorded (NULL, "never sent"); Settlement.processor is typed str only.
+        unsent = Settlement(donation.id, "failed", cast(str, None), decline_code=decline_code, failure_message=message)
+        return await self._settle.submit(unsent)
 
     async def apply(self, donation: Donation, processor: str, result: ChargeResult) -> Donation:
         """Record a charge or lookup outcome; returns the donation as it now stands."""
