@@ -39,8 +39,8 @@ from adapters.base import (
 from adapters.simulated import store, webhooks
 from adapters.simulated.config import SimulatedConfig
 from adapters.simulated.faults import LatencyModel, outage_end_epoch_s
-from adapters.simulated.memory_record import MemoryChargeRecord, refuse
 from adapters.simulated.fees import processing_fee_minor
+from adapters.simulated.memory_record import MemoryChargeRecord, refuse
 from adapters.simulated.record import (
     ChargeRecordStatus,
     RecordedCharge,

@@ -7,7 +7,7 @@
 tokens ahead of need (``toolkit.token_bucket.LeasedBucket``) so the gate never waits on a round trip. A process cut
 off from the store gets no tokens and so charges nothing: the budget fails closed.
 
-Measured on this machine (tests/integration/test_processor_budget.py prints it): one lease round trip costs ~625 us
+Measured on this machine (``python -m benchmarks.lease_cost``): one lease round trip costs ~625 us
 in PostgreSQL (a row lock and an UPDATE of an unlogged row) against ~120 us in Redis. A process makes at most
 1 / ``LEASE_INTERVAL_S`` = 50 leases a second per processor whatever its charge rate, so PostgreSQL costs ~3 % of
 one connection per node — not worth another service to run, back up and fail over. PostgreSQL is the default;

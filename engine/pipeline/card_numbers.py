@@ -37,7 +37,8 @@ def find_card_number(value: Any, path: str = "") -> str | None:
     if isinstance(value, str):
         return path or "(body)" if contains_card_number(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
-        return path or "(body)" if contains_card_number(str(value)) else None
+        # A PAN has no sign: a negative integer is an amount or an offset, never a card number.
+        return path or "(body)" if value > 0 and contains_card_number(str(value)) else None
     if isinstance(value, dict):
         for key, item in value.items():
             child = f"{path}.{key}" if path else str(key)

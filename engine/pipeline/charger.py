@@ -115,6 +115,13 @@ class Charger:
         self.metrics.processor_outcomes.labels(processor.name, call, result.status.value).inc()
         return result
 
+    async def fail_unsent(self, donation: Donation, decline_code: str, message: str) -> bool:
+        """Settle as failed a donation no processor was ever sent (its hold released, like any failure); False when
+        it was already final."""
+        # No processor decided it, so none is recorded (NULL, "never sent"); Settlement.processor is typed str only.
+        unsent = Settlement(donation.id, "failed", None, decline_code=decline_code, failure_message=message)
+        return await self._settle.submit(unsent)
+
     async def apply(self, donation: Donation, processor: str, result: ChargeResult) -> Donation:
         """Record a charge or lookup outcome; returns the donation as it now stands."""
         status = result.status

@@ -25,9 +25,9 @@ from engine.pipeline.velocity import (
     SourceStats,
     VelocityLimits,
     Verdict,
-    assess,
     parse_source_stats,
     source_stats_sql,
+    verdict_of,
 )
 
 
@@ -185,9 +185,7 @@ def _apply_velocity(
     kept = []
     for index in fresh:
         item = items[index]
-        verdict = assess(context.by_donor.get(_donor(item), _NO_DECLINES), velocity)
-        if item.client_ip is not None:
-            verdict = max(verdict, assess(context.by_ip.get(item.client_ip, _NO_DECLINES), velocity))
+        verdict = verdict_of((item.client_ip, _donor(item)), context.by_ip, context.by_donor, velocity)
         if item.campaign_challenge:
             verdict = max(verdict, Verdict.CHALLENGE)
         if verdict is Verdict.REFUSE:
@@ -197,9 +195,6 @@ def _apply_velocity(
         else:
             kept.append(index)
     return kept
-
-
-_NO_DECLINES = SourceStats()
 
 
 Holds = dict[Donor, int]  # per donor: the amount to hold

@@ -2,6 +2,11 @@
 
 The queue runner of every engine process claims due rows with ``FOR UPDATE SKIP LOCKED`` (as many as the processors
 have room for), leases them as ``charging`` and hands each to recovery, which looks up or charges it.
+
+Velocity is checked again when a row is claimed: a queued donation passed intake's check, but during a card-testing
+burst its source's declines pile up while it waits. A row never sent to a processor whose source (address or donor)
+is now refused is settled ``failed`` (decline code ``velocity_exceeded``) without a processor call; one query per
+claimed batch.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from engine.metrics import Metrics
 from engine.pipeline.charger import Charger
 from engine.pipeline.donations import DONATION_COLUMNS, Donation
 from engine.pipeline.limits import PipelineLimits
-from engine.pipeline.recovery import process_claimed
+from engine.pipeline.recovery import may_have_charge, process_claimed
+from engine.pipeline.velocity import VELOCITY_DECLINE_CODE, refused_sources
 from engine.workers import PollingLoop, finish_tasks
 
 _logger = logging.getLogger(__name__)
+
+CARD_TESTING_MESSAGE = "Not charged: too many declined payments from this source recently (card testing suspected)."
 
 
 class DurableQueue:
@@ -81,13 +89,37 @@ class DurableQueue:
                    SET status = 'charging', attempts = d.attempts + 1, updated_at = now(),
                        next_attempt_at = now() + make_interval(secs => $2)
                   FROM due WHERE d.id = due.id
-             RETURNING due.previous_status, {", ".join("d." + c.strip() for c in DONATION_COLUMNS.split(","))}""",
+             RETURNING due.previous_status, host(d.client_ip) AS client_ip,
+                       {", ".join("d." + c.strip() for c in DONATION_COLUMNS.split(","))}""",
             min(capacity, self.limits.claim_batch_max),
             self.limits.lease.total_seconds(),
         )
-        for row in rows:
-            donation = Donation.from_row(row)
-            task = asyncio.create_task(process_claimed(self._pool, self._charger, donation, row["previous_status"]))
+        claimed = [(Donation.from_row(row), row["previous_status"], row["client_ip"]) for row in rows]
+        # Should this raise, the claimed rows stay leased: claimed (and checked) again once the lease expires.
+        refused = await self._refused_for_card_testing(claimed)
+        for donation, previous_status, _ in claimed:
+            if donation.id in refused:
+                work = self._fail_card_testing(donation)
+            else:
+                work = process_claimed(self._pool, self._charger, donation, previous_status)
+            task = asyncio.create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(rows)
+
+    async def _refused_for_card_testing(self, claimed: list[tuple[Donation, str, str | None]]) -> set[str]:
+        """The ids of claimed rows never sent to a processor whose source is now refused by velocity. A row that may
+        have a charge is left to recovery's lookup: failing it here could drop a charge that happened."""
+        unsent = [(donation, ip) for donation, previous, ip in claimed if not may_have_charge(donation, previous)]
+        if not unsent:
+            return set()
+        sources = [(ip, (donation.campaign, donation.election, donation.donor_key)) for donation, ip in unsent]
+        verdicts = await refused_sources(self._pool, sources, self.limits.velocity)
+        return {donation.id for (donation, _), refused in zip(unsent, verdicts, strict=True) if refused}
+
+    async def _fail_card_testing(self, donation: Donation) -> None:
+        try:
+            await self._charger.fail_unsent(donation, VELOCITY_DECLINE_CODE, CARD_TESTING_MESSAGE)
+        except Exception:
+            # The row keeps its lease and is claimed (and checked) again after it expires.
+            _logger.exception("failing queued donation %s for card testing failed", donation.id)

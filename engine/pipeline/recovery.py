@@ -28,9 +28,14 @@ async def process_claimed(pool: asyncpg.Pool, charger: Charger, donation: Donati
         _logger.exception("processing queued donation %s failed", donation.id)
 
 
+def may_have_charge(donation: Donation, previous_status: str) -> bool:
+    """A claimed row a processor may already hold a charge for: it was sent (or about to be) to a named processor.
+    Any other row was never sent anywhere."""
+    return previous_status in ("charging", "pending") and donation.processor is not None
+
+
 async def _process(pool: asyncpg.Pool, charger: Charger, donation: Donation, previous_status: str) -> None:
-    may_exist = previous_status in ("charging", "pending") and donation.processor is not None
-    if may_exist:
+    if may_have_charge(donation, previous_status):
         chosen = charger.by_name.get(donation.processor or "")
         if chosen is None:
             _logger.error("donation %s was sent to unknown processor %s", donation.id, donation.processor)

@@ -32,7 +32,7 @@ FINAL_STATUSES = frozenset({"succeeded", "declined", "failed"})
 class Settlement:
     donation_id: str
     status: str  # succeeded, declined or failed
-    processor: str
+    processor: str | None  # None: failed before any processor was asked (the queue's velocity re-check)
     processor_reference: str | None = None
     fee: Money | None = None  # in the currency the processor charged it, not necessarily the donation's
     decline_code: str | None = None

@@ -22,7 +22,9 @@ The verdict for a source (the worse of its address and its donor):
 - **refuse** (clear card testing): a ratio of at least ``refuse_ratio`` over at least ``refuse_cards_min`` distinct
   declined cards — a passed challenge does not help (captcha farms are cheap for a bot that holds stolen cards).
 
-Only attempts that became donations count: a challenged or refused request leaves no row.
+Only attempts that became donations count: a challenged or refused request leaves no row, and a queued donation
+failed by the queue's re-check (:func:`refused_sources`; decline code :data:`VELOCITY_DECLINE_CODE`) was never tried
+at a processor, so it is no attempt either (else each one failed would dilute its source's ratio back to allowed).
 """
 
 from __future__ import annotations
@@ -83,6 +85,38 @@ def assess(stats: SourceStats, limits: VelocityLimits) -> Verdict:
 
 
 Donor = tuple[str, str, str]  # campaign, election, donor key
+Source = tuple[str | None, Donor]  # a donation's client address (None when unknown) and its donor
+
+VELOCITY_DECLINE_CODE = "velocity_exceeded"  # a queued donation failed without a charge: its source is card testing
+# A decided attempt: one a processor answered (not one the queue's re-check failed before any processor call).
+_DECIDED_ATTEMPT = (
+    f"(status IN ('succeeded', 'declined') OR (status = 'failed' AND decline_code IS DISTINCT FROM "
+    f"'{VELOCITY_DECLINE_CODE}'))"
+)
+
+_NO_DECLINES = SourceStats()
+
+
+def verdict_of(
+    source: Source, by_ip: dict[str, SourceStats], by_donor: dict[Donor, SourceStats], limits: VelocityLimits
+) -> Verdict:
+    """The worse of the source's address and donor verdicts, from :func:`source_stats`' answer."""
+    ip, donor = source
+    verdict = assess(by_donor.get(donor, _NO_DECLINES), limits)
+    if ip is not None:
+        verdict = max(verdict, assess(by_ip.get(ip, _NO_DECLINES), limits))
+    return verdict
+
+
+async def refused_sources(
+    connection: asyncpg.Connection | asyncpg.Pool, sources: Sequence[Source], limits: VelocityLimits
+) -> list[bool]:
+    """Per source, whether it is now clearly card testing (REFUSE), in one round trip. For donations already past
+    intake (the durable queue): a CHALLENGE cannot be answered without a client, and the donor passed intake."""
+    ips = sorted({ip for ip, _ in sources if ip is not None})
+    donors = sorted({donor for _, donor in sources})
+    by_ip, by_donor = await source_stats(connection, ips, donors, limits)
+    return [verdict_of(source, by_ip, by_donor, limits) is Verdict.REFUSE for source in sources]
 
 
 def source_stats_sql(ips: str, campaigns: str, elections: str, donor_keys: str, window_s: str, sample_max: str) -> str:
@@ -94,7 +128,7 @@ def source_stats_sql(ips: str, campaigns: str, elections: str, donor_keys: str, 
                SELECT count(*) AS attempts, count(*) FILTER (WHERE status = 'declined') AS declines,
                       count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
                  FROM (SELECT status, payment_method FROM surge.donations
-                        WHERE client_ip = s.ip AND status IN ('succeeded', 'declined', 'failed')
+                        WHERE client_ip = s.ip AND {_DECIDED_ATTEMPT}
                           AND created_at > now() - make_interval(secs => {window_s})
                         ORDER BY created_at DESC LIMIT {sample_max}) recent) r
            WHERE r.declines > 0
@@ -106,7 +140,7 @@ def source_stats_sql(ips: str, campaigns: str, elections: str, donor_keys: str, 
                       count(DISTINCT payment_method) FILTER (WHERE status = 'declined') AS declined_cards
                  FROM (SELECT status, payment_method FROM surge.donations
                         WHERE (campaign, election, donor_key) = (s.campaign, s.election, s.donor_key)
-                          AND status IN ('succeeded', 'declined', 'failed')
+                          AND {_DECIDED_ATTEMPT}
                           AND created_at > now() - make_interval(secs => {window_s})
                         ORDER BY created_at DESC LIMIT {sample_max}) recent) r
            WHERE r.declines > 0"""
@@ -128,7 +162,7 @@ def parse_source_stats(
 
 
 async def source_stats(
-    connection: asyncpg.Connection, ips: Sequence[str], donors: Sequence[Donor], limits: VelocityLimits
+    connection: asyncpg.Connection | asyncpg.Pool, ips: Sequence[str], donors: Sequence[Donor], limits: VelocityLimits
 ) -> tuple[dict[str, SourceStats], dict[Donor, SourceStats]]:
     """One round trip: the recent attempts of each address and each donor (only sources with declines come back)."""
     rows = await connection.fetch(
@@ -150,9 +184,9 @@ async def campaign_recent_declines(
     the (campaign, created_at) index): the decided ones and the declines among them. ``declined_cards`` is not
     counted (0): the campaign-wide rule weighs the ratio only."""
     row = await connection.fetchrow(
-        """SELECT count(*) FILTER (WHERE status IN ('succeeded', 'declined', 'failed')) AS attempts,
+        f"""SELECT count(*) FILTER (WHERE {_DECIDED_ATTEMPT}) AS attempts,
                   count(*) FILTER (WHERE status = 'declined') AS declines
-             FROM (SELECT status FROM surge.donations
+             FROM (SELECT status, decline_code FROM surge.donations
                     WHERE campaign = $1 AND created_at > now() - make_interval(secs => $2)
                     ORDER BY created_at DESC LIMIT $3) recent""",
         campaign,

@@ -11,12 +11,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from adapters.simulated import SimulatedProcessor
 from adapters.simulated.tokens import KNOWN_TOKENS, CardBehaviour
+from engine.api.state import PIPELINE, PROCESSORS
 from engine.pipeline.challenge import TEST_TOKEN_PREFIX
 from engine.pipeline.donation_request import BLOCKED_PAYMENT_METHOD_WORDS
+from engine.pipeline.donations import PROCESSING_STATUSES
+from engine.pipeline.velocity import VELOCITY_DECLINE_CODE
 from tests.e2e.conftest import Surge, donation, running_surge, surge_settings
+from tests.waiting import wait_until
 
 SUCCEEDING = sorted(
     t
@@ -96,3 +102,86 @@ async def test_one_card_retried_is_challenged_but_never_refused(challenging_surg
     answers = [code(await surge.donate(gift(0, DECLINING[0], challenge=PASSED))) for _ in range(30)]
     assert answers == [(402, "card_declined")] * 30
     assert code(await surge.donate(gift(1, DECLINING[0]))) == (428, "challenge_required")
+
+
+BOT_ADDRESS = "203.0.113.66"
+HONEST_ADDRESS = "198.51.100.7"  # a NAT: one of its donors keeps retrying an expired card
+
+
+@pytest.fixture
+async def proxied_surge(database_url: str, tmp_path: Path) -> AsyncIterator[Surge]:
+    """Behind one proxy (X-Forwarded-For names the client), with a few processor slots a test can hold."""
+    settings = surge_settings(
+        database_url,
+        tmp_path,
+        processor_rate_per_s=1_000_000.0,
+        processor_concurrency_max=4,
+        trusted_proxy_hops=1,
+        challenge_verifier="test",
+    )
+    async with running_surge(database_url, settings) as running:
+        yield running
+
+
+def sent_from(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+async def test_queued_donations_of_a_source_turned_card_testing_are_failed_without_a_charge(
+    proxied_surge: Surge,
+) -> None:
+    surge = proxied_surge
+    processor, gate = surge.app[PROCESSORS][0]
+    assert isinstance(processor, SimulatedProcessor)
+    # Every processor slot taken: both sources' donations wait in the durable queue (202), their sources clean.
+    held = 0
+    while gate.try_acquire():
+        held += 1
+    bot = [await surge.donate(gift(n, SUCCEEDING[n % len(SUCCEEDING)]), **sent_from(BOT_ADDRESS)) for n in range(6)]
+    honest = [await surge.donate(gift(50 + n, SUCCEEDING[n]), **sent_from(HONEST_ADDRESS)) for n in range(3)]
+    assert [status for status, _ in bot + honest] == [202] * 9, bot + honest
+    # They wait (not yet due) while declines pile up: the bot cycles cards, passing challenges, until refused; the
+    # NAT's donor retries one card, which makes the address suspicious (a challenge) but never refused.
+    await surge.pool.execute("UPDATE surge.donations SET next_attempt_at = now() + interval '1 hour'")
+    for _ in range(held):
+        gate.return_unused()
+    bot_declines = [
+        code(await surge.donate(gift(10 + n, DECLINING[n], challenge=PASSED), **sent_from(BOT_ADDRESS)))
+        for n in range(6)
+    ]
+    assert bot_declines == [(402, "card_declined")] * 6
+    assert code(await surge.donate(gift(20, SUCCEEDING[0]), **sent_from(BOT_ADDRESS))) == (
+        429,
+        "card_testing_suspected",
+    )
+    retries = [code(await surge.donate(gift(60, DECLINING[0]), **sent_from(HONEST_ADDRESS))) for _ in range(5)]
+    assert retries == [(402, "card_declined")] * 5
+    assert code(await surge.donate(gift(61, SUCCEEDING[0]), **sent_from(HONEST_ADDRESS))) == (428, "challenge_required")
+    # Now they fall due and the queue takes them.
+    await surge.pool.execute("UPDATE surge.donations SET next_attempt_at = now() WHERE status = 'queued'")
+    surge.app[PIPELINE].wake()
+    ids = [body["id"] for _, body in bot + honest]
+
+    async def decided() -> list[asyncpg.Record] | None:
+        rows = await surge.pool.fetch(
+            "SELECT id, status, processor, decline_code FROM surge.donations WHERE id = ANY($1) ORDER BY id", ids
+        )
+        return None if any(row["status"] in PROCESSING_STATUSES for row in rows) else rows
+
+    outcomes = {row["id"]: row for row in await wait_until(decided, timeout=15, what="the queued donations decided")}
+    for _, body in bot:
+        row = outcomes[body["id"]]
+        assert (row["status"], row["processor"], row["decline_code"]) == ("failed", None, VELOCITY_DECLINE_CODE)
+    assert [outcomes[body["id"]]["status"] for _, body in honest] == ["succeeded"] * 3
+    charged = {charge.donation_id for charge in await processor.charges()}
+    assert not charged & {body["id"] for _, body in bot}, "a refused source's queued donation reached the processor"
+    assert {body["id"] for _, body in honest} <= charged
+    # Their holds are released like any failure's, and the donor reads why.
+    assert await surge.pool.fetchval("SELECT sum(held_minor) FROM surge.contribution_aggregates") == 0
+    read = await surge.client.get(f"/v1/donations/{bot[0][1]['id']}", headers=surge.auth())
+    assert (await read.json())["status"] == "failed"
+    # Never tried at a processor, they are no attempts: they do not dilute the bot's decline ratio back to allowed.
+    assert code(await surge.donate(gift(21, SUCCEEDING[1]), **sent_from(BOT_ADDRESS))) == (
+        429,
+        "card_testing_suspected",
+    )

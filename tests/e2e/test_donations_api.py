@@ -136,6 +136,19 @@ async def test_raw_card_numbers_are_refused_and_never_stored(surge: Surge) -> No
     assert (await surge.donate(body))[0] == 201
 
 
+async def test_a_negative_integer_is_not_a_card_number_but_a_positive_one_is(surge: Surge) -> None:
+    # Both are 19-digit, Luhn-valid and within 64 bits; only the sign differs.
+    body = donation(100)
+    body["metadata"] = {"offset": -4242424242424242428}
+    status, answer = await surge.donate(body)
+    assert status == 201, answer
+    body = donation(100)
+    body["metadata"] = {"offset": 4242424242424242428}
+    status, answer = await surge.donate(body)
+    assert status == 400 and answer["error"]["code"] == "card_number_refused"
+    assert answer["error"]["param"] == "metadata.offset"
+
+
 async def test_bad_requests_get_stripe_shaped_errors(surge: Surge) -> None:
     client = surge.client
     headers = {**surge.auth(), "Idempotency-Key": "bad-1"}

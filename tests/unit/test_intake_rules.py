@@ -26,6 +26,12 @@ def test_card_numbers_are_found_wherever_they_hide() -> None:
     assert find_card_number({"ref": "4242424242424241", "phone": "+1 217 555 0100", "zip": "62701"}) is None
 
 
+def test_a_negative_integer_is_never_a_card_number() -> None:
+    assert find_card_number({"metadata": {"offset": -4242424242424242428}}) is None
+    assert find_card_number({"metadata": {"offset": -4242424242424242}}) is None
+    assert find_card_number({"metadata": {"offset": 4242424242424242428}}) == "metadata.offset"
+
+
 @given(st.lists(st.integers(0, 9), min_size=12, max_size=18))
 def test_any_luhn_valid_number_of_13_to_19_digits_is_refused(prefix: list[int]) -> None:
     digits = "".join(map(str, prefix))
