@@ -1,21 +1,20 @@
 """Posting a batch of entries in one transaction.
 
-The batch is planned in Python (idempotency, validation, hold and reversal postings), then written with three
-set-based statements: one multi-row INSERT of entries, one of postings (checked for balance by a statement-level
-trigger), and one UPDATE of balances with the summed delta per distinct account. Balance rows are locked in account
-order by that UPDATE's own statement, so concurrent batches on hot accounts neither deadlock nor hold locks for long.
-Reading what the batch names and drawing new ids is one more statement: four round trips per batch.
+The batch is planned in Python (idempotency, validation, hold and reversal postings), then written in one
+statement: the entries, their postings (checked for balance and references by statement-level triggers) and the
+summed delta per distinct balance, those rows locked in account order by the statement itself, so concurrent batches
+on hot accounts neither deadlock nor hold locks for long. A batch of transfers and holds reads nothing first: one
+round trip. A batch that names parents (hold posts and voids, reversals) first reads them and draws its ids: two.
 
-A reference that another transaction inserts concurrently makes this batch fail with ``UniqueViolationError``; the
-group-commit batcher retries the batch, which then sees the other entry and answers ``EXISTS``.
+A reference that another transaction claims concurrently is skipped by the write (it waits for that transaction,
+then does nothing) and answered from the ledger: ``EXISTS``, or ``EXISTS_WITH_DIFFERENT_CONTENT``.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 import orjson
@@ -66,13 +65,41 @@ async def post_entries(
         raise LedgerInvariantError("post_entries must run inside a transaction")
     if not requests:
         return []
-    known, new_ids, now = await _load_known_entries(connection, requests)
     accounts = await directory.load(connection, {leg.account for request in requests for leg in request.legs})
-    planner = _Planner(known, {code: (a.id, a.currency) for code, a in accounts.items()}, iter(new_ids))
+    account_ids = {code: (a.id, a.currency) for code, a in accounts.items()}
+    read_first = any(request.parent_reference for request in requests)
+    if read_first:
+        known, new_ids = await _load_known_entries(connection, requests)
+        planner = _Planner(known, account_ids, iter(new_ids))
+    else:
+        # Transfers and holds name no other entry: nothing to read first. Their references are claimed by the write
+        # itself (ON CONFLICT DO NOTHING) and ids come from the sequence there (placeholders below zero until then).
+        planner = _Planner({}, account_ids, itertools.count(-1, -1))
     results = [planner.plan(request) for request in requests]
-    if planner.created:
-        await _insert(connection, planner.created, now)
-    return results
+    planned = {entry.id for entry in planner.created}
+    ids = await _write(connection, planner.created) if planner.created else {}
+    # Look up the references the write skipped (claimed by another transaction meanwhile) and, when nothing was read
+    # first, those refused by validation: a reference that exists answers first, as when it was read before planning.
+    unsettled = {
+        index: request.fingerprint()
+        for index, (request, result) in enumerate(zip(requests, results, strict=True))
+        if result.reference not in ids  # a reference this batch wrote did not exist before it
+        and (result.entry_id in planned or (not read_first and not result.outcome.ok))
+    }
+    existing = await _existing(connection, list({requests[i].reference for i in unsettled})) if unsettled else {}
+    answered = []
+    for index, result in enumerate(results):
+        reference = result.reference
+        if result.entry_id in planned and reference in ids:
+            answered.append(EntryResult(reference, result.outcome, ids[reference]))
+        elif index in unsettled and reference in existing:
+            entry_id, fingerprint = existing[reference]
+            same = fingerprint == unsettled[index]
+            outcome = EntryOutcome.EXISTS if same else EntryOutcome.EXISTS_WITH_DIFFERENT_CONTENT
+            answered.append(EntryResult(reference, outcome, entry_id))
+        else:
+            answered.append(result)
+    return answered
 
 
 async def post_entries_or_raise(
@@ -86,16 +113,13 @@ async def post_entries_or_raise(
 
 async def _load_known_entries(
     connection: asyncpg.Connection, requests: Sequence[EntryRequest]
-) -> tuple[dict[str, _KnownEntry], list[int], datetime]:
-    """The entries the batch names (its own references and parents), new entry ids, and the transaction's ``now()``.
-
-    One round trip: ids are drawn for every request before knowing which already exist (a replayed reference
-    leaves a gap in the sequence, which nothing reads). Ids are allocated up front so that an entry can name, as
-    its parent, an entry planned earlier in the batch; ``now()`` because COPY cannot default ``effective_at``."""
+) -> tuple[dict[str, _KnownEntry], list[int]]:
+    """The entries the batch names (its own references and parents), and new entry ids. One round trip: ids are
+    drawn for every request before knowing which already exist (a replayed reference leaves a gap in the sequence,
+    which nothing reads); up front, so that an entry can name, as its parent, an entry planned earlier in the batch."""
     references = {r.reference for r in requests} | {r.parent_reference for r in requests if r.parent_reference}
     row = await connection.fetchrow(
-        """SELECT now() AS now,
-                  array(SELECT nextval('ledger.entries_id_seq') FROM generate_series(1, $2::int)) AS ids,
+        """SELECT array(SELECT nextval('ledger.entries_id_seq') FROM generate_series(1, $2::int)) AS ids,
                   array(SELECT ROW(e.id, e.reference, e.kind, e.fingerprint,
                         -- A LIMIT keeps this a per-row index probe: as EXISTS, the planner may hash the whole table.
                         (SELECT c.id FROM ledger.entries c WHERE c.parent_entry_id = e.id LIMIT 1) IS NOT NULL)
@@ -123,7 +147,7 @@ async def _load_known_entries(
             by_id[posting["entry_id"]].postings.append(
                 _Posting(posting["account_id"], posting["amount"], posting["currency"], posting["pending"])
             )
-    return known, row["ids"], row["now"]
+    return known, row["ids"]
 
 
 class _Planner:
@@ -214,88 +238,89 @@ class _Planner:
         return release + posted
 
 
-async def _insert(connection: asyncpg.Connection, created: list[_NewEntry], now: datetime) -> None:
-    # Binary COPY: asyncpg encodes each value with its codec, where array parameters cost a Python-level type check
-    # per element. Metadata is the exception: a pool may decode jsonb with a text-format codec, which binary COPY
-    # cannot use, so entries that carry metadata go through the multi-row INSERT.
-    # The COPY runs first and each statement checks parent keys at its end, so a child of an entry written by the
-    # INSERT goes with it (planning order puts every parent before its children).
-    by_insert: set[int] = set()
-    for e in created:
-        if e.request.metadata or e.parent_id in by_insert:
-            by_insert.add(e.id)
-    plain = [e for e in created if e.id not in by_insert]
-    if plain:
-        await connection.copy_records_to_table(
-            "entries",
-            schema_name="ledger",
-            columns=_ENTRY_COLUMNS,
-            records=[
-                (
-                    e.id,
-                    e.request.reference,
-                    e.request.kind.value,
-                    e.parent_id,
-                    e.request.effective_at or now,
-                    e.request.memo,
-                    e.fingerprint,
-                )
-                for e in plain
-            ],
-        )
-    if len(plain) < len(created):
-        await _insert_with_metadata(connection, [e for e in created if e.id in by_insert])
-    entry_rows, posted, pending = _postings(created)
-    await connection.copy_records_to_table(
-        "postings", schema_name="ledger", columns=_POSTING_COLUMNS, records=entry_rows
-    )
-    touched = sorted(set(posted) | set(pending))
-    # One statement: the CTE locks the rows in account order (the UPDATE needs its rows, so it runs first), then
-    # the UPDATE applies the summed deltas; one round trip instead of a lock statement and an update.
-    await connection.execute(
-        """WITH locked AS (
-               SELECT account_id FROM ledger.balances WHERE account_id = ANY($1::bigint[])
-                ORDER BY account_id FOR UPDATE)
-           UPDATE ledger.balances b
-              SET posted = b.posted + d.posted, pending = b.pending + d.pending, version = b.version + 1
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(account_id, posted, pending), locked l
-            WHERE b.account_id = d.account_id AND l.account_id = d.account_id""",
-        touched,
-        [posted.get(a, 0) for a in touched],
-        [pending.get(a, 0) for a in touched],
-    )
+# The whole write in one statement: entries, their postings (checked for balance and references by the table's
+# statement-level triggers, which fire at the end of the statement and see every row of it), and the balances'
+# summed deltas, their rows locked in account order by the UPDATE's own CTE (concurrent batches on hot accounts
+# neither deadlock nor hold locks for long). An entry whose reference another transaction holds is skipped with its
+# postings (ON CONFLICT waits for that transaction, then does nothing) and answered from the ledger afterwards.
+# Ids drawn up front (batches naming parents) are kept; the others come from the sequence here.
+_WRITE = """
+    WITH input AS MATERIALIZED (
+        SELECT e.n, coalesce(e.id, nextval('ledger.entries_id_seq')) AS id, e.reference, e.kind, e.parent_entry_id,
+               coalesce(e.effective_at, now()) AS effective_at, e.memo, coalesce(e.metadata::jsonb, '{}') AS metadata,
+               e.fingerprint
+          FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[],
+                      $7::text[], $8::bytea[])
+               WITH ORDINALITY
+               AS e(id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint, n)),
+    entries AS (
+        INSERT INTO ledger.entries (id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint)
+        OVERRIDING SYSTEM VALUE
+        SELECT id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint FROM input ORDER BY n
+        ON CONFLICT (reference) DO NOTHING
+        RETURNING id, reference),
+    -- Postings find their entry's id by its position (no join: the pipeline's batches run with hash joins off).
+    numbered AS (SELECT array_agg(id ORDER BY n) AS ids FROM input),
+    written AS (SELECT count(*) AS entries, array_agg(id) AS ids FROM entries),
+    postings AS (
+        INSERT INTO ledger.postings (entry_id, account_id, amount, currency, pending)
+        SELECT numbered.ids[p.entry], p.account_id, p.amount, p.currency, p.pending
+          FROM unnest($9::int[], $10::bigint[], $11::bigint[], $12::text[], $13::bool[])
+               WITH ORDINALITY AS p(entry, account_id, amount, currency, pending, n)
+         CROSS JOIN numbered CROSS JOIN written
+         WHERE written.entries = cardinality($2::text[]) OR numbered.ids[p.entry] = ANY(written.ids)
+         ORDER BY p.n
+        RETURNING account_id, amount, pending),
+    deltas AS (
+        SELECT account_id, coalesce(sum(amount) FILTER (WHERE NOT pending), 0) AS posted,
+               coalesce(sum(amount) FILTER (WHERE pending), 0) AS pending
+          FROM postings GROUP BY account_id),
+    locked AS (
+        SELECT b.account_id FROM ledger.balances b JOIN deltas d ON d.account_id = b.account_id
+         ORDER BY b.account_id FOR UPDATE OF b),
+    balances AS (
+        UPDATE ledger.balances b
+           SET posted = b.posted + d.posted, pending = b.pending + d.pending, version = b.version + 1
+          FROM deltas d JOIN locked l ON l.account_id = d.account_id
+         WHERE b.account_id = d.account_id)
+    SELECT id, reference FROM entries"""
 
 
-def _postings(
-    created: list[_NewEntry],
-) -> tuple[list[tuple[int, int, int, str, bool]], dict[int, int], dict[int, int]]:
-    """The posting rows to write, and the posted and pending delta per account."""
-    rows = []
-    posted: dict[int, int] = defaultdict(int)
-    pending: dict[int, int] = defaultdict(int)
-    for entry in created:
+async def _write(connection: asyncpg.Connection, created: list[_NewEntry]) -> dict[str, int]:
+    """Write the planned entries; their ids by reference (a reference taken meanwhile is absent)."""
+    entry_numbers, account_ids, amounts, currencies, pendings = [], [], [], [], []
+    for number, entry in enumerate(created, start=1):
         for p in entry.postings:
-            rows.append((entry.id, p.account_id, p.amount, p.currency, p.pending))
-            (pending if p.pending else posted)[p.account_id] += p.amount
-    return rows, posted, pending
-
-
-async def _insert_with_metadata(connection: asyncpg.Connection, created: list[_NewEntry]) -> None:
-    await connection.execute(
-        """INSERT INTO ledger.entries
-               (id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint)
-           OVERRIDING SYSTEM VALUE
-           SELECT id, reference, kind, parent_entry_id, coalesce(effective_at, now()), memo, metadata::jsonb,
-                  fingerprint
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[],
-                         $7::text[], $8::bytea[])
-                  AS e(id, reference, kind, parent_entry_id, effective_at, memo, metadata, fingerprint)""",
-        [e.id for e in created],
+            entry_numbers.append(number)
+            account_ids.append(p.account_id)
+            amounts.append(p.amount)
+            currencies.append(p.currency)
+            pendings.append(p.pending)
+    rows = await connection.fetch(
+        _WRITE,
+        [e.id if e.id > 0 else None for e in created],
         [e.request.reference for e in created],
         [e.request.kind.value for e in created],
         [e.parent_id for e in created],
         [e.request.effective_at for e in created],
         [e.request.memo for e in created],
-        [orjson.dumps(e.request.metadata).decode() if e.request.metadata else "{}" for e in created],
+        [orjson.dumps(e.request.metadata).decode() if e.request.metadata else None for e in created],
         [e.fingerprint for e in created],
+        entry_numbers,
+        account_ids,
+        amounts,
+        currencies,
+        pendings,
     )
+    return {row["reference"]: row["id"] for row in rows}
+
+
+async def _existing(connection: asyncpg.Connection, references: list[str]) -> dict[str, tuple[int, bytes]]:
+    """The id and fingerprint of each reference on record."""
+    rows = await connection.fetch(
+        """SELECT e.id, e.reference, e.fingerprint FROM unnest($1::text[]) AS r(reference)
+           CROSS JOIN LATERAL (SELECT id, reference, fingerprint FROM ledger.entries e
+                                WHERE e.reference = r.reference LIMIT 1) e""",
+        references,
+    )
+    return {row["reference"]: (row["id"], row["fingerprint"]) for row in rows}
