@@ -52,6 +52,7 @@ RATE_MIN_PER_S = 20.0
 RATE_MAX_PER_S = 32_000.0
 BISECT_STEPS = 3
 CONNECTIONS = 256
+WORKERS = (1, 2)  # engine processes (SURGE_WORKERS), each searched in turn
 TARGET_RATIO = 0.2  # of the echo ceiling measured in the same run (issue 11)
 TARGET_DONATIONS_PER_S = 2000.0
 TARGET_CPU_US = {"server": 350.0, "postgres": 250.0}  # per donation
@@ -111,7 +112,7 @@ class Server:
     async def probe(self, rate_per_s: float) -> Probe:
         profile = Profile(ProfileName.STEADY, rate_per_s, PROBE_S)
         self._runs += 1
-        run_id = f"bench{self._runs}"
+        run_id = f"{self.name}-{self._runs}"
         plan = TrafficPlan(TrafficMix.clean(), self.target, SEED, run_id, first_donor=self._donors).requests(
             arrival_times(profile, seed=SEED), profile.duration_s
         )
@@ -211,12 +212,13 @@ async def run_echo(form_key: str) -> Server:
         await asyncio.wait_for(process.wait(), 10)
 
 
-async def run_surge(database_url: str, form_key: str, postgres_pid: int | None, folder: Path) -> Server:
-    engine = EngineProcess(database_url, folder / "engine.log", SURGE_ENVIRONMENT)
+async def run_surge(database_url: str, form_key: str, postgres_pid: int | None, folder: Path, workers: int) -> Server:
+    environment = {**SURGE_ENVIRONMENT, "SURGE_WORKERS": str(workers)}
+    engine = EngineProcess(database_url, folder / f"engine-{workers}.log", environment)
     await engine.start()
     connection = await asyncpg.connect(database_url)
     try:
-        server = Server("surge", engine.host, engine.port, form_key, engine.pid, postgres_pid)
+        server = Server(f"surge-w{workers}", engine.host, engine.port, form_key, engine.pid, postgres_pid)
 
         async def settle() -> None:
             # A failed probe can leave donations queued: let them settle before the next one is measured.
@@ -229,7 +231,7 @@ async def run_surge(database_url: str, form_key: str, postgres_pid: int | None, 
                 if not open_count:
                     return
 
-        print("Surge POST /v1/donations (simulated processor, no latency, no cap):", flush=True)
+        print(f"Surge POST /v1/donations, {workers} worker(s) (simulated processor, no latency, no cap):", flush=True)
         await server.probe(FIRST_RATE_PER_S / 2)  # warm-up: connections, caches, prepared statements
         server.probes.clear()
         await settle()
@@ -250,10 +252,12 @@ async def main() -> int:
         form_key = await prepare_database(database_url)
         postgres_pid = _postmaster_pid(database_url)
         echo = await run_echo(form_key)
-        surge = await run_surge(database_url, form_key, postgres_pid, folder)
+        # One worker process, then two (SO_REUSEPORT, the second core), on the same database in the same sitting.
+        surges = [await run_surge(database_url, form_key, postgres_pid, folder, workers) for workers in WORKERS]
+        acknowledged = {key: value for surge in surges for key, value in surge.record.acknowledged.items()}
         connection = await asyncpg.connect(database_url)
         try:
-            audit = await audit_run(connection, surge.record.acknowledged)
+            audit = await audit_run(connection, acknowledged)
             settings = {
                 row["name"]: row["setting"]
                 for row in await connection.fetch(
@@ -262,7 +266,7 @@ async def main() -> int:
             }
         finally:
             await connection.close()
-    results = _results(echo, surge, audit.as_json(), settings)
+    results = _results(echo, surges, audit.as_json(), settings)
     _print(results)
     write_results("donations", results)
     return 0 if audit.ok else 1
@@ -277,38 +281,62 @@ def _postmaster_pid(database_url: str) -> int | None:
         return None
 
 
-def _results(echo: Server, surge: Server, audit: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
-    best_echo = max((p for p in echo.probes if p.passed), key=lambda p: p.rate_per_s, default=None)
-    best_surge = max((p for p in surge.probes if p.passed), key=lambda p: p.rate_per_s, default=None)
+def _best(server: Server) -> Probe | None:
+    return max((p for p in server.probes if p.passed), key=lambda p: p.rate_per_s, default=None)
+
+
+def _rate(server: Server) -> float:
+    best = _best(server)
+    return best.achieved_per_s if best else 0.0
+
+
+def _results(echo: Server, surges: list[Server], audit: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
+    best_echo = _best(echo)
+    by_workers = dict(zip(WORKERS, surges, strict=True))
+    # The headline is the better worker count; both are reported.
+    workers, surge = max(by_workers.items(), key=lambda pair: _rate(pair[1]))
+    best_surge = _best(surge)
     echo_per_s = best_echo.achieved_per_s if best_echo else 0.0
     donations_per_s = best_surge.achieved_per_s if best_surge else 0.0
     latency = best_surge.latency_ms if best_surge else {}
     ratio = round(donations_per_s / echo_per_s, 3) if echo_per_s else 0.0
+    cpu = best_surge.cpu_us_per_request if best_surge else {}
     return {
         "benchmark": "donations",
         "donations_per_s": donations_per_s,
+        "workers": workers,
         "echo_per_s": echo_per_s,
         "ratio_to_echo": ratio,
         "latency_ms_p50": latency.get("p50"),
         "latency_ms_p99": latency.get("p99"),
         "latency_ms_max": latency.get("max"),
         # At the best passing rate; the generator is its own process alone (it is the engine's parent, not its bill).
-        "cpu_us_per_donation": best_surge.cpu_us_per_request if best_surge else None,
+        "cpu_us_per_donation": cpu or None,
         "cpu_us_per_echo_request": best_echo.cpu_us_per_request if best_echo else None,
+        "by_workers": {
+            str(n): {
+                "donations_per_s": best.achieved_per_s if best else 0.0,
+                "ratio_to_echo": round(best.achieved_per_s / echo_per_s, 3) if best and echo_per_s else 0.0,
+                "latency_ms": best.latency_ms if best else {},
+                "cpu_us_per_donation": best.cpu_us_per_request if best else {},
+                "probes": [p.as_json() for p in server.probes],
+            }
+            for n, server in by_workers.items()
+            for best in [_best(server)]
+        },
         "audit_ok": audit["ok"],
         "target": {
             "ratio_to_echo": TARGET_RATIO,
             "donations_per_s": TARGET_DONATIONS_PER_S,
             "cpu_us_per_donation": TARGET_CPU_US,
-            "met": ratio >= TARGET_RATIO and donations_per_s >= TARGET_DONATIONS_PER_S and audit["ok"],
+            "met": ratio >= TARGET_RATIO
+            and donations_per_s >= TARGET_DONATIONS_PER_S
+            and all(cpu.get(name, 1e9) <= bound for name, bound in TARGET_CPU_US.items())
+            and audit["ok"],
         },
         "criterion": {"p99_ms_under": P99_MAX_MS, "errors": 0, "probe_s": PROBE_S},
         "echo": {"best": best_echo.as_json() if best_echo else None, "probes": [p.as_json() for p in echo.probes]},
-        "surge": {
-            "best": best_surge.as_json() if best_surge else None,
-            "probes": [p.as_json() for p in surge.probes],
-            "environment": SURGE_ENVIRONMENT,
-        },
+        "surge": {"environment": SURGE_ENVIRONMENT, "workers_searched": list(WORKERS)},
         "audit": audit,
         "generator": {
             "how": "one process (this one), uvloop, a pool of keep-alive HTTP/1.1 connections sending prepared "
@@ -327,13 +355,29 @@ def _print(results: dict[str, Any]) -> None:
         "donations benchmark",
         [
             ("echo (framework ceiling)", f"{results['echo_per_s']:,.0f} req/s"),
-            ("Surge POST /v1/donations", f"{results['donations_per_s']:,.0f} donations/s"),
+            (
+                "Surge POST /v1/donations",
+                f"{results['donations_per_s']:,.0f} donations/s with {results['workers']} worker(s)"
+                f" (target {TARGET_DONATIONS_PER_S:,.0f})",
+            ),
             ("ratio to echo", f"{results['ratio_to_echo']:.2f} (target {TARGET_RATIO})"),
+            *(
+                (
+                    f"  {n} worker(s)",
+                    f"{w['donations_per_s']:,.0f}/s  p99 {w['latency_ms'].get('p99')} ms  "
+                    f"CPU µs {_cpu_line(w['cpu_us_per_donation'])}",
+                )
+                for n, w in results["by_workers"].items()
+            ),
             (
                 "latency ms",
                 f"p50 {results['latency_ms_p50']}  p99 {results['latency_ms_p99']}  max {results['latency_ms_max']}",
             ),
-            ("CPU µs per donation", _cpu_line(results["cpu_us_per_donation"])),
+            (
+                "CPU µs per donation",
+                f"{_cpu_line(results['cpu_us_per_donation'])}  (target server {TARGET_CPU_US['server']:g},"
+                f" postgres {TARGET_CPU_US['postgres']:g})",
+            ),
             ("CPU µs per echo request", _cpu_line(results["cpu_us_per_echo_request"])),
             ("audit", "ok" if results["audit_ok"] else f"FAILED: {results['audit']['problems'][:5]}"),
         ],
