@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from engine.pipeline.card_numbers import find_card_number
+from engine.pipeline.card_numbers import find_card_number, may_hold_card_number
 from engine.validation import INTEGER_MAX, INTEGER_MIN, ValidationProblem
 
 
@@ -29,7 +29,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ValidationProblem(None, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise ValidationProblem(None, "invalid_json", "The request body must be a JSON object.")
-    card_field = find_card_number(parsed)
+    card_field = find_card_number(parsed) if may_hold_card_number(body) else None
     if card_field is not None:
         raise ValidationProblem(
             card_field,

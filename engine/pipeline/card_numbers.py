@@ -10,6 +10,14 @@ import re
 from typing import Any
 
 _CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# In a JSON body a card number is 13 digits in a row (a separator between some) or it is escaped (\u0034): a body
+# with neither holds none, which one scan of its bytes tells before any field is walked (3 % of the engine's CPU at
+# 1,000 donations/s went to walking them).
+_BODY_CANDIDATE = re.compile(rb"\d(?:[ -]?\d){12}|\\u")
+
+
+def may_hold_card_number(body: bytes) -> bool:
+    return _BODY_CANDIDATE.search(body) is not None
 
 
 def luhn_valid(digits: str) -> bool:

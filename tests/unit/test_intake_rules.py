@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.pipeline.card_numbers import find_card_number, luhn_valid
+from engine.api.validation import parse_json_object
+from engine.pipeline.card_numbers import find_card_number, luhn_valid, may_hold_card_number
 from engine.pipeline.donation_request import donor_key
+from engine.validation import ValidationProblem
 
 
 @pytest.mark.parametrize(
@@ -47,3 +49,26 @@ def test_donor_key_normalises_as_aggregation_requires() -> None:
     assert donor_key("Mary-Ann", "O'Neil", "02139") == "oneil|maryann|02139"
     assert donor_key("John", "Doe", "62701") != same
     assert donor_key("Jane", "Doe", "62702") != same
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"payment_method": "4242 4242 4242 4242"}',
+        b'{"metadata": {"n": 4000056655665556}}',
+        b'{"donor": {"address_line1": "x 4000-0000-0000-0002 y"}}',
+        b'{"4242424242424242": "key"}',
+        # Escaped digits are digits once parsed: the body's bytes cannot rule them out.
+        b'{"note": "\\u0034\\u0032\\u0034\\u0032\\u0034\\u0032\\u0034\\u0032\\u0034\\u0032\\u0034\\u0032\\u0034\\u0032'
+        b'\\u0034\\u0032"}',
+    ],
+)
+def test_every_card_number_is_refused_past_the_body_precheck(body: bytes) -> None:
+    with pytest.raises(ValidationProblem) as refused:
+        parse_json_object(body)
+    assert refused.value.code == "card_number_refused"
+
+
+def test_a_body_without_long_digit_runs_is_not_walked() -> None:
+    assert not may_hold_card_number(b'{"amount_minor": 2500, "donor": {"postal_code": "02139-1234"}}')
+    assert may_hold_card_number(b'{"n": 1234567890123}')
