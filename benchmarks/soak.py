@@ -12,7 +12,8 @@ fixed rate. Every ``--sample-s`` it reads the CPU of the engine and of PostgreSQ
 sequential scans) — reading only statistics views, so the measurement scans no table itself.
 
 It passes when, comparing the last window with the first (each 5 minutes of 30; a sixth of the run when shortened):
-PostgreSQL's CPU per donation and the latency p99 are within 15 %, the engine's RSS is within 10 %; no growing table
+PostgreSQL's CPU per donation and the p99 of Surge's own time (latency less the processor's share, from
+``Server-Timing``) are within 15 %, the engine's RSS is within 10 %; no growing table
 was sequentially scanned while it held 1,000 rows or more; and the audit (``loadtest.audit``) is clean. Exits 1
 otherwise. Writes ``benchmarks/results/soak.json`` and ``soak.html`` (charts drawn by ``toolkit.svg_chart``).
 """
@@ -291,9 +292,13 @@ class Soak:
         before_last = next((s for s in reversed(self.samples) if s.t < self.duration_s - self.window_s), None)
         first_cost, last_cost = cost(first, None), cost(last, before_last)
         checks["postgres_cpu_us_per_donation"] = _within(first_cost, last_cost, COST_TOLERANCE)
-        first_p99 = self.windows.get("first", {}).get("p99")
-        last_p99 = self.windows.get("last", {}).get("p99")
-        checks["latency_p99_ms"] = _within(first_p99, last_p99, COST_TOLERANCE)
+        # Surge's own time (latency less the processor's share, from Server-Timing): the mix's hanging cards wait out
+        # the 8 s charge timeout at the stand-in, and a window holding ~1 % of them has a p99 of 8 s whatever the
+        # engine does. The whole latency's p99 per window is in the results' "windows", beside it.
+        first_p99 = self.windows.get("first", {}).get("own_p99")
+        last_p99 = self.windows.get("last", {}).get("own_p99")
+        checks["own_latency_p99_ms"] = _within(first_p99, last_p99, COST_TOLERANCE)
+
         rss_first = _median([s.engine_rss_mb for s in first])
         rss_last = _median([s.engine_rss_mb for s in last])
         checks["engine_rss_mb"] = _within(rss_first, rss_last, RSS_TOLERANCE)

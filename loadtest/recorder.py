@@ -129,6 +129,7 @@ class Recorder:
         self.own_latency = LatencyHistogram(3)
         self.deferred_latency = LatencyHistogram(3)
         self.window_latency = LatencyList()
+        self.window_own_latency = LatencyList()  # Surge's own time (HTTP answers), per window as well
         self.statuses: collections.Counter[str] = collections.Counter()
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -167,7 +168,9 @@ class Recorder:
     ) -> None:
         latency_us = (now_ns - due_ns) // 1000
         if status.isdigit():  # an HTTP answer, not a timeout or a lost connection
-            self.own_latency.record_us(max(0, latency_us - processor_us))
+            own_us = max(0, latency_us - processor_us)
+            self.own_latency.record_us(own_us)
+            self.window_own_latency.record_us(own_us)
             if status == "202" and processor_us == 0:  # queued at once, not a charge that timed out
                 self.deferred_latency.record_us(latency_us)
         number = max(0, (now_ns - self.start_ns) // 1_000_000_000)
@@ -203,8 +206,10 @@ class Recorder:
             "completed": self.window_completed,
             "errors": self.window_errors,
             **{k: v for k, v in self.window_latency.summary_ms().items() if k in ("p50", "p99")},
+            **{f"own_{k}": v for k, v in self.window_own_latency.summary_ms().items() if k in ("p50", "p99")},
         }
         self.window_latency.reset()
+        self.window_own_latency.reset()
         self.window_completed = self.window_errors = self.window_offered = 0
         return window
 
