@@ -6,14 +6,17 @@ import os
 import platform
 import re
 import resource
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 
 RESULTS_FOLDER = Path(__file__).resolve().parent / "results"
 
@@ -294,3 +297,20 @@ class ServerLog:
                 statement = " ".join((query.group(1) if query else plan).split())[:1500]
                 found.append(f"{sorted(set(scans))}: {statement}  [plan: {'; '.join(sorted(set(estimates)))}]")
         return sorted(set(found))
+
+
+def run_in_temporary_folder(benchmark: Callable[[Path], Coroutine[Any, Any, int]]) -> int:
+    """Run ``benchmark`` on uvloop with a folder of its own (its database, logs), deleted afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="surge-benchmark-"))
+    try:
+        return uvloop.run(benchmark(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def postmaster_pid(data_folder: Path) -> int | None:
+    """The PostgreSQL server's process, from its data folder's ``postmaster.pid``."""
+    try:
+        return int((data_folder / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

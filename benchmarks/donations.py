@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from benchmarks.common import CpuClock, machine_details, print_table, write_results
+from benchmarks.common import CpuClock, machine_details, postmaster_pid, print_table, write_results
 from loadtest.audit import audit_run
 from loadtest.engine_process import EngineProcess, embedded_database, free_port, prepare_database
 from loadtest.generator import ClientPolicy, ClientRecord, Generator
@@ -274,11 +274,7 @@ async def main() -> int:
 
 def _postmaster_pid(database_url: str) -> int | None:
     # The embedded server's URL carries its socket folder, the data folder itself: postmaster.pid is there.
-    host = database_url.partition("host=")[2].partition("&")[0]
-    try:
-        return int((Path(host) / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    return postmaster_pid(Path(database_url.partition("host=")[2].partition("&")[0]))
 
 
 def _best(server: Server) -> Probe | None:

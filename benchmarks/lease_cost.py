@@ -12,17 +12,14 @@ lease of ``x`` µs takes ``x / 200`` % of one connection.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 
-from benchmarks.common import distribution, machine_details, print_table, write_results
+from benchmarks.common import distribution, machine_details, print_table, run_in_temporary_folder, write_results
 from engine import database
 from engine.database import embedded_server
 from engine.pipeline.budget import LEASE_INTERVAL_S, PostgresTokens, RedisTokens
@@ -93,13 +90,5 @@ async def benchmark(folder: Path) -> int:
     return 0
 
 
-def main() -> int:
-    folder = Path(tempfile.mkdtemp(prefix="surge-benchmark-"))
-    try:
-        return uvloop.run(benchmark(folder))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_in_temporary_folder(benchmark))

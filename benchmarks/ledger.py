@@ -28,9 +28,7 @@ import bisect
 import gc
 import itertools
 import random
-import shutil
 import sys
-import tempfile
 import time
 from array import array
 from collections import Counter
@@ -40,9 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 
-from benchmarks.common import CpuMeter, distribution, machine_details, print_table, write_results
+from benchmarks.common import (
+    CpuMeter,
+    distribution,
+    machine_details,
+    postmaster_pid,
+    print_table,
+    run_in_temporary_folder,
+    write_results,
+)
 from engine import database
 from engine.database import create_pool, embedded_server
 from ledger.accounts import AccountDirectory
@@ -528,20 +533,5 @@ def report(results: dict[str, Any], batched: RunResult, baseline: RunResult, pat
         print(f"  check: {problem}")
 
 
-def postmaster_pid(data_folder: Path) -> int | None:
-    try:
-        return int((data_folder / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def main() -> int:
-    folder = Path(tempfile.mkdtemp(prefix="surge-benchmark-"))
-    try:
-        return uvloop.run(benchmark(folder))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_in_temporary_folder(benchmark))
