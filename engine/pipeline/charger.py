@@ -118,7 +118,7 @@ class Charger:
     async def fail_unsent(self, donation: Donation, decline_code: str, message: str) -> bool:
         """Settle as failed a donation no processor was ever sent (its hold released, like any failure); False when
         it was already final."""
-        # No processor decided it, so none is recorded (NULL, "never sent"); Settlement.processor is typed str only.
+        # No processor decided it, so none is recorded (NULL: "never sent").
         unsent = Settlement(donation.id, "failed", None, decline_code=decline_code, failure_message=message)
         return await self._settle.submit(unsent)
 
