@@ -286,6 +286,17 @@ def _rate(server: Server) -> float:
     return best.achieved_per_s if best else 0.0
 
 
+def _worker_results(server: Server, echo_per_s: float) -> dict[str, Any]:
+    best = _best(server)
+    return {
+        "donations_per_s": best.achieved_per_s if best else 0.0,
+        "ratio_to_echo": round(best.achieved_per_s / echo_per_s, 3) if best and echo_per_s else 0.0,
+        "latency_ms": best.latency_ms if best else {},
+        "cpu_us_per_donation": best.cpu_us_per_request if best else {},
+        "probes": [p.as_json() for p in server.probes],
+    }
+
+
 def _results(echo: Server, surges: list[Server], audit: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
     best_echo = _best(echo)
     by_workers = dict(zip(WORKERS, surges, strict=True))
@@ -309,17 +320,7 @@ def _results(echo: Server, surges: list[Server], audit: dict[str, Any], settings
         # At the best passing rate; the generator is its own process alone (it is the engine's parent, not its bill).
         "cpu_us_per_donation": cpu or None,
         "cpu_us_per_echo_request": best_echo.cpu_us_per_request if best_echo else None,
-        "by_workers": {
-            str(n): {
-                "donations_per_s": best.achieved_per_s if best else 0.0,
-                "ratio_to_echo": round(best.achieved_per_s / echo_per_s, 3) if best and echo_per_s else 0.0,
-                "latency_ms": best.latency_ms if best else {},
-                "cpu_us_per_donation": best.cpu_us_per_request if best else {},
-                "probes": [p.as_json() for p in server.probes],
-            }
-            for n, server in by_workers.items()
-            for best in [_best(server)]
-        },
+        "by_workers": {str(n): _worker_results(server, echo_per_s) for n, server in by_workers.items()},
         "audit_ok": audit["ok"],
         "target": {
             "ratio_to_echo": TARGET_RATIO,
