@@ -196,6 +196,14 @@ async def test_the_database_refuses_what_code_must_never_do(pool: asyncpg.Pool, 
                 account_id,
             )
         assert unbalanced.value.sqlstate == "SG001"
+        # An entry is reversed (a hold resolved) once: two children of one parent are refused, whatever the code.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(
+                """INSERT INTO ledger.entries (reference, kind, parent_entry_id, effective_at, fingerprint)
+                   VALUES ('don_4-rev-a', 'reversal', $1, now(), '\\x00'),
+                          ('don_4-rev-b', 'reversal', $1, now(), '\\x00')""",
+                entry_id,
+            )
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await connection.execute(
                 """INSERT INTO ledger.postings (entry_id, account_id, amount, currency)
